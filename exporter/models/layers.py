@@ -1,0 +1,76 @@
+"""Small building blocks shared by the VMamba and MedMamba model files."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Linear2d(nn.Linear):
+    """A Linear over the channel axis of a (B, C, H, W) map (a 1x1 convolution).
+
+    Keeps nn.Linear's (out, in) weight so the official channel-first checkpoints load as they are.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight[:, :, None, None], self.bias)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channel axis of a (B, C, H, W) map."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class Permute(nn.Module):
+    def __init__(self, *dims: int):
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(*self.dims)
+
+
+class SpatialSoftmax(nn.Module):
+    """Softmax over all pixels of each channel (VMamba's `_onsoftmax` out_norm ablation)."""
+
+    def __init__(self, channel_first: bool):
+        super().__init__()
+        self.channel_first = channel_first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channel_first:
+            B, C, H, W = x.shape
+            return x.reshape(B, C, H * W).softmax(-1).view(B, C, H, W)
+        B, H, W, C = x.shape
+        return x.reshape(B, H * W, C).softmax(1).view(B, H, W, C)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth; identity in eval mode."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = float(drop_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+class Mlp(nn.Module):
+    def __init__(self, in_features: int, hidden_features: int, act_layer=nn.GELU, channel_first: bool = False):
+        super().__init__()
+        Linear = Linear2d if channel_first else nn.Linear
+        self.fc1 = Linear(in_features, hidden_features)
+        self.act = act_layer()
+        self.fc2 = Linear(hidden_features, in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))

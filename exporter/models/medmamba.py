@@ -1,0 +1,176 @@
+"""MedMamba (YubiaoYue/MedMamba, ``VSSM`` with ``SS_Conv_SSM`` blocks) in export-friendly PyTorch.
+
+Each block splits the channels in two halves: a conv branch (BN-conv3-BN-ReLU-conv3-BN-ReLU-conv1-ReLU)
+and an SS2D branch (LayerNorm, SS2D with SiLU z gate), concatenates them, shuffles the channels
+(2 groups) and adds the input. Parameter names are the official ones (ln_1, self_attention,
+conv33conv33conv11).
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+
+from exporter.models.layers import DropPath
+from exporter.models.registry import register_model
+from exporter.models.ss2d import SS2D
+
+
+class PatchEmbed2D(nn.Module):
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, norm_layer=None):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = norm_layer(embed_dim) if norm_layer is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x).permute(0, 2, 3, 1)
+        return self.norm(x) if self.norm is not None else x
+
+
+class PatchMerging2D(nn.Module):
+    """MedMamba's merging: odd sizes are cropped to H // 2, W // 2 (not padded as in VMamba)."""
+
+    def __init__(self, dim: int, norm_layer=nn.LayerNorm):
+        super().__init__()
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = norm_layer(4 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        H, W = x.shape[1], x.shape[2]
+        h, w = H // 2, W // 2
+        parts = [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]]
+        x = torch.cat([p[:, :h, :w] for p in parts], -1)
+        return self.reduction(self.norm(x))
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    B, H, W, C = x.shape
+    return x.view(B, H, W, groups, C // groups).transpose(3, 4).reshape(B, H, W, C)
+
+
+class SSConvSSM(nn.Module):
+    def __init__(self, hidden_dim: int, drop_path: float, norm_layer, d_state: int):
+        super().__init__()
+        half = hidden_dim // 2
+        self.ln_1 = norm_layer(half)
+        self.self_attention = SS2D(d_model=half, d_state=d_state, ssm_ratio=2.0, d_conv=3, conv_bias=True,
+                                   bias=False, gate="act")
+        self.drop_path = DropPath(drop_path)
+        self.conv33conv33conv11 = nn.Sequential(
+            nn.BatchNorm2d(half),
+            nn.Conv2d(half, half, kernel_size=3, stride=1, padding=1),
+            nn.BatchNorm2d(half),
+            nn.ReLU(),
+            nn.Conv2d(half, half, kernel_size=3, stride=1, padding=1),
+            nn.BatchNorm2d(half),
+            nn.ReLU(),
+            nn.Conv2d(half, half, kernel_size=1, stride=1),
+            nn.ReLU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left, right = x.chunk(2, dim=-1)
+        right = self.drop_path(self.self_attention(self.ln_1(right)))
+        left = self.conv33conv33conv11(left.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return channel_shuffle(torch.cat((left, right), dim=-1), groups=2) + x
+
+
+class MedMambaStage(nn.Module):
+    def __init__(self, dim: int, depth: int, drop_path: list[float], norm_layer, d_state: int, downsample: bool):
+        super().__init__()
+        self.blocks = nn.ModuleList(SSConvSSM(dim, drop_path[i], norm_layer, d_state) for i in range(depth))
+        self.downsample = PatchMerging2D(dim, norm_layer) if downsample else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for blk in self.blocks:
+            x = blk(x)
+        return self.downsample(x) if self.downsample is not None else x
+
+
+class MedMamba(nn.Module):
+    """The official MedMamba ``VSSM``; accepts its constructor keyword arguments."""
+
+    family = "medmamba"
+    line = "medmamba"
+
+    def __init__(
+        self,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        depths=(2, 2, 4, 2),
+        dims=(96, 192, 384, 768),
+        d_state: int | None = 16,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        norm_layer=nn.LayerNorm,
+        patch_norm: bool = True,
+        use_checkpoint: bool = False,
+        **unused,  # depths_decoder, dims_decoder: accepted for config compatibility, unused by the classifier
+    ):
+        super().__init__()
+        self.config = {k: v for k, v in locals().items() if k not in ("self", "unused", "__class__", "norm_layer")}
+        self.num_classes = num_classes
+        if isinstance(dims, int):
+            dims = [int(dims * 2**i) for i in range(len(depths))]
+        self.dims = list(dims)
+        self.num_features = dims[-1]
+        if d_state is None:
+            d_state = math.ceil(dims[0] / 6)
+        self.patch_embed = PatchEmbed2D(patch_size, in_chans, dims[0], norm_layer if patch_norm else None)
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.layers = nn.ModuleList(
+            MedMambaStage(dims[i], depths[i], dpr[sum(depths[:i]): sum(depths[: i + 1])], norm_layer, d_state,
+                          downsample=i < len(depths) - 1)
+            for i in range(len(depths))
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def ssm_layers(self) -> "OrderedDict[str, SS2D]":
+        return OrderedDict(
+            (f"layers.{i}.blocks.{j}", blk.self_attention)
+            for i, stage in enumerate(self.layers)
+            for j, blk in enumerate(stage.blocks)
+        )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        for stage in self.layers:
+            x = stage(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(x).permute(0, 3, 1, 2)
+        return self.head(torch.flatten(self.avgpool(x), 1))
+
+
+_MEDMAMBA = dict(patch_size=4, in_chans=3, num_classes=1000, d_state=16)
+
+
+@register_model(MedMamba)
+def medmamba_t():
+    """MedMamba-T: [2,2,4,2], dims 96..768, d_state 16 (set num_classes for your dataset)."""
+    return dict(_MEDMAMBA, depths=[2, 2, 4, 2], dims=[96, 192, 384, 768])
+
+
+@register_model(MedMamba)
+def medmamba_s():
+    """MedMamba-S: [2,2,8,2], dims 96..768, d_state 16."""
+    return dict(_MEDMAMBA, depths=[2, 2, 8, 2], dims=[96, 192, 384, 768])
+
+
+@register_model(MedMamba)
+def medmamba_b():
+    """MedMamba-B: [2,2,12,2], dims 128..1024, d_state 16."""
+    return dict(_MEDMAMBA, depths=[2, 2, 12, 2], dims=[128, 256, 512, 1024])

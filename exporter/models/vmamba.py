@@ -1,0 +1,334 @@
+"""VMamba (MzeroMiko/VMamba, classification VSSM), both released lines, in export-friendly PyTorch.
+
+- v0 line (``forward_type="v0"``): d_state 16, ssm_ratio 2, z gate, LayerNorm, patch-embed v1,
+  PatchMerging downsample (v1), no MLP.
+- v2 line (``forward_type="v05_noz"``): d_state 1, no gate, channel-first LayerNorm (``ln2d``),
+  patch-embed v2, conv downsample v3, MLP.
+
+The module tree and parameter names are the official ones; ``checkpoint_filter_fn`` maps the
+legacy v0 names. Only the cross-2D scan (the released ``cross2d`` mode) is implemented.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from exporter.models.layers import DropPath, LayerNorm2d, Linear2d, Mlp, Permute
+from exporter.models.registry import register_model
+from exporter.models.ss2d import SS2D
+
+_NORM_LAYERS = {"ln": nn.LayerNorm, "ln2d": LayerNorm2d, "bn": nn.BatchNorm2d}
+_ACT_LAYERS = {"silu": nn.SiLU, "gelu": nn.GELU, "relu": nn.ReLU, "sigmoid": nn.Sigmoid}
+# forward types that compute the cross-2D SS2D of the v2 line (they differ only in CUDA backend)
+_V2_FORWARD_TYPES = {"v01", "v02", "v03", "v04", "v05", "v2", "v3"}
+_OUT_NORM_POSTFIXES = {"_onnone": "none", "_onsigmoid": "sigmoid", "_onsoftmax": "softmax"}
+_FLAG_POSTFIXES = ("_no32", "_oact", "_nozact", "_noz")
+
+
+def parse_forward_type(forward_type: str) -> dict:
+    """Split an official forward_type such as ``v05_noz`` into line and SS2D options."""
+    base, flags, out_norm = forward_type, set(), "layernorm"
+    changed = True
+    while changed:
+        changed = False
+        for postfix in _FLAG_POSTFIXES:
+            if base.endswith(postfix):
+                base, changed = base[: -len(postfix)], True
+                flags.add(postfix)
+        for postfix, kind in _OUT_NORM_POSTFIXES.items():
+            if base.endswith(postfix):
+                base, changed, out_norm = base[: -len(postfix)], True, kind
+    if base in ("v0", "v0seq"):
+        return {"line": "v0", "gate": "act", "out_norm": out_norm, "out_act": False}
+    if base in _V2_FORWARD_TYPES:
+        gate = None if "_noz" in flags else ("linear" if "_nozact" in flags else "act")
+        return {"line": "v2", "gate": gate, "out_norm": out_norm, "out_act": "_oact" in flags}
+    raise NotImplementedError(
+        f"forward_type {forward_type!r} is not supported: only the cross-2D scan of the released checkpoints "
+        f"(v0 and v01..v05/v2/v3 with _noz/_nozact/_oact/_no32/_onnone/_onsigmoid/_onsoftmax postfixes)"
+    )
+
+
+class PatchMerging2D(nn.Module):
+    """Downsample v1: concatenate each 2x2 neighbourhood (zero-padding odd sizes), norm, reduce."""
+
+    def __init__(self, dim: int, out_dim: int, norm_layer=nn.LayerNorm, channel_first: bool = False):
+        super().__init__()
+        self.channel_first = channel_first
+        self.reduction = (Linear2d if channel_first else nn.Linear)(4 * dim, out_dim, bias=False)
+        self.norm = norm_layer(4 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channel_first:
+            H, W = x.shape[-2:]
+            x = F.pad(x, (0, W % 2, 0, H % 2))
+            x = torch.cat([x[..., 0::2, 0::2], x[..., 1::2, 0::2], x[..., 0::2, 1::2], x[..., 1::2, 1::2]], 1)
+        else:
+            H, W = x.shape[-3:-1]
+            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+            x = torch.cat([x[..., 0::2, 0::2, :], x[..., 1::2, 0::2, :], x[..., 0::2, 1::2, :], x[..., 1::2, 1::2, :]], -1)
+        return self.reduction(self.norm(x))
+
+
+class VSSBlock(nn.Module):
+    def __init__(self, hidden_dim: int, drop_path: float, norm_layer, channel_first: bool, ssm_kwargs: dict,
+                 mlp_ratio: float, mlp_act_layer, post_norm: bool = False):
+        super().__init__()
+        self.ssm_branch = ssm_kwargs["ssm_ratio"] > 0
+        self.mlp_branch = mlp_ratio > 0
+        self.post_norm = post_norm
+        if self.ssm_branch:
+            self.norm = norm_layer(hidden_dim)
+            self.op = SS2D(d_model=hidden_dim, channel_first=channel_first, **ssm_kwargs)
+        self.drop_path = DropPath(drop_path)
+        if self.mlp_branch:
+            self.norm2 = norm_layer(hidden_dim)
+            self.mlp = Mlp(hidden_dim, int(hidden_dim * mlp_ratio), mlp_act_layer, channel_first)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ssm_branch:
+            x = x + self.drop_path(self.norm(self.op(x)) if self.post_norm else self.op(self.norm(x)))
+        if self.mlp_branch:
+            x = x + self.drop_path(self.norm2(self.mlp(x)) if self.post_norm else self.mlp(self.norm2(x)))
+        return x
+
+
+class VMamba(nn.Module):
+    """The official ``VSSM`` classifier; accepts the official constructor keyword arguments."""
+
+    family = "vmamba"
+
+    def __init__(
+        self,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        depths=(2, 2, 9, 2),
+        dims=(96, 192, 384, 768),
+        ssm_d_state: int = 16,
+        ssm_ratio: float = 2.0,
+        ssm_dt_rank="auto",
+        ssm_act_layer: str = "silu",
+        ssm_conv: int = 3,
+        ssm_conv_bias: bool = True,
+        ssm_drop_rate: float = 0.0,
+        ssm_init: str = "v0",
+        forward_type: str = "v2",
+        mlp_ratio: float = 4.0,
+        mlp_act_layer: str = "gelu",
+        mlp_drop_rate: float = 0.0,
+        gmlp: bool = False,
+        drop_path_rate: float = 0.1,
+        patch_norm: bool = True,
+        norm_layer: str = "LN",
+        downsample_version: str = "v2",
+        patchembed_version: str = "v1",
+        use_checkpoint: bool = False,
+        posembed: bool = False,
+        imgsize: int = 224,
+        post_norm: bool = False,
+        **unused,
+    ):
+        super().__init__()
+        if gmlp or posembed:
+            raise NotImplementedError("gmlp and posembed are not used by any released checkpoint and are not supported")
+        self.config = {k: v for k, v in locals().items() if k not in ("self", "unused", "__class__")}
+        self.num_classes = num_classes
+        ft = parse_forward_type(forward_type)
+        self.line = ft["line"]
+        self.channel_first = norm_layer.lower() in ("bn", "ln2d")
+        if self.line == "v0" and self.channel_first:
+            raise ValueError("the v0 line (forward_type 'v0') is channel-last: use norm_layer='ln'")
+        if isinstance(dims, int):
+            dims = [int(dims * 2**i) for i in range(len(depths))]
+        self.dims = list(dims)
+        self.num_features = dims[-1]
+        norm = _NORM_LAYERS[norm_layer.lower()]
+        cf = self.channel_first
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+
+        if self.line == "v0":  # SS2Dv0 fixes these regardless of the constructor arguments
+            ssm_kwargs = dict(d_state=ssm_d_state, ssm_ratio=ssm_ratio, dt_rank=ssm_dt_rank, act_layer=nn.SiLU,
+                              d_conv=3, conv_bias=True, gate="act", out_norm=ft["out_norm"])
+        else:
+            ssm_kwargs = dict(d_state=ssm_d_state, ssm_ratio=ssm_ratio, dt_rank=ssm_dt_rank,
+                              act_layer=_ACT_LAYERS[ssm_act_layer.lower()], d_conv=ssm_conv, conv_bias=ssm_conv_bias,
+                              gate=ft["gate"], out_norm=ft["out_norm"], out_act=ft["out_act"])
+
+        self.patch_embed = self._patch_embed(patchembed_version, in_chans, dims[0], patch_size, patch_norm, norm, cf)
+        self.layers = nn.ModuleList()
+        for i, depth in enumerate(depths):
+            blocks = [
+                VSSBlock(dims[i], dpr[sum(depths[:i]) + j], norm, cf, ssm_kwargs, mlp_ratio,
+                         _ACT_LAYERS[mlp_act_layer.lower()], post_norm)
+                for j in range(depth)
+            ]
+            last = i == len(depths) - 1
+            downsample = nn.Identity() if last else self._downsample(downsample_version, dims[i], dims[i + 1], norm, cf)
+            self.layers.append(nn.Sequential(OrderedDict(blocks=nn.Sequential(*blocks), downsample=downsample)))
+        self.classifier = nn.Sequential(OrderedDict(
+            norm=norm(self.num_features),
+            permute=nn.Identity() if cf else Permute(0, 3, 1, 2),
+            avgpool=nn.AdaptiveAvgPool2d(1),
+            flatten=nn.Flatten(1),
+            head=nn.Linear(self.num_features, num_classes),
+        ))
+        self.apply(_init_weights)
+
+    @staticmethod
+    def _patch_embed(version, in_chans, dim, patch_size, patch_norm, norm, cf) -> nn.Sequential:
+        to_last = nn.Identity() if cf else Permute(0, 2, 3, 1)
+        if version == "v1":
+            return nn.Sequential(
+                nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size, bias=True),
+                to_last,
+                norm(dim) if patch_norm else nn.Identity(),
+            )
+        if version == "v2":
+            stride = patch_size // 2
+            k = stride + 1
+            plain = cf or not patch_norm
+            return nn.Sequential(
+                nn.Conv2d(in_chans, dim // 2, kernel_size=k, stride=stride, padding=1),
+                nn.Identity() if plain else Permute(0, 2, 3, 1),
+                norm(dim // 2) if patch_norm else nn.Identity(),
+                nn.Identity() if plain else Permute(0, 3, 1, 2),
+                nn.GELU(),
+                nn.Conv2d(dim // 2, dim, kernel_size=k, stride=stride, padding=1),
+                nn.Identity() if cf else Permute(0, 2, 3, 1),
+                norm(dim) if patch_norm else nn.Identity(),
+            )
+        raise ValueError(f"unknown patchembed_version {version!r} (v1 or v2)")
+
+    @staticmethod
+    def _downsample(version, dim, out_dim, norm, cf) -> nn.Module:
+        if version == "v1":
+            return PatchMerging2D(dim, out_dim, norm, cf)
+        if version in ("v2", "v3"):
+            conv = (nn.Conv2d(dim, out_dim, kernel_size=2, stride=2) if version == "v2"
+                    else nn.Conv2d(dim, out_dim, kernel_size=3, stride=2, padding=1))
+            return nn.Sequential(
+                nn.Identity() if cf else Permute(0, 3, 1, 2),
+                conv,
+                nn.Identity() if cf else Permute(0, 2, 3, 1),
+                norm(out_dim),
+            )
+        if version == "none":
+            return nn.Identity()
+        raise ValueError(f"unknown downsample_version {version!r} (v1, v2, v3 or none)")
+
+    def ssm_layers(self) -> "OrderedDict[str, SS2D]":
+        """The SS2D modules in forward order, named as VMeanba/QuarterMap layer specs name them."""
+        return OrderedDict(
+            (f"layers.{i}.blocks.{j}", blk.op)
+            for i, layer in enumerate(self.layers)
+            for j, blk in enumerate(layer.blocks)
+            if blk.ssm_branch
+        )
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.forward_features(x))
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+_LEGACY_PREFIXES = (("patch_embed.proj.", "patch_embed.0."), ("patch_embed.norm.", "patch_embed.2."),
+                    ("norm.", "classifier.norm."), ("head.", "classifier.head."))
+
+
+def checkpoint_filter_fn(state_dict: dict) -> dict:
+    """Map legacy VMamba v0 key names onto this module tree (what the official
+    ``VSSM._load_from_state_dict`` does): patch_embed.proj/norm, ln_1 -> norm,
+    self_attention -> op, top-level norm/head -> classifier.norm/head."""
+    out = {}
+    for key, value in state_dict.items():
+        for old, new in _LEGACY_PREFIXES:
+            if key.startswith(old):
+                key = new + key[len(old):]
+                break
+        if key.startswith("layers."):
+            key = key.replace(".ln_1.", ".norm.").replace(".self_attention.", ".op.")
+        out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------- released configs
+_V0_LINE = dict(patch_size=4, in_chans=3, num_classes=1000, ssm_d_state=16, ssm_ratio=2.0, ssm_dt_rank="auto",
+                ssm_act_layer="silu", ssm_conv=3, ssm_conv_bias=True, ssm_init="v0", forward_type="v0",
+                mlp_ratio=0.0, mlp_act_layer="gelu", patch_norm=True, norm_layer="ln",
+                downsample_version="v1", patchembed_version="v1")
+_V2_LINE = dict(patch_size=4, in_chans=3, num_classes=1000, ssm_d_state=1, ssm_dt_rank="auto",
+                ssm_act_layer="silu", ssm_conv=3, ssm_conv_bias=False, ssm_init="v0", forward_type="v05_noz",
+                mlp_ratio=4.0, mlp_act_layer="gelu", patch_norm=True, norm_layer="ln2d",
+                downsample_version="v3", patchembed_version="v2")
+
+
+@register_model(VMamba)
+def vanilla_vmamba_tiny():
+    """VMamba-T v0 (vssm_tiny_v0): [2,2,9,2], dims 96, d_state 16."""
+    return dict(_V0_LINE, depths=[2, 2, 9, 2], dims=96, drop_path_rate=0.2)
+
+
+@register_model(VMamba)
+def vanilla_vmamba_small():
+    """VMamba-S v0: [2,2,27,2], dims 96, d_state 16."""
+    return dict(_V0_LINE, depths=[2, 2, 27, 2], dims=96, drop_path_rate=0.3)
+
+
+@register_model(VMamba)
+def vanilla_vmamba_base():
+    """VMamba-B v0: [2,2,27,2], dims 128, d_state 16."""
+    return dict(_V0_LINE, depths=[2, 2, 27, 2], dims=128, drop_path_rate=0.6)
+
+
+@register_model(VMamba)
+def vmamba_tiny_s2l5():
+    """VMamba-T v2 s2l5: [2,2,5,2], dims 96, ssm_ratio 2, d_state 1."""
+    return dict(_V2_LINE, depths=[2, 2, 5, 2], dims=96, ssm_ratio=2.0, drop_path_rate=0.2)
+
+
+@register_model(VMamba)
+def vmamba_small_s2l15():
+    """VMamba-S v2 s2l15 (vssm1_small_0229): [2,2,15,2], dims 96, ssm_ratio 2, d_state 1."""
+    return dict(_V2_LINE, depths=[2, 2, 15, 2], dims=96, ssm_ratio=2.0, drop_path_rate=0.3)
+
+
+@register_model(VMamba)
+def vmamba_base_s2l15():
+    """VMamba-B v2 s2l15 (vssm1_base_0229): [2,2,15,2], dims 128, ssm_ratio 2, d_state 1."""
+    return dict(_V2_LINE, depths=[2, 2, 15, 2], dims=128, ssm_ratio=2.0, drop_path_rate=0.6)
+
+
+@register_model(VMamba)
+def vmamba_tiny_s1l8():
+    """VMamba-T v2 s1l8 (vssm1_tiny_0230s): [2,2,8,2], dims 96, ssm_ratio 1, d_state 1."""
+    return dict(_V2_LINE, depths=[2, 2, 8, 2], dims=96, ssm_ratio=1.0, drop_path_rate=0.2)
+
+
+@register_model(VMamba)
+def vmamba_small_s1l20():
+    """VMamba-S v2 s1l20 (vssm1_small_0229s): [2,2,20,2], dims 96, ssm_ratio 1, d_state 1."""
+    return dict(_V2_LINE, depths=[2, 2, 20, 2], dims=96, ssm_ratio=1.0, drop_path_rate=0.3)
+
+
+@register_model(VMamba)
+def vmamba_base_s1l20():
+    """VMamba-B v2 s1l20 (vssm1_base_0229s): [2,2,20,2], dims 128, ssm_ratio 1, d_state 1."""
+    return dict(_V2_LINE, depths=[2, 2, 20, 2], dims=128, ssm_ratio=1.0, drop_path_rate=0.5)

@@ -17,6 +17,9 @@ K = 4
 # Bound on the elements of one (b, rows, N, L) scan tensor; larger problems are cut along rows so
 # that a batch of v0 (d_state 16) images at 224x224 does not need gigabytes at once.
 _MAX_SCAN_ELEMENTS = 1 << 25
+# Below this many elements per scan the local states are kept (fewer Python steps); above it the
+# two-pass form avoids materialising h.
+_MATERIALISE_LIMIT = 1 << 22
 
 
 # --------------------------------------------------------------------------- linear recurrence
@@ -28,15 +31,26 @@ def _chunking(L: int) -> tuple[int, int, int]:
     return T, n_chunks, n_chunks * T - L
 
 
+def _carry_across_chunks(ends_decay: torch.Tensor, ends_local: torch.Tensor) -> torch.Tensor:
+    """State entering each chunk, from each chunk's total decay and zero-start end state."""
+    carry = torch.zeros_like(ends_local[0])
+    carries = [carry]
+    for k in range(ends_local.shape[0] - 1):
+        carry = torch.addcmul(ends_local[k], ends_decay[k], carry)
+        carries.append(carry)
+    return torch.stack(carries, 0)
+
+
 def scan_readout(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Time-major scan with a fused readout: h_t = a_t * h_{t-1} + b_t (h_{-1} = 0) and
     y_t = sum_n c_t[..., n] * h_t[..., n].
 
     a, b: (L, *S, N); c broadcastable to (L, *S, N). Returns y: (L, *S).
     Exact: no division and no logarithm, only the products and sums of the sequential scan.
-    Pass 1 runs every chunk from a zero state to get its end state; a short loop over chunks turns
-    those into each chunk's true incoming state; pass 2 re-runs every chunk from that state and
-    reads y out on the way, so h is never materialised.
+    The sequence is cut into ~sqrt(L) chunks of ~sqrt(L) steps; every chunk runs from a zero state
+    (all chunks at once), a short loop over chunks gives each chunk's true incoming state, and
+    h = local + cumprod(a) * incoming. Large problems instead re-run each chunk from its incoming
+    state and read y out on the way, so h (B x rows x N x L) is never materialised.
     """
     L = a.shape[0]
     T, n_chunks, pad = _chunking(L)
@@ -47,17 +61,25 @@ def scan_readout(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Ten
     a = a.reshape((n_chunks, T) + a.shape[1:])
     b = b.reshape((n_chunks, T) + b.shape[1:])
     c = c.reshape((n_chunks, T) + c.shape[1:])
+    if a.numel() <= _MATERIALISE_LIMIT:
+        # small problem: keep every local state (one loop fewer; Python overhead dominates here)
+        h = b[:, 0]
+        local = [h]
+        for t in range(1, T):
+            h = torch.addcmul(b[:, t], a[:, t], h)
+            local.append(h)
+        local = torch.stack(local, 1)
+        decay = torch.cumprod(a, dim=1)
+        carry_in = _carry_across_chunks(decay[:, -1], local[:, -1])
+        h_all = torch.addcmul(local, decay, carry_in.unsqueeze(1))
+        y = (h_all * c).sum(-1)
+        y = y.reshape((n_chunks * T,) + y.shape[2:])
+        return y[:L] if pad else y
     if n_chunks > 1:
         h = b[:, 0]
         for t in range(1, T):
             h = torch.addcmul(b[:, t], a[:, t], h)
-        ends_decay = a.prod(dim=1)
-        carry = torch.zeros_like(h[0])
-        carries = [carry]
-        for k in range(n_chunks - 1):
-            carry = torch.addcmul(h[k], ends_decay[k], carry)
-            carries.append(carry)
-        h = torch.stack(carries, 0)
+        h = _carry_across_chunks(a.prod(dim=1), h)
     else:
         h = torch.zeros_like(b[:, 0])
     ys = []

@@ -1,0 +1,453 @@
+"""End-to-end GPU speed of the fast PyTorch runtime (exporter/runtime.py), uncompressed and with
+VMeanba / QuarterMap, side by side with the official VMamba numbers (../shared/docs/ANCHORS.md,
+same H100).
+
+    python benchmarks/bench_e2e.py [--out DIR] [--quick] [--explore] [--profile]
+
+- Weights are random (seeded): speed does not depend on their values.
+- 224x224, batch 128 throughput (img/s) and batch 1 latency (ms), float32 (TF32 off) and float16.
+- Every measurement replays a CUDA graph of the eager forward (prepare_runtime mode "graph");
+  warm-up before capture, then the median of --iters timed replays (batch 128) or --latency-iters
+  (batch 1), each timed with CUDA events.
+- Compression configurations (fixed lists, the ones ANCHORS.md measured on the official code):
+    vmeanba-k2/k4/k8   VMeanba (folded, exact here) on layers.2.blocks.0 .. K-1
+    vmeanba-k4-early   VMeanba on layers.0.blocks.0-1 + layers.1.blocks.0-1
+    qm-k3              QuarterMap (stride 2, keep 1) on every 3rd block counted globally from 1,
+                       stage 0 excluded (the authors' strategy, layer spec "every:3")
+    vmeanba-k4+qm-k3   both (a block in both lists gets both)
+- --explore: VMamba-T runtime variants (memory layout, Linear2d as GEMM, TF32, torch.compile, eager).
+- --profile: torch.profiler top CUDA kernels of VMamba-T, batch 128, float16, eager.
+Writes e2e_results.json, e2e_throughput.png (and explore/profile files) to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from exporter.models import create_model  # noqa: E402
+from exporter.models.ss2d import QuarterMapSpec, VMeanbaSpec  # noqa: E402
+from exporter.runtime import kernel_status, prepare_runtime  # noqa: E402
+
+# Official VMamba, same H100 (ANCHORS.md): batch-128 img/s fp32 / AMP fp16, batch-1 fp32 latency ms.
+OFFICIAL = {
+    "vmamba_tiny_s1l8": {"fp32": 1169, "fp16": 2859, "b1_ms": 17.7},
+    "vmamba_small_s1l20": {"fp32": 756, "fp16": 1941, "b1_ms": 26.3},
+    "vmamba_base_s1l20": {"fp32": 533, "fp16": 1562, "b1_ms": 50.9},
+    # ANCHORS.md "What the two methods buy on the official code" (baseline column)
+    "vmamba_base_s2l15": {"fp32": 320, "fp16": 1211, "b1_ms": None},
+}
+# Official code with the methods grafted on (ANCHORS.md), batch 128 fp32 / AMP fp16.
+OFFICIAL_COMPRESSED = {
+    ("vmamba_tiny_s1l8", "qm-k3"): (1342, 3043), ("vmamba_tiny_s1l8", "vmeanba-k4"): (1367, 3114),
+    ("vmamba_tiny_s1l8", "vmeanba-k4-early"): (2093, 3832), ("vmamba_tiny_s1l8", "vmeanba-k8"): (1658, 3429),
+    ("vmamba_tiny_s1l8", "vmeanba-k4+qm-k3"): (1567, 3304),
+    ("vmamba_base_s2l15", "qm-k3"): (369, 1314), ("vmamba_base_s2l15", "vmeanba-k4"): (358, 1307),
+    ("vmamba_base_s2l15", "vmeanba-k4-early"): (611, 1653), ("vmamba_base_s2l15", "vmeanba-k8"): (406, 1438),
+    ("vmamba_base_s2l15", "vmeanba-k4+qm-k3"): (411, 1440),
+}
+VMAMBA_MODELS = ["vmamba_tiny_s1l8", "vmamba_small_s1l20", "vmamba_base_s1l20", "vmamba_base_s2l15"]
+MEDMAMBA_MODELS = ["medmamba_t", "medmamba_s", "medmamba_b"]
+STAGE2_FIRST = lambda k: [f"layers.2.blocks.{j}" for j in range(k)]  # noqa: E731
+EARLY4 = ["layers.0.blocks.0", "layers.0.blocks.1", "layers.1.blocks.0", "layers.1.blocks.1"]
+# name -> (VMeanba layers, QuarterMap layer spec or None)
+CONFIGS = {
+    "baseline": ([], None),
+    "vmeanba-k2": (STAGE2_FIRST(2), None),
+    "vmeanba-k4": (STAGE2_FIRST(4), None),
+    "vmeanba-k8": (STAGE2_FIRST(8), None),
+    "vmeanba-k4-early": (EARLY4, None),
+    "qm-k3": ([], "every:3"),
+    "vmeanba-k4+qm-k3": (STAGE2_FIRST(4), "every:3"),
+}
+MEDMAMBA_CONFIGS = ["baseline", "vmeanba-k4+qm-k3"]
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+def log(*args) -> None:
+    print(*args, flush=True)
+
+
+# --------------------------------------------------------------------------- model set-up
+def quartermap_layers(model, spec: str) -> list[str]:
+    try:
+        from exporter.compress.layers import parse_layer_spec
+    except ImportError:  # compression package not importable: same rule, written out
+        k = int(spec.split(":")[1])
+        names = list(model.ssm_layers())
+        return [n for i, n in enumerate(names, 1) if i % k == 0 and not n.startswith("layers.0.")]
+    return parse_layer_spec(spec, model, method="quartermap")
+
+
+def configure(model, config: str) -> dict:
+    """Clear every block, then set this configuration's VMeanba (folded) and QuarterMap layers."""
+    vmeanba, qm_spec = CONFIGS[config]
+    blocks = model.ssm_layers()
+    qm = quartermap_layers(model, qm_spec) if qm_spec else []
+    for ss2d in blocks.values():
+        ss2d.configure(vmeanba=None, quartermap=None)
+    for name in vmeanba:
+        blocks[name].configure(vmeanba=VMeanbaSpec(variant="all-rows", folded=True))
+    for name in qm:
+        blocks[name].configure(quartermap=QuarterMapSpec(stride=2, keep=1))
+    return {"vmeanba": list(vmeanba), "quartermap": qm}
+
+
+def build(name: str, seed: int = 0):
+    torch.manual_seed(seed)
+    with torch.device("cuda"):  # initialise on the GPU (much faster for the base models)
+        return create_model(name).eval()
+
+
+def release(rt) -> None:
+    if rt is not None:
+        rt.release()
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------- timing
+def time_replays(rt, iters: int, warm: int = 2) -> list[float]:
+    """Milliseconds of ``iters`` replays, each between two CUDA events on the current stream."""
+    for _ in range(warm):
+        rt.replay()
+    torch.cuda.synchronize()
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
+    for start, end in events:
+        start.record()
+        rt.replay()
+        end.record()
+    torch.cuda.synchronize()
+    return [s.elapsed_time(e) for s, e in events]
+
+
+def measure(model, dtype, batch: int, iters: int, image_size: int, **runtime_kwargs) -> dict:
+    rt = None
+    try:
+        t0 = time.perf_counter()
+        rt = prepare_runtime(model, dtype=dtype, batch_size=batch, image_size=image_size, inplace=True,
+                             clone_output=False, **runtime_kwargs)
+        setup_s = time.perf_counter() - t0
+        ms = time_replays(rt, iters)
+        out = rt.static_output
+        finite = bool(torch.isfinite(out).all())
+        med = statistics.median(ms)
+        q = statistics.quantiles(ms, n=10) if len(ms) >= 2 else [med] * 9
+        return {"batch": batch, "median_ms": med, "p10_ms": q[0], "p90_ms": q[-1], "img_per_s": batch * 1000.0 / med,
+                "iters": iters, "setup_s": setup_s, "finite": finite,
+                "layout": "channels_last" if rt.config.channels_last else "nchw", "mode": rt.config.mode,
+                "fast_linear": rt.config.fast_linear, "tf32": rt.config.tf32}
+    finally:
+        release(rt)
+
+
+# --------------------------------------------------------------------------- main grid
+def run_grid(args) -> list[dict]:
+    results = []
+    models = [m for m in args.models if m in OFFICIAL or m in MEDMAMBA_MODELS]
+    for name in models:
+        configs = MEDMAMBA_CONFIGS if name in MEDMAMBA_MODELS else list(CONFIGS)
+        if args.configs:
+            configs = [c for c in configs if c in args.configs]
+        for dname in args.dtypes:
+            model = build(name)
+            for config in configs:
+                layers = configure(model, config)
+                for batch in args.batch_sizes:
+                    iters = args.iters if batch > 1 else args.latency_iters
+                    row = {"model": name, "config": config, "dtype": dname, **layers}
+                    try:
+                        row.update(measure(model, DTYPES[dname], batch, iters, args.image_size))
+                    except Exception as exc:  # keep going: one failing configuration must not hide the rest
+                        row.update({"batch": batch, "error": f"{type(exc).__name__}: {exc}"})
+                        traceback.print_exc()
+                    results.append(row)
+                    if "error" in row:
+                        log(f"{name:20s} {config:18s} {dname} b{batch:<4d} ERROR {row['error']}")
+                    else:
+                        log(f"{name:20s} {config:18s} {dname} b{batch:<4d} {row['median_ms']:9.3f} ms "
+                            f"{row['img_per_s']:9.1f} img/s  (setup {row['setup_s']:.1f}s){'' if row['finite'] else '  NON-FINITE'}")
+            del model
+            release(None)
+    return results
+
+
+def lookup(results, model, config, dtype, batch):
+    for r in results:
+        if (r["model"], r["config"], r["dtype"], r["batch"]) == (model, config, dtype, batch) and "error" not in r:
+            return r
+    return None
+
+
+def summary_rows(results, batch_large: int) -> list[dict]:
+    rows = []
+    seen = []
+    for r in results:
+        key = (r["model"], r["config"])
+        if key not in seen:
+            seen.append(key)
+    for model, config in seen:
+        row = {"model": model, "config": config}
+        for d in ("fp32", "fp16"):
+            big = lookup(results, model, config, d, batch_large)
+            one = lookup(results, model, config, d, 1)
+            base = lookup(results, model, "baseline", d, batch_large)
+            row[f"{d}_img_s"] = big["img_per_s"] if big else None
+            row[f"{d}_b1_ms"] = one["median_ms"] if one else None
+            row[f"{d}_vs_own"] = big["img_per_s"] / base["img_per_s"] if big and base else None
+            off = OFFICIAL.get(model, {}).get(d) if config == "baseline" else \
+                (OFFICIAL_COMPRESSED.get((model, config), (None, None))[0 if d == "fp32" else 1])
+            row[f"{d}_official"] = off
+            row[f"{d}_vs_official"] = big["img_per_s"] / off if big and off else None
+        row["official_b1_ms"] = OFFICIAL.get(model, {}).get("b1_ms") if config == "baseline" else None
+        rows.append(row)
+    return rows
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def markdown_table(rows, batch_large: int) -> str:
+    head = (f"| model | configuration | fp32 b{batch_large} img/s | fp16 b{batch_large} img/s | fp32 b1 ms | fp16 b1 ms "
+            f"| vs own baseline fp32 / fp16 | official fp32 / AMP img/s | vs official fp32 / fp16 |")
+    lines = [head, "| " + " | ".join(["---"] * 9) + " |"]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['config']} | {fmt(r['fp32_img_s'], '.0f')} | {fmt(r['fp16_img_s'], '.0f')} "
+            f"| {fmt(r['fp32_b1_ms'], '.2f')} | {fmt(r['fp16_b1_ms'], '.2f')} "
+            f"| {fmt(r['fp32_vs_own'], '.2f')}x / {fmt(r['fp16_vs_own'], '.2f')}x "
+            f"| {fmt(r['fp32_official'], '.0f')} / {fmt(r['fp16_official'], '.0f')} "
+            f"| {fmt(r['fp32_vs_official'], '.2f')}x / {fmt(r['fp16_vs_official'], '.2f')}x |")
+    return "\n".join(lines)
+
+
+def targets(results, batch_large: int) -> list[str]:
+    out = []
+    t = "vmamba_tiny_s1l8"
+    for d, anchor in (("fp32", 1169), ("fp16", 2859)):
+        r = lookup(results, t, "baseline", d, batch_large)
+        if r:
+            ratio = r["img_per_s"] / anchor
+            out.append(f"VMamba-T b{batch_large} {d}: {r['img_per_s']:.0f} img/s = {ratio:.2f}x official "
+                       f"{anchor} (target >= 1.5x): {'MET' if ratio >= 1.5 else 'MISSED'}")
+    for d in ("fp32", "fp16"):
+        r = lookup(results, t, "baseline", d, 1)
+        if r:
+            out.append(f"VMamba-T b1 {d} latency: {r['median_ms']:.3f} ms (target <= 1.5 ms, official 17.7 ms fp32): "
+                       f"{'MET' if r['median_ms'] <= 1.5 else 'MISSED'}")
+    for model in VMAMBA_MODELS + MEDMAMBA_MODELS:
+        for d in ("fp32", "fp16"):
+            base = lookup(results, model, "baseline", d, batch_large)
+            both = lookup(results, model, "vmeanba-k4+qm-k3", d, batch_large)
+            if base and both:
+                s = both["img_per_s"] / base["img_per_s"]
+                out.append(f"{model} {d}: VMeanba K=4 + QuarterMap k=3 = {s:.2f}x own baseline (target >= 1.3x): "
+                           f"{'MET' if s >= 1.3 else 'MISSED'}")
+    return out
+
+
+def plot(rows, path: Path, batch_large: int) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['model'].replace('vmamba_', 'VM-').replace('medmamba_', 'Med-')}\n{r['config']}" for r in rows]
+    x = range(len(rows))
+    fig, ax = plt.subplots(figsize=(max(10, 0.55 * len(rows)), 6))
+    w = 0.38
+    fp32 = [r["fp32_img_s"] or 0 for r in rows]
+    fp16 = [r["fp16_img_s"] or 0 for r in rows]
+    ax.bar([i - w / 2 for i in x], fp32, w, label="ours fp32 (TF32 off)", color="#4C72B0")
+    ax.bar([i + w / 2 for i in x], fp16, w, label="ours fp16", color="#DD8452")
+    first = True
+    for i, r in enumerate(rows):
+        for d, dx, c in (("fp32", -w / 2, "#1b2a49"), ("fp16", w / 2, "#7a3b12")):
+            off = r[f"{d}_official"]
+            if off:
+                ax.plot([i + dx - w / 2, i + dx + w / 2], [off, off], color=c, lw=2.5,
+                        label=("official VMamba (ANCHORS.md), fp32 / AMP" if first else None))
+                first = False
+    ax.set_xticks(list(x))
+    ax.set_xticklabels(labels, rotation=70, ha="right", fontsize=7)
+    ax.set_ylabel(f"images / s (batch {batch_large}, 224x224)")
+    ax.set_title(f"End-to-end throughput, {torch.cuda.get_device_name()} (bars: this project; dark ticks: official)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- explore / profile
+def explore(args) -> list[dict]:
+    """VMamba-T baseline under runtime variants, to choose the defaults with evidence."""
+    name = "vmamba_tiny_s1l8"
+    variants = [
+        ("as-is NCHW, Linear2d=conv1x1", dict(channels_last=False, fast_linear=False)),
+        ("NCHW, Linear2d=bmm", dict(channels_last=False, fast_linear=True)),
+        ("channels_last, Linear2d=conv1x1", dict(channels_last=True, fast_linear=False)),
+        ("channels_last, Linear2d=GEMM (default)", dict(channels_last=True, fast_linear=True)),
+    ]
+    rows = []
+    model = build(name)
+
+    def one(label, dname, batch, iters, **kw):
+        row = {"variant": label, "dtype": dname, "batch": batch}
+        try:
+            row.update(measure(model, DTYPES[dname], batch, iters, args.image_size, **kw))
+            log(f"explore {label:45s} {dname} b{batch:<4d} {row['median_ms']:9.3f} ms {row['img_per_s']:9.1f} img/s "
+                f"setup {row['setup_s']:.1f}s")
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            log(f"explore {label:45s} {dname} b{batch:<4d} ERROR {row['error'][:300]}")
+        rows.append(row)
+
+    for label, kw in variants:
+        for dname in ("fp32", "fp16"):
+            one(label, dname, 128, args.iters, **kw)
+        one(label, "fp16", 1, args.latency_iters, **kw)
+    one("default + TF32", "fp32", 128, args.iters, tf32=True)
+    one("default, eager (no graph)", "fp16", 128, args.iters, mode="eager")
+    one("default, eager (no graph)", "fp16", 1, args.latency_iters, mode="eager")
+    one("default, eager (no graph)", "fp32", 1, args.latency_iters, mode="eager")
+    if args.compile:
+        torch._dynamo.reset()
+        one("torch.compile + graph", "fp16", 128, args.iters, mode="compile")
+        one("torch.compile + graph", "fp16", 1, args.latency_iters, mode="compile")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    del model
+    release(None)
+    return rows
+
+
+_CATEGORIES = [
+    ("SS2D scan kernels (project)", r"vmk|ss2d|scan|vmeanba|quartermap"),
+    ("GEMM", r"gemm|xmma|cutlass|sm90_|ampere_|turing_|volta_|cublas|s1688|s16816|h16816|wgmma"),
+    ("depthwise / conv", r"conv|depthwise|dgrad|implicit|winograd|fprop"),
+    ("LayerNorm", r"layer_norm|layernorm|LayerNorm"),
+    ("layout copy / transpose", r"copy|nchwToNhwc|nhwcToNchw|transpose|permute|contiguous"),
+    ("elementwise / activation", r"elementwise|vectorized|unrolled|gelu|silu|add|mul"),
+    ("reduction / pooling", r"reduce|pool|mean|softmax"),
+]
+
+
+def profile(args, out_dir: Path) -> None:
+    from torch.profiler import ProfilerActivity, profile as tprofile
+
+    name = "vmamba_tiny_s1l8"
+    model = build(name)
+    text = []
+    for label, kw in (("default runtime (channels_last, Linear2d as GEMM)", dict(channels_last=True, fast_linear=True)),
+                      ("model as written (NCHW, Linear2d as conv1x1)", dict(channels_last=False, fast_linear=False))):
+        rt = prepare_runtime(model, dtype=torch.float16, batch_size=128, image_size=args.image_size, mode="eager",
+                             inplace=True, **kw)
+        x = rt.static_input
+        with torch.inference_mode():
+            for _ in range(2):
+                rt(x)
+            torch.cuda.synchronize()
+            with tprofile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(3):
+                    rt(x)
+                torch.cuda.synchronize()
+        totals: dict[str, float] = {}
+        kernels = []
+        for evt in prof.key_averages():
+            t = getattr(evt, "self_device_time_total", None)
+            if t is None:
+                t = getattr(evt, "self_cuda_time_total", 0.0)
+            if t and t > 0:
+                kernels.append((t / 3.0, evt.count // 3, evt.key))
+        kernels.sort(reverse=True)
+        total = sum(k[0] for k in kernels)
+        for t, _, key in kernels:
+            cat = next((c for c, pat in _CATEGORIES if re.search(pat, key, re.I)), "other")
+            totals[cat] = totals.get(cat, 0.0) + t
+        text.append(f"== VMamba-T (s1l8) batch 128 fp16, eager, {label}: {total / 1000:.2f} ms of GPU time per forward")
+        for cat, t in sorted(totals.items(), key=lambda kv: -kv[1]):
+            text.append(f"  {cat:32s} {t / 1000:8.3f} ms  {100 * t / total:5.1f}%")
+        text.append("  top kernels (ms per forward, launches per forward, name):")
+        for t, n, key in kernels[:25]:
+            text.append(f"  {t / 1000:8.3f} ms {n:5d}x  {key[:150]}")
+        release(rt)
+    del model
+    release(None)
+    report = "\n".join(text)
+    log(report)
+    (out_dir / "e2e_profile.txt").write_text(report + "\n")
+
+
+# --------------------------------------------------------------------------- entry
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.environ.get("OUT", "out/e2e"))
+    ap.add_argument("--models", nargs="+", default=VMAMBA_MODELS + MEDMAMBA_MODELS)
+    ap.add_argument("--configs", nargs="+", default=None, help="subset of " + ", ".join(CONFIGS))
+    ap.add_argument("--dtypes", nargs="+", default=["fp32", "fp16"], choices=list(DTYPES))
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[128, 1])
+    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--iters", type=int, default=10, help="timed replays at batch > 1 (median)")
+    ap.add_argument("--latency-iters", type=int, default=50, help="timed replays at batch 1 (median)")
+    ap.add_argument("--quick", action="store_true", help="VMamba-T baseline and K4+QM3 only")
+    ap.add_argument("--explore", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="with --explore: also try torch.compile")
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--no-grid", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.models, args.configs = ["vmamba_tiny_s1l8"], ["baseline", "vmeanba-k4+qm-k3"]
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ok, reason = kernel_status()
+    if not ok:
+        sys.exit(f"bench_e2e: the project's CUDA kernels are not usable, nothing to measure: {reason}")
+    env = {"date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+           "device": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
+           "python": platform.python_version(), "command": " ".join(["python"] + sys.argv),
+           "weights": "random (seeded); speed does not depend on weight values", "kernels": reason}
+    log(json.dumps(env, indent=1))
+    large = max(args.batch_sizes)
+    payload = {"environment": env}
+    if args.profile:
+        try:
+            profile(args, out_dir)
+        except Exception:
+            traceback.print_exc()
+    if args.explore:
+        payload["explore"] = explore(args)
+        (out_dir / "e2e_explore.json").write_text(json.dumps(payload["explore"], indent=1))
+    if not args.no_grid:
+        results = run_grid(args)
+        rows = summary_rows(results, large)
+        payload.update({"results": results, "summary": rows, "targets": targets(results, large)})
+        table = markdown_table(rows, large)
+        (out_dir / "e2e_results.json").write_text(json.dumps(payload, indent=1))
+        (out_dir / "e2e_table.md").write_text(table + "\n\n" + "\n".join(payload["targets"]) + "\n")
+        try:
+            plot(rows, out_dir / "e2e_throughput.png", large)
+        except Exception:
+            traceback.print_exc()
+        log("\n" + table + "\n")
+        for line in payload["targets"]:
+            log(line)
+    else:
+        (out_dir / "e2e_results.json").write_text(json.dumps(payload, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -70,7 +70,7 @@ def layer_forms(model: torch.nn.Module) -> dict[str, str]:
         if vm is None:
             form = "SS2DScan"
         elif vm.folded:
-            form = f"VMeanba folded ({vm.variant}): elementwise Dsum*x, no custom node"
+            form = f"VMeanba folded ({vm.variant}): elementwise Dsum*x"
         else:
             form = f"VMeanbaScan literal (variant={VMEANBA_VARIANTS[vm.variant]} {vm.variant})"
         if qm is not None:

@@ -116,32 +116,43 @@ def _is_safetensors(path: str) -> bool:
 
 
 def _torch_load(path: str) -> Any:
-    """torch.load(weights_only=True); on a refusal of harmless config globals only, retry with them allowlisted."""
+    """torch.load(weights_only=True); if it refuses only harmless config globals, once more with those allowed."""
     harmless = _harmless_globals()
-    allowed: list[tuple[Any, str]] = []
-    while True:
+    # all stand-ins at once: numpy's dtype classes, for one, are needed but never named in the refusal
+    attempts = ([], [(obj, name) for name, obj in harmless.items()])
+    for attempt, allowed in enumerate(attempts):
         try:
             with torch.serialization.safe_globals(allowed):
                 return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             refused = _refused_globals(exc)
-            if not refused:
+            if not refused and "GLOBAL" not in str(exc):
                 raise CheckpointError(
                     f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)}); check the file is a complete "
                     "torch.save / safetensors file (re-download it if it was cut short)"
                 ) from None
-            untrusted = [name for name in refused if name not in harmless]
-            newly_allowed = [(harmless[name], name) for name in refused
-                             if name in harmless and (harmless[name], name) not in allowed]
-            if untrusted or not newly_allowed:
+            untrusted = [name for name in _static_unsafe_globals(path) or refused if name not in harmless]
+            if untrusted or attempt == len(attempts) - 1:
+                names = ", ".join(untrusted or refused) or _first_line(exc)
                 raise CheckpointError(
-                    f"refusing to load {path}: it references the Python global {', '.join(untrusted or refused)}, "
-                    "which unpickling would import and call (arbitrary code execution), so the file is not trusted "
-                    "and nothing was run; use a checkpoint that holds only tensors (a state_dict, or .safetensors) - "
-                    "only if you trust its origin, re-save its state_dict with torch.save(sd, 'clean.pth')"
+                    f"refusing to load {path}: it references the Python global {names}, which unpickling would "
+                    "import and call (arbitrary code execution), so the file is not trusted and nothing was run; use "
+                    "a checkpoint that holds only tensors (a state_dict, or .safetensors) - only if you trust its "
+                    "origin, re-save its state_dict with torch.save(sd, 'clean.pth')"
                 ) from None
-            logger.debug("%s: allowing harmless config globals %s", path, [n for _, n in newly_allowed])
-            allowed += newly_allowed
+            logger.debug("%s: retrying with harmless config stand-ins for %s", path, refused)
+    raise AssertionError("unreachable")
+
+
+def _static_unsafe_globals(path: str) -> list[str]:
+    """Full names of the non-allowlisted globals of a torch zip file, read without unpickling (the
+    weights-only error message shortens builtins such as ``builtins.eval`` to ``eval``)."""
+    if not zipfile.is_zipfile(path):
+        return []
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # an opcode the static scan does not know: fall back to the unpickler's message
+        return []
 
 
 def _first_line(exc: BaseException) -> str:
@@ -545,11 +556,14 @@ def _few(items: list, n: int = 4) -> str:
     return shown + (f", ... (+{len(items) - n} more)" if len(items) > n else "")
 
 
-def _fit_hint(state_dict: Mapping[str, torch.Tensor]) -> str:
+def _fit_hint(state_dict: Mapping[str, torch.Tensor], num_classes: int | None = None) -> str:
     try:
         guess = infer_architecture(state_dict)
     except (CheckpointError, KeyError, IndexError, TypeError, ValueError, NotImplementedError) as exc:
         return f"its architecture could not be inferred ({exc})"
+    if num_classes is not None and num_classes != guess.num_classes:
+        return (f"the checkpoint's head has {guess.num_classes} classes, not num_classes={num_classes}: "
+                "omit num_classes (a strict load cannot replace the head)")
     if guess.matched_config:
         return (f"the checkpoint fits the released config {guess.matched_config!r} with num_classes={guess.num_classes}: "
                 f"pass arch={guess.matched_config!r} (or arch=None)")
@@ -608,7 +622,7 @@ def load_model(path: str | os.PathLike, arch: str | None = None, num_classes: in
         if wrong:
             parts.append(f"{len(wrong)} wrong-shape: " + _few([f"{k} checkpoint {c} vs model {m}" for k, c, m in wrong]))
         raise CheckpointError(
-            f"{contents.path}: checkpoint does not fit {arch_name}: {'; '.join(parts)}; {_fit_hint(state_dict)}")
+            f"{contents.path}: checkpoint does not fit {arch_name}: {'; '.join(parts)}; {_fit_hint(state_dict, num_classes)}")
     model.load_state_dict(state_dict, strict=True)
     model.eval()
     model.checkpoint_info = dict(path=contents.path, container_key=contents.container_key, arch=arch_name,

@@ -1,0 +1,33 @@
+"""Shared pytest fixtures: where the golden data from the official implementations lives.
+
+The golden fixtures sit next to the repository (``<repo>/../shared/fixtures/official``); set
+``VM_FIXTURES`` to use another folder. Tests that need them take the ``fixtures_dir`` fixture and
+carry ``@pytest.mark.fixtures``; they skip with the reason below when the folder is absent.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def official_fixtures_dir() -> Path:
+    return Path(os.environ.get("VM_FIXTURES") or REPO_ROOT.parent / "shared" / "fixtures" / "official")
+
+
+FIXTURES_SKIP_REASON = (
+    f"golden fixtures not found at {official_fixtures_dir()} "
+    "(set VM_FIXTURES to the folder holding the official *.pt fixtures)"
+)
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    """The folder with the official golden fixtures; skips the test when it is absent."""
+    path = official_fixtures_dir()
+    if not (path / "README.md").is_file() and not any(path.glob("*.pt")):
+        pytest.skip(FIXTURES_SKIP_REASON)
+    return path

@@ -18,10 +18,9 @@ def official_fixtures_dir() -> Path:
     return Path(os.environ.get("VM_FIXTURES") or REPO_ROOT.parent / "shared" / "fixtures" / "official")
 
 
-FIXTURES_SKIP_REASON = (
-    f"golden fixtures not found at {official_fixtures_dir()} "
-    "(set VM_FIXTURES to the folder holding the official *.pt fixtures)"
-)
+def fixtures_skip_reason() -> str:
+    return (f"golden fixtures not found at {official_fixtures_dir()} "
+            "(set VM_FIXTURES to the folder holding the official *.pt fixtures)")
 
 
 @pytest.fixture(scope="session")
@@ -29,5 +28,5 @@ def fixtures_dir() -> Path:
     """The folder with the official golden fixtures; skips the test when it is absent."""
     path = official_fixtures_dir()
     if not (path / "README.md").is_file() and not any(path.glob("*.pt")):
-        pytest.skip(FIXTURES_SKIP_REASON)
+        pytest.skip(fixtures_skip_reason())
     return path

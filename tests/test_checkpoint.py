@@ -314,14 +314,19 @@ def test_inference_rebuilds_nonstandard_vmamba(tmp_path, case):
         assert torch.equal(model(x), original(x))
 
 
-def test_inference_rebuilds_nonstandard_medmamba(tmp_path):
+def test_inference_rebuilds_nonstandard_medmamba(tmp_path, caplog):
     original = _perturbed(MedMamba(**SMALL_MEDMAMBA))
     guess = infer_architecture(original.state_dict())
     assert (guess.family, guess.line, guess.depths, guess.dims, guess.d_state, guess.num_classes) == \
         ("medmamba", "medmamba", [1, 2], [16, 32], 4, 6)
     path = tmp_path / "med.pth"
     torch.save(original.state_dict(), path)
-    model = load_model(path)
+    with caplog.at_level(logging.INFO, logger="exporter"):
+        model = load_model(path)
+    assert "built custom architecture custom (medmamba medmamba): depths=[1, 2]" in caplog.text
+    info = model.checkpoint_info
+    assert (info["path"], info["container_key"], info["arch"]) == (str(path), None, "custom")
+    assert info["kwargs"]["dims"] == [16, 32] and info["kwargs"]["d_state"] == 4
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), original(x))

@@ -284,6 +284,8 @@ def test_plugins_from_parser_shaped_fields(registry_run):
             else:
                 assert t["rc"] != 0, (node_name, t)
         assert n["output_types_wrong_count_rc"] != 0
+        if len(op.inputs) > 1:
+            assert n["output_types_wrong_input_rc"] != 0, "a mistyped input must fail getOutputDataTypes"
         for t0 in ("float32", "float16"):
             assert {tuple(x) for x in n["formats"][t0]} == _expected_formats(op, t0), (node_name, t0)
         # Shapes from the IExprBuilder expressions equal the reference's output shapes.

@@ -345,6 +345,20 @@ std::string runNode(IPluginCreatorV3One* creator, OpInfo const& op, NodeSpec con
     }
     DataType dummy;
     DataType const fl[8] = {};
+    // One input of the wrong type (a float32-only input as float16, or a T input differing from x).
+    int32_t wrongParamRc = 0;
+    if (nbIn > 1)
+    {
+        std::vector<DataType> in(static_cast<size_t>(nbIn));
+        for (int32_t i = 0; i < nbIn; ++i)
+        {
+            in[i] = op.inputIsFloat32[i] ? DataType::kFLOAT : DataType::kHALF;
+        }
+        in[nbIn - 1] = op.inputIsFloat32[nbIn - 1] ? DataType::kHALF : DataType::kFLOAT;
+        DataType out = DataType::kINT8;
+        wrongParamRc = bld->getOutputDataTypes(&out, 1, in.data(), nbIn);
+    }
+    o << ",\"output_types_wrong_input_rc\":" << (nbIn > 1 ? std::to_string(wrongParamRc) : std::string("null"));
     o << ",\"output_types\":" << joinRaw(types)
       << ",\"output_types_wrong_count_rc\":" << bld->getOutputDataTypes(&dummy, 2, fl, nbIn);
 

@@ -291,6 +291,17 @@ int32_t VmambaPluginBase::getOutputDataTypes(
         fail(std::string("input 0 must be float32 or float16, got ") + dataTypeName(inputTypes[0]));
         return -1;
     }
+    // Strongly typed networks (TensorRT 11): the ONNX types are final, so say here which one is wrong
+    // rather than letting supportsFormatCombination find no combination.
+    for (int32_t i = 1; i < nbInputs; ++i)
+    {
+        DataType const want = mInputIsFloat32[i] ? DataType::kFLOAT : inputTypes[0];
+        if (inputTypes[i] != want)
+        {
+            fail("input " + std::to_string(i) + " must be " + dataTypeName(want) + ", got " + dataTypeName(inputTypes[i]));
+            return -1;
+        }
+    }
     outputTypes[0] = inputTypes[0];
     return 0;
 }

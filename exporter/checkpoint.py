@@ -9,11 +9,13 @@ it runs again with exactly those names allowlisted, mapped onto inert stand-ins.
 """
 from __future__ import annotations
 
+import _compat_pickle
 import dataclasses
 import logging
 import math
 import os
 import pickle
+import pickletools
 import re
 import struct
 import zipfile
@@ -126,12 +128,13 @@ def _torch_load(path: str) -> Any:
                 return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             refused = _refused_globals(exc)
-            if not refused and "GLOBAL" not in str(exc):
+            static = _static_unsafe_globals(path)
+            if not refused and not static:
                 raise CheckpointError(
                     f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)}); check the file is a complete "
                     "torch.save / safetensors file (re-download it if it was cut short)"
                 ) from None
-            untrusted = [name for name in _static_unsafe_globals(path) or refused if name not in harmless]
+            untrusted = [name for name in static or refused if name not in harmless]
             if untrusted or attempt == len(attempts) - 1:
                 names = ", ".join(untrusted or refused) or _first_line(exc)
                 raise CheckpointError(
@@ -144,19 +147,57 @@ def _torch_load(path: str) -> Any:
     raise AssertionError("unreachable")
 
 
+def _pickle_globals(stream, found: list[str]) -> None:
+    """Append the globals one pickle names (GLOBAL, STACK_GLOBAL) to ``found``, by disassembling it:
+    nothing is imported or called. STACK_GLOBAL's two names are the strings pushed or memo-fetched before it."""
+    strings: list[str] = []
+    memo: dict[int, str | None] = {}
+    for opcode, arg, _ in pickletools.genops(stream):
+        name = opcode.name
+        if name == "GLOBAL":  # protocol 2 writes Python 2 names (__builtin__.eval): map them as unpickling does
+            module, _, attr = arg.partition(" ")
+            module, attr = _compat_pickle.NAME_MAPPING.get(
+                (module, attr), (_compat_pickle.IMPORT_MAPPING.get(module, module), attr))
+            found.append(f"{module}.{attr}")
+        elif name == "STACK_GLOBAL" and len(strings) >= 2:
+            found.append(f"{strings[-2]}.{strings[-1]}")
+        elif name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING"):
+            strings.append(arg)
+        elif name in ("BINPUT", "LONG_BINPUT", "PUT", "MEMOIZE"):
+            memo[len(memo) if name == "MEMOIZE" else arg] = strings[-1] if strings else None
+        elif name in ("BINGET", "LONG_BINGET", "GET") and isinstance(memo.get(arg), str):
+            strings.append(memo[arg])
+
+
 def _static_unsafe_globals(path: str) -> list[str]:
-    """Full names of the non-allowlisted globals of a torch zip file, read without unpickling (the
-    weights-only error message shortens builtins such as ``builtins.eval`` to ``eval``)."""
-    if not zipfile.is_zipfile(path):
-        return []
+    """Full names of the globals a checkpoint needs beyond torch's weights-only allowlist, read without
+    unpickling (the unpickler's message stops at the first and shortens ``builtins.eval`` to ``eval``)."""
+    if zipfile.is_zipfile(path):
+        try:
+            return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        except Exception:  # an opcode torch's scanner does not know: the unpickler's message is used instead
+            return []
+    names: list[str] = []
+    with open(path, "rb") as f:  # legacy torch.save: magic, protocol, sys info, object pickles; or one plain pickle
+        for _ in range(4):
+            try:
+                _pickle_globals(f, names)
+            except Exception:  # end of the pickles, or bytes that are not one
+                break
     try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except Exception:  # an opcode the static scan does not know: fall back to the unpickler's message
-        return []
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        allowed = set(_get_allowed_globals())
+    except ImportError:
+        allowed = set()
+    return list(dict.fromkeys(n for n in names if n not in allowed))
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    message = str(exc)
+    if "WeightsUnpickler error:" in message:  # torch's weights-only message: keep its actual reason
+        message = message.split("WeightsUnpickler error:", 1)[1]
+    text = message.strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
@@ -301,7 +342,8 @@ class ArchGuess:
         return model
 
     def describe(self) -> str:
-        return (f"{self.name} ({self.family} {self.line}): depths={self.depths}, dims={self.dims}, d_state={self.d_state}, ssm_ratio={self.ssm_ratio:g}, "
+        return (f"{self.name} ({self.family} {self.line}): depths={self.depths}, dims={self.dims}, "
+                f"d_state={self.d_state}, ssm_ratio={self.ssm_ratio:g}, "
                 f"forward_type={self.forward_type}, num_classes={self.num_classes})")
 
 
@@ -365,7 +407,8 @@ def _shape(sd: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...] | None:
 def _require(sd, key: str, what: str) -> tuple[int, ...]:
     shape = _shape(sd, key)
     if shape is None:
-        raise CheckpointError(f"cannot infer the architecture: no {key!r} ({what}); is this a VMamba/MedMamba checkpoint?")
+        raise CheckpointError(
+            f"cannot infer the architecture: no {key!r} ({what}); is this a VMamba/MedMamba checkpoint?")
     return shape
 
 
@@ -394,7 +437,8 @@ def _infer_vmamba(sd: dict[str, torch.Tensor]) -> ArchGuess:
     notes: list[str] = []
     depths = _stage_block_counts(sd)
     if not depths:
-        raise CheckpointError("cannot infer the architecture: no 'layers.N.' keys; is this a VMamba/MedMamba checkpoint?")
+        raise CheckpointError(
+            "cannot infer the architecture: no 'layers.N.' keys; is this a VMamba/MedMamba checkpoint?")
     if "pos_embed" in sd:
         notes.append("pos_embed found: posembed models are not supported")
 
@@ -565,7 +609,8 @@ def _fit_hint(state_dict: Mapping[str, torch.Tensor], num_classes: int | None = 
         return (f"the checkpoint's head has {guess.num_classes} classes, not num_classes={num_classes}: "
                 "omit num_classes (a strict load cannot replace the head)")
     if guess.matched_config:
-        return (f"the checkpoint fits the released config {guess.matched_config!r} with num_classes={guess.num_classes}: "
+        return (f"the checkpoint fits the released config {guess.matched_config!r} "
+                f"with num_classes={guess.num_classes}: "
                 f"pass arch={guess.matched_config!r} (or arch=None)")
     return f"no released config fits; it looks like {guess.describe()}: pass arch=None to build that"
 
@@ -585,7 +630,8 @@ def load_model(path: str | os.PathLike, arch: str | None = None, num_classes: in
     state_dict = contents.state_dict
     medmamba = is_medmamba_state_dict(state_dict)
     if arch is not None and arch not in MODEL_CONFIGS:
-        raise CheckpointError(f"{contents.path}: unknown arch {arch!r}; choose one of {', '.join(MODEL_CONFIGS)} or None")
+        raise CheckpointError(
+            f"{contents.path}: unknown arch {arch!r}; choose one of {', '.join(MODEL_CONFIGS)} or None")
     family = MODEL_CONFIGS[arch].family if arch else ("medmamba" if medmamba else "vmamba")
     if family == "vmamba":
         state_dict = checkpoint_filter_fn(state_dict)
@@ -601,7 +647,8 @@ def load_model(path: str | os.PathLike, arch: str | None = None, num_classes: in
         try:
             model = guess.build()
         except (ValueError, NotImplementedError, TypeError) as exc:
-            raise CheckpointError(f"{contents.path}: inferred architecture {guess.describe()} cannot be built: {exc}") from None
+            raise CheckpointError(
+                f"{contents.path}: inferred architecture {guess.describe()} cannot be built: {exc}") from None
         logger.info("%s: %s architecture %s", contents.path,
                     "released" if guess.matched_config else "built custom", guess.describe())
     else:
@@ -620,9 +667,11 @@ def load_model(path: str | os.PathLike, arch: str | None = None, num_classes: in
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected: {_few(unexpected)}")
         if wrong:
-            parts.append(f"{len(wrong)} wrong-shape: " + _few([f"{k} checkpoint {c} vs model {m}" for k, c, m in wrong]))
+            shapes = [f"{k} checkpoint {c} vs model {m}" for k, c, m in wrong]
+            parts.append(f"{len(wrong)} wrong-shape: {_few(shapes)}")
         raise CheckpointError(
-            f"{contents.path}: checkpoint does not fit {arch_name}: {'; '.join(parts)}; {_fit_hint(state_dict, num_classes)}")
+            f"{contents.path}: checkpoint does not fit {arch_name}: {'; '.join(parts)}; "
+            f"{_fit_hint(state_dict, num_classes)}")
     model.load_state_dict(state_dict, strict=True)
     model.eval()
     model.checkpoint_info = dict(path=contents.path, container_key=contents.container_key, arch=arch_name,

@@ -217,8 +217,8 @@ def summary_rows(results, batch_large: int) -> list[dict]:
     return rows
 
 
-def fmt(v, spec):
-    return "-" if v is None else format(v, spec)
+def fmt(v, spec, suffix=""):
+    return "-" if v is None else format(v, spec) + suffix
 
 
 def markdown_table(rows, batch_large: int) -> str:
@@ -229,9 +229,9 @@ def markdown_table(rows, batch_large: int) -> str:
         lines.append(
             f"| {r['model']} | {r['config']} | {fmt(r['fp32_img_s'], '.0f')} | {fmt(r['fp16_img_s'], '.0f')} "
             f"| {fmt(r['fp32_b1_ms'], '.2f')} | {fmt(r['fp16_b1_ms'], '.2f')} "
-            f"| {fmt(r['fp32_vs_own'], '.2f')}x / {fmt(r['fp16_vs_own'], '.2f')}x "
+            f"| {fmt(r['fp32_vs_own'], '.2f', 'x')} / {fmt(r['fp16_vs_own'], '.2f', 'x')} "
             f"| {fmt(r['fp32_official'], '.0f')} / {fmt(r['fp16_official'], '.0f')} "
-            f"| {fmt(r['fp32_vs_official'], '.2f')}x / {fmt(r['fp16_vs_official'], '.2f')}x |")
+            f"| {fmt(r['fp32_vs_official'], '.2f', 'x')} / {fmt(r['fp16_vs_official'], '.2f', 'x')} |")
     return "\n".join(lines)
 
 
@@ -321,6 +321,9 @@ def explore(args) -> list[dict]:
             one(label, dname, 128, args.iters, **kw)
         one(label, "fp16", 1, args.latency_iters, **kw)
     one("default + TF32", "fp32", 128, args.iters, tf32=True)
+    one("default + cudnn.benchmark", "fp16", 128, args.iters, cudnn_benchmark=True)
+    one("default + cudnn.benchmark", "fp32", 128, args.iters, cudnn_benchmark=True)
+    torch.backends.cudnn.benchmark = False
     one("default, eager (no graph)", "fp16", 128, args.iters, mode="eager")
     one("default, eager (no graph)", "fp16", 1, args.latency_iters, mode="eager")
     one("default, eager (no graph)", "fp32", 1, args.latency_iters, mode="eager")

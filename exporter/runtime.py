@@ -25,6 +25,8 @@ same function, checked by tests/test_runtime_gpu.py against the CPU float32 mode
   4-D activations live in NHWC memory, so LayerNorm2d's permutes are free views and the 1x1
   ``Linear2d`` becomes one cuBLAS GEMM (``fast_linear``); only the scan's input and output are
   converted (the kernels read and write dense NCHW).
+- ``cudnn_benchmark``: None leaves ``torch.backends.cudnn.benchmark`` as it is; True/False sets it
+  (process-wide). With fixed shapes, autotuning costs seconds once at warm-up.
 - TF32: off by default (``tf32=False`` sets ``torch.backends.cuda.matmul.allow_tf32`` and
   ``torch.backends.cudnn.allow_tf32`` to False, process-wide). ``tf32=True`` lets float32 GEMMs and
   convolutions use TF32 tensor cores: faster, but results then differ from float32 by ~1e-3
@@ -245,6 +247,7 @@ def prepare_runtime(
     channels_last: bool | None = None,
     fast_linear: bool = True,
     tf32: bool = False,
+    cudnn_benchmark: bool | None = None,
     allow_reference: bool = False,
     inplace: bool = False,
     warmup: int = 3,
@@ -268,6 +271,8 @@ def prepare_runtime(
         model = copy.deepcopy(model)
     model.eval()
     set_tf32(tf32)
+    if cudnn_benchmark is not None:  # process-wide: autotune cuDNN convolutions per input shape
+        torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
     if channels_last is None:
         channels_last = default_channels_last(model)
     _swap_class(model, SS2D, RuntimeSS2D)

@@ -632,8 +632,7 @@ def load_model(path: str | os.PathLike, arch: str | None = None, num_classes: in
     if arch is not None and arch not in MODEL_CONFIGS:
         raise CheckpointError(
             f"{contents.path}: unknown arch {arch!r}; choose one of {', '.join(MODEL_CONFIGS)} or None")
-    family = MODEL_CONFIGS[arch].family if arch else ("medmamba" if medmamba else "vmamba")
-    if family == "vmamba":
+    if not medmamba:  # legacy VMamba v0 names; MedMamba's official names (ln_1, self_attention) stay as they are
         state_dict = checkpoint_filter_fn(state_dict)
 
     if arch is None:

@@ -382,3 +382,11 @@ def test_unknown_arch_name(tmp_path, small_vmamba):
     torch.save(small_vmamba.state_dict(), path)
     with pytest.raises(CheckpointError, match="unknown arch 'vmamba_huge'"):
         load_model(path, arch="vmamba_huge")
+
+
+def test_other_family_arch_names_what_the_checkpoint_is(tmp_path):
+    path = tmp_path / "med.pth"
+    torch.save(MedMamba(**SMALL_MEDMAMBA).state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"does not fit vmamba_tiny_s2l5: \d+ missing: .*"
+                                              r"it looks like custom \(medmamba medmamba\): depths=\[1, 2\]"):
+        load_model(path, arch="vmamba_tiny_s2l5")

@@ -109,14 +109,17 @@ def onnxrt_results(onnx_path: str | Path, feeds: list, providers=("cpu",)):
 
 def compare(onnxrt: "RunResults", golden: "RunResults", tolerance: Tolerance) -> bool:  # noqa: F821
     """Polygraphy's verdict: ORT output (first) against the golden reference (second)."""
-    from polygraphy.comparator import Comparator, CompareFunc, RunResults
+    from polygraphy import comparator as pgc
 
+    # CompareFunc.simple was renamed SimpleCompareFunc (same arguments) in Polygraphy 0.50+
+    simple = getattr(pgc, "SimpleCompareFunc", None) or pgc.CompareFunc.simple
+    Comparator, RunResults = pgc.Comparator, pgc.RunResults
     both = RunResults()
     for name, iters in list(onnxrt.items()) + list(golden.items()):
         both.append((name, iters))
     with quiet_polygraphy():
         acc = Comparator.compare_accuracy(
-            both, compare_func=CompareFunc.simple(atol=tolerance.atol, rtol=tolerance.rtol, check_error_stat="elemwise"),
+            both, compare_func=simple(atol=tolerance.atol, rtol=tolerance.rtol, check_error_stat="elemwise"),
         )
     return bool(acc)
 

@@ -49,6 +49,11 @@ class SpatialSoftmax(nn.Module):
         return x.reshape(B, H * W, C).softmax(1).view(B, H, W, C)
 
 
+def drop_path_rates(max_rate: float, n: int) -> list[float]:
+    """Stochastic-depth rates rising linearly to ``max_rate`` (plain floats: works on the meta device)."""
+    return [max_rate * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
+
+
 class DropPath(nn.Module):
     """Stochastic depth; identity in eval mode."""
 

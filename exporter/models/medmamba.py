@@ -13,7 +13,7 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
-from exporter.models.layers import DropPath
+from exporter.models.layers import DropPath, drop_path_rates
 from exporter.models.registry import register_model
 from exporter.models.ss2d import SS2D
 
@@ -121,7 +121,7 @@ class MedMamba(nn.Module):
         if d_state is None:
             d_state = math.ceil(dims[0] / 6)
         self.patch_embed = PatchEmbed2D(patch_size, in_chans, dims[0], norm_layer if patch_norm else None)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = drop_path_rates(drop_path_rate, sum(depths))
         self.layers = nn.ModuleList(
             MedMambaStage(dims[i], depths[i], dpr[sum(depths[:i]): sum(depths[: i + 1])], norm_layer, d_state,
                           downsample=i < len(depths) - 1)

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from exporter.models.layers import DropPath, LayerNorm2d, Linear2d, Mlp, Permute
+from exporter.models.layers import DropPath, LayerNorm2d, Linear2d, Mlp, Permute, drop_path_rates
 from exporter.models.registry import register_model
 from exporter.models.ss2d import SS2D
 
@@ -148,7 +148,7 @@ class VMamba(nn.Module):
         self.num_features = dims[-1]
         norm = _NORM_LAYERS[norm_layer.lower()]
         cf = self.channel_first
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = drop_path_rates(drop_path_rate, sum(depths))
 
         if self.line == "v0":  # SS2Dv0 fixes these regardless of the constructor arguments
             ssm_kwargs = dict(d_state=ssm_d_state, ssm_ratio=ssm_ratio, dt_rank=ssm_dt_rank, act_layer=nn.SiLU,

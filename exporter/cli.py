@@ -357,7 +357,7 @@ def run(args) -> int:
     if args.verify:
         import numpy as np
 
-        from exporter.verify.parity import check_parity, latency_onnxrt, latency_pytorch
+        from exporter.verify.parity import check_parity, latency_side_by_side
 
         shape = (args.batch, 3, *resolution)
         stem = output.name[:-5]
@@ -377,9 +377,8 @@ def run(args) -> int:
             exit_code = EXIT_PARITY
         if args.latency_runs:
             with steps.step(f"latency: {args.latency_runs} runs each, PyTorch eager and ONNX Runtime"):
-                pt = latency_pytorch(model, shape, runs=args.latency_runs)
-                ort_lat = latency_onnxrt(result.onnx_path, shape, runs=args.latency_runs,
-                                         dtype=np.float16 if args.precision == "fp16" else np.float32)
+                pt, ort_lat = latency_side_by_side(model, result.onnx_path, shape, runs=args.latency_runs,
+                                                   onnx_dtype=np.float16 if args.precision == "fp16" else np.float32)
             report["latency"] = {"pytorch": pt.as_dict(), "onnxrt": ort_lat.as_dict(),
                                  "note": "PyTorch eager runs the float32 model"}
     del original

@@ -232,3 +232,21 @@ def test_vmamba_tiny_s1l8_node_count_and_parity(tmp_path):
     x = torch.randn(1, 3, 224, 224)
     got = _plain_session(result.onnx_path).run(None, {"x": x.numpy()})[0]
     np.testing.assert_allclose(got, _torch(model, x), rtol=0, atol=FP32_ATOL)
+
+
+def test_dynamic_height_width_falls_back_to_static_with_a_note(tmp_path, monkeypatch):
+    """If the exporter cannot keep H/W dynamic, the export still succeeds with dynamic batch only
+    and says so (simulated: the real models all export with dynamic H/W)."""
+    real = E._torch_export
+
+    def no_dynamic_hw(model, example, dynamic_axes, opset, verbose):
+        if 2 in dynamic_axes:
+            raise RuntimeError("Constraints violated (height)! simulated")
+        return real(model, example, dynamic_axes, opset, verbose)
+
+    monkeypatch.setattr(E, "_torch_export", no_dynamic_hw)
+    result = E.export_onnx(_tiny_model(), tmp_path / "f.onnx", resolution=(32, 48))
+    assert result.dynamic_axes == {0: "batch"}
+    assert len(result.notes) == 1 and "fell back to static 32x48" in result.notes[0] and "simulated" in result.notes[0]
+    dims = onnx.load(str(result.onnx_path)).graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[2:]] == [32, 48]

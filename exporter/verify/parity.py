@@ -235,3 +235,34 @@ def latency_onnxrt(onnx_path: str | Path, input_shape: tuple, warmup: int = 2, r
     times = _time(lambda: sess.run(None, {name: x}), warmup, runs)
     threads = opts.intra_op_num_threads or (torch.get_num_threads())
     return LatencyReport("onnxruntime-cpu", list(input_shape), warmup, runs, statistics.median(times), min(times), max(times), threads)
+
+
+def latency_side_by_side(model: torch.nn.Module, onnx_path: str | Path, input_shape: tuple, warmup: int = 2,
+                         runs: int = 10, onnx_dtype=np.float32) -> tuple[LatencyReport, LatencyReport]:
+    """PyTorch eager (the float32 model) and ONNX Runtime CPU timed in alternation, run by run, so a
+    busy machine slows both alike instead of whichever happened to run second."""
+    import onnxruntime as ort
+
+    model = model.eval()
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    x_np = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
+    x_pt = torch.from_numpy(x_np)
+    x_ort = x_np.astype(onnx_dtype)
+    pt_times, ort_times = [], []
+    with torch.no_grad():
+        for i in range(warmup + runs):
+            t0 = time.perf_counter()
+            model(x_pt)
+            t1 = time.perf_counter()
+            sess.run(None, {name: x_ort})
+            t2 = time.perf_counter()
+            if i >= warmup:
+                pt_times.append((t1 - t0) * 1e3)
+                ort_times.append((t2 - t1) * 1e3)
+    threads = torch.get_num_threads()
+
+    def report(runtime, times):
+        return LatencyReport(runtime, list(input_shape), warmup, runs, statistics.median(times), min(times), max(times), threads)
+
+    return report("pytorch-eager", pt_times), report("onnxruntime-cpu", ort_times)

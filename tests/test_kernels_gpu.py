@@ -1,0 +1,254 @@
+"""The CUDA kernels (plugins/kernels.py -> libvmamba_kernels.so) against plugins/reference.py.
+
+Reference: plugins/reference.py evaluated in float64 (inputs upcast; its internal ``.float()`` casts
+are redirected to ``.double()`` for the call), so the bound measures the kernels' own error. The
+float64 run is itself checked against the float32 reference on every case.
+
+Tolerances, ||out - ref|| / ||ref||:
+- float32: 5e-5. Float32 rounding is 6e-8 per operation; the projections sum D products and each
+  scan output sums a geometrically decaying series, so errors grow to ~1e-6; the kernels use the
+  hardware exp2 (2 ulp) and a different summation order (segmented scans, Ds summed once). Measured
+  errors are printed; 5e-5 leaves margin while a wrong index or a missing direction gives >1e-2.
+- float16: 1e-3 (inputs are float16, arithmetic float32, the output is rounded once to float16:
+  2^-11 relative half-ulp, ~3e-4 RMS; everything else is the float32 error above).
+Outputs are poisoned with NaN before each call, so an unwritten element fails the check.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import pytest
+import torch
+
+from plugins import kernels
+from plugins import ops  # noqa: F401  (the torch.library ops)
+from plugins import reference as ref
+
+AVAILABLE, REASON = kernels.kernels_available()
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not AVAILABLE, reason=f"CUDA kernels unavailable: {REASON}"),
+]
+if not AVAILABLE:
+    print(f"tests/test_kernels_gpu.py skipped: {REASON}")
+
+TOL = {torch.float32: 5e-5, torch.float16: 1e-3}
+DEV = "cuda"
+
+
+@contextlib.contextmanager
+def float64_reference():
+    """Run plugins/reference.py in float64: its ``.float()`` casts become ``.double()``."""
+    original = torch.Tensor.float
+    torch.Tensor.float = torch.Tensor.double
+    try:
+        yield
+    finally:
+        torch.Tensor.float = original
+
+
+def rel_err(out: torch.Tensor, want: torch.Tensor) -> float:
+    out, want = out.double(), want.double()
+    assert torch.isfinite(out).all(), "non-finite output (an element was not written, or overflow)"
+    return ((out - want).norm() / want.norm().clamp_min(1e-30)).item()
+
+
+def make_inputs(B, D, H, W, N, R, dtype, seed, ds_scale=1.0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+
+    def rnd(*shape, scale=1.0, shift=0.0):
+        return (torch.randn(*shape, generator=g) * scale + shift).to(DEV)
+
+    x = rnd(B, D, H, W).to(dtype)
+    params = dict(
+        x_proj_weight=rnd(4, R + 2 * N, D, scale=0.5 / math.sqrt(D)).to(dtype),
+        dt_projs_weight=rnd(4, D, R, scale=1.0 / math.sqrt(R)).to(dtype),
+        dt_projs_bias=rnd(4, D, scale=0.5, shift=-2.0),
+        A_logs=torch.log(torch.rand(4 * D, N, generator=g) * 4 + 0.5).to(DEV),
+        Ds=rnd(4 * D, scale=ds_scale),
+    )
+    return x, params
+
+
+def reference64(fn, x, params, *extra):
+    with float64_reference():
+        return fn(x.double(), *(p.double() for p in params.values()), *extra)
+
+
+# (B, D, H, W, d_state, dt_rank): odd and non-square maps, L not a multiple of any chunk,
+# d_state 1 (v2), 16 (v0), and in between; batch up to 256 on small maps; up to 128x128.
+SCAN_SHAPES = [
+    (1, 8, 7, 9, 1, 3),
+    (2, 16, 13, 11, 16, 6),
+    (3, 5, 1, 17, 4, 2),
+    (2, 6, 19, 1, 2, 11),
+    (256, 4, 5, 3, 1, 6),
+    (1, 24, 57, 31, 1, 6),
+    (2, 10, 56, 56, 1, 6),
+    (1, 3, 128, 128, 1, 4),
+    (1, 4, 97, 128, 16, 12),
+    (4, 40, 7, 7, 16, 24),
+    (1, 20, 9, 10, 1, 40),
+]
+
+
+def _ids(shapes):
+    return ["B{}_D{}_{}x{}_N{}_R{}".format(*s) for s in shapes]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("shape", SCAN_SHAPES, ids=_ids(SCAN_SHAPES))
+def test_ss2d_scan_matches_reference(shape, dtype):
+    B, D, H, W, N, R = shape
+    x, params = make_inputs(B, D, H, W, N, R, dtype, seed=hash(shape) % 10_000)
+    want = reference64(ref.ss2d_scan, x, params)
+    want32 = ref.ss2d_scan(x.float(), *(p.float() for p in params.values()))
+    # same function: a broken float64 redirection would differ by O(1), not by float32 rounding
+    assert rel_err(want32, want) < 1e-4, "float64 reference disagrees with the float32 reference"
+    out = torch.full_like(x, float("nan"))
+    kernels.ss2d_scan(x, *params.values(), out=out)
+    err = rel_err(out, want)
+    print(f"ss2d {shape} {dtype}: rel err {err:.2e}")
+    assert err < TOL[dtype]
+    # the registered CUDA kernel of the custom op is this kernel, bit for bit (deterministic)
+    again = torch.ops.vmamba.ss2d_scan(x, *params.values())
+    assert torch.equal(again, out)
+
+
+def test_ss2d_scan_without_skip_term():
+    """Ds = 0: the output is the scans alone, so a scan error cannot hide behind D * u."""
+    x, params = make_inputs(2, 12, 23, 17, 1, 6, torch.float32, seed=7, ds_scale=0.0)
+    want = reference64(ref.ss2d_scan, x, params)
+    out = torch.full_like(x, float("nan"))
+    kernels.ss2d_scan(x, *params.values(), out=out)
+    err = rel_err(out, want)
+    print(f"ss2d Ds=0: rel err {err:.2e}")
+    assert err < TOL[torch.float32]
+
+
+VMEANBA_SHAPES = [
+    (1, 8, 7, 9, 1, 3),
+    (2, 16, 13, 11, 16, 6),
+    (256, 4, 5, 3, 1, 6),
+    (1, 24, 57, 31, 1, 6),
+    (3, 6, 1, 13, 4, 2),
+    (1, 3, 128, 128, 1, 4),
+    (2, 20, 56, 56, 1, 6),
+]
+
+
+@pytest.mark.parametrize("variant", [0, 1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("shape", VMEANBA_SHAPES, ids=_ids(VMEANBA_SHAPES))
+def test_vmeanba_scan_matches_reference(shape, dtype, variant):
+    B, D, H, W, N, R = shape
+    # small Ds so the reduced scan, not the skip term, carries most of the output
+    x, params = make_inputs(B, D, H, W, N, R, dtype, seed=hash(shape) % 10_000 + variant, ds_scale=0.05)
+    want = reference64(ref.vmeanba_scan, x, params, variant)
+    out = torch.full_like(x, float("nan"))
+    kernels.vmeanba_scan(x, *params.values(), variant=variant, out=out)
+    err = rel_err(out, want)
+    print(f"vmeanba v{variant} {shape} {dtype}: rel err {err:.2e}")
+    assert err < TOL[dtype]
+    again = torch.ops.vmamba.vmeanba_scan(x, *params.values(), variant)
+    assert torch.equal(again, out)
+
+
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_vmeanba_reduced_scan_alone(variant):
+    """Ds = 0: the output is exactly the broadcast reduced scan, merged."""
+    x, params = make_inputs(2, 10, 15, 21, 1, 6, torch.float32, seed=11 + variant, ds_scale=0.0)
+    want = reference64(ref.vmeanba_scan, x, params, variant)
+    out = torch.full_like(x, float("nan"))
+    kernels.vmeanba_scan(x, *params.values(), variant=variant, out=out)
+    err = rel_err(out, want)
+    print(f"vmeanba v{variant} Ds=0: rel err {err:.2e}")
+    assert err < TOL[torch.float32]
+
+
+QUARTERMAP_CASES = [  # (B, C, H, W, stride, keep)
+    (1, 3, 7, 7, 2, 1),
+    (2, 5, 8, 13, 2, 1),
+    (256, 4, 9, 6, 2, 1),
+    (1, 2, 128, 127, 2, 1),
+    (3, 4, 10, 11, 3, 2),
+    (2, 3, 5, 9, 4, 4),
+    (1, 1, 1, 1, 2, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", QUARTERMAP_CASES, ids=["B{}_C{}_{}x{}_s{}k{}".format(*c) for c in QUARTERMAP_CASES])
+def test_quartermap_matches_reference(case, dtype):
+    B, C, H, W, stride, keep = case
+    x = torch.randn(B, C, H, W, device=DEV).to(dtype)
+    want = ref.quartermap_down(x, stride, keep)
+    out = torch.full(want.shape, float("nan"), device=DEV, dtype=dtype)
+    kernels.quartermap_down(x, stride, keep, out=out)
+    assert torch.equal(out, want)  # a copy: exact
+    up_want = ref.quartermap_up(out, x)
+    up = torch.full_like(x, float("nan"))
+    kernels.quartermap_up(out, x, out=up)
+    assert torch.equal(up, up_want)
+    assert torch.equal(torch.ops.vmamba.quartermap_down(x, stride, keep), want)
+    assert torch.equal(torch.ops.vmamba.quartermap_up(out, x), up_want)
+
+
+def test_bad_arguments_are_refused():
+    x, params = make_inputs(1, 4, 5, 5, 1, 2, torch.float32, seed=3)
+    with pytest.raises(RuntimeError, match="unsupported"):
+        p = dict(params)
+        p["A_logs"] = torch.zeros(16, 17, device=DEV)  # d_state 17 > 16
+        p["x_proj_weight"] = torch.zeros(4, 2 + 34, 4, device=DEV)
+        kernels.ss2d_scan(x, *p.values())
+    with pytest.raises(RuntimeError, match="invalid"):
+        kernels.vmeanba_scan(x, *params.values(), variant=3)
+    with pytest.raises(RuntimeError, match="invalid"):
+        kernels.quartermap_down(x, stride=2, keep=3)
+
+
+def test_cuda_graph_capture_and_replay():
+    """All four ops captured in one graph, replayed on new inputs, equal eager results bit for bit."""
+    x, params = make_inputs(3, 12, 14, 9, 1, 6, torch.float32, seed=5)
+    static_x = x.clone()
+
+    def body():
+        a = torch.ops.vmamba.ss2d_scan(static_x, *params.values())
+        b = torch.ops.vmamba.vmeanba_scan(static_x, *params.values(), 0)
+        small = torch.ops.vmamba.quartermap_down(static_x, 2, 1)
+        c = torch.ops.vmamba.quartermap_up(torch.ops.vmamba.ss2d_scan(small, *params.values()), static_x)
+        return a, b, c
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        body()  # warm-up outside capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = body()
+    for seed in (21, 22):
+        fresh, _ = make_inputs(3, 12, 14, 9, 1, 6, torch.float32, seed=seed)
+        static_x.copy_(fresh)
+        graph.replay()
+        torch.cuda.synchronize()
+        static_copy = static_x.clone()
+        eager = body()
+        assert torch.equal(static_x, static_copy)
+        for got, want in zip(outs, eager):
+            assert torch.equal(got, want)
+        want_ss2d = reference64(ref.ss2d_scan, fresh, params)
+        assert rel_err(outs[0], want_ss2d) < TOL[torch.float32]
+
+
+def test_runs_on_the_current_stream():
+    """Work is ordered on torch's current stream: a producer on a side stream, then the op there."""
+    x, params = make_inputs(2, 8, 16, 16, 1, 6, torch.float32, seed=9)
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        xs = x * 1.0  # produced on the side stream
+        y = torch.ops.vmamba.ss2d_scan(xs, *params.values())
+    side.synchronize()
+    want = reference64(ref.ss2d_scan, x, params)
+    assert rel_err(y, want) < TOL[torch.float32]

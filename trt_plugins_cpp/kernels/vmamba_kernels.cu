@@ -1,0 +1,906 @@
+// CUDA kernels behind the vmamba.trt custom ops. C ABI: vmamba_kernels.h. Design: docs/KERNELS.md.
+//
+// SS2DScan = two launches:
+//   1. xdbl_proj: per 8x8 pixel tile, x_dbl = W_x[k] @ x for all four directions at once (a pixel's
+//      projection does not depend on the direction's order), written to the workspace in the layout
+//      the scan reads coalesced (transposed for the row-major directions).
+//   2. ss2d_scan: one block per (image, group of G channels). The block's x planes and an fp32
+//      accumulator plane live in shared memory; each direction's sequence is cut into segments
+//      (image rows for k = 0/2, columns for k = 1/3), scanned from zero (summaries), chained
+//      (carries), and re-scanned with the true incoming state, adding y into the accumulator.
+//      Every pixel's four contributions are added by one thread in a fixed order: deterministic.
+// VMeanbaScan = four launches (A table, fused projection + row means, reduced scan, merge).
+// QuarterMap down / up: one pass each, coalesced along rows.
+#include "vmamba_kernels.h"
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <stdint.h>
+
+namespace {
+
+constexpr int kDirs = 4;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr int kTile = 8;            // projection tiles are 8x8 pixels: 32-byte row pieces
+constexpr int kTilePx = kTile * kTile;
+constexpr int kProjThreads = 256;   // 64 pixels x 4 output-row groups
+constexpr int kProjM = 32;          // output rows per GEMM pass
+constexpr int kProjK = 32;          // input channels per GEMM step
+constexpr int kScanMaxThreads = 512;
+constexpr int kReducedThreads = 128;
+constexpr size_t kAlign = 256;
+
+inline size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+
+template <typename T> __device__ __forceinline__ float to_f32(T v);
+template <> __device__ __forceinline__ float to_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ float to_f32<__half>(__half v) { return __half2float(v); }
+template <typename T> __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
+
+// torch.nn.functional.softplus: inputs above 20 pass through. log1pf keeps full relative accuracy
+// for the small steps (delta ~ 1e-3) that log(1 + e^v) would round away.
+__device__ __forceinline__ float softplus_f32(float v) { return v > 20.f ? v : log1pf(__expf(v)); }
+
+// ------------------------------------------------------------------------------------------------
+// Projection of an 8x8 pixel tile: xd_s[m * (kTilePx + 1) + px] = sum_d W_x[m, d] * x[d, px] for
+// all M = 4 * (R + 2N) rows m = k * C + c. Out-of-image pixels compute zeros and are never stored.
+template <typename T>
+__device__ void project_tile(const T* __restrict__ xb, const T* __restrict__ wx, int D, int H, int W,
+                             int M, int i0, int j0, float* xd_s, float* xk_s, float* w_s)
+{
+    const int tid = threadIdx.x;
+    const int px = tid & (kTilePx - 1);
+    const int ty = tid >> 6;  // 0..3
+    const size_t L = (size_t)H * W;
+    for (int m0 = 0; m0 < M; m0 += kProjM) {
+        float acc[kProjM / 4];
+#pragma unroll
+        for (int t = 0; t < kProjM / 4; ++t) acc[t] = 0.f;
+        for (int d0 = 0; d0 < D; d0 += kProjK) {
+#pragma unroll
+            for (int q = 0; q < (kProjK * kTilePx) / kProjThreads; ++q) {
+                const int e = tid + q * kProjThreads;
+                const int dd = e >> 6, pp = e & (kTilePx - 1);
+                const int i = i0 + (pp >> 3), j = j0 + (pp & 7);
+                float v = 0.f;
+                if (d0 + dd < D && i < H && j < W) v = to_f32(xb[(size_t)(d0 + dd) * L + (size_t)i * W + j]);
+                xk_s[dd * kTilePx + pp] = v;
+            }
+#pragma unroll
+            for (int q = 0; q < (kProjM * kProjK) / kProjThreads; ++q) {
+                const int e = tid + q * kProjThreads;
+                const int mm = e >> 5, dd = e & 31;
+                float v = 0.f;
+                if (m0 + mm < M && d0 + dd < D) v = to_f32(wx[(size_t)(m0 + mm) * D + d0 + dd]);
+                w_s[mm * (kProjK + 1) + dd] = v;
+            }
+            __syncthreads();
+#pragma unroll 8
+            for (int dd = 0; dd < kProjK; ++dd) {
+                const float xv = xk_s[dd * kTilePx + px];
+#pragma unroll
+                for (int t = 0; t < kProjM / 4; ++t) acc[t] = fmaf(w_s[(ty + 4 * t) * (kProjK + 1) + dd], xv, acc[t]);
+            }
+            __syncthreads();
+        }
+#pragma unroll
+        for (int t = 0; t < kProjM / 4; ++t) {
+            const int m = m0 + ty + 4 * t;
+            if (m < M) xd_s[m * (kTilePx + 1) + px] = acc[t];
+        }
+    }
+    __syncthreads();
+}
+
+__host__ __device__ inline size_t proj_smem_floats(int M)
+{
+    return (size_t)M * (kTilePx + 1) + (size_t)kProjK * kTilePx + (size_t)kProjM * (kProjK + 1);
+}
+
+// x_dbl for the scan. Row-major directions (k = 0, 2) are stored transposed, [b][k/2][c][j][i], so
+// that threads that own consecutive image rows read consecutive addresses; column-major directions
+// (k = 1, 3) row-major, [b][k/2][c][i][j]. Stores go through shared memory in 32-byte pieces.
+template <typename T>
+__global__ void __launch_bounds__(kProjThreads) xdbl_proj_kernel(
+    const T* __restrict__ x, const T* __restrict__ wx, int D, int H, int W, int C,
+    float* __restrict__ xrow, float* __restrict__ xcol)
+{
+    extern __shared__ float smem[];
+    const int M = kDirs * C;
+    float* xd_s = smem;
+    float* xk_s = xd_s + (size_t)M * (kTilePx + 1);
+    float* w_s = xk_s + kProjK * kTilePx;
+    const int b = blockIdx.z;
+    const int i0 = blockIdx.y * kTile, j0 = blockIdx.x * kTile;
+    const size_t L = (size_t)H * W;
+    project_tile(x + (size_t)b * D * L, wx, D, H, W, M, i0, j0, xd_s, xk_s, w_s);
+    for (int e = threadIdx.x; e < M * kTilePx; e += blockDim.x) {
+        const int m = e >> 6, q = e & (kTilePx - 1);
+        const int k = m / C, c = m - k * C;
+        const bool rowdir = (k & 1) == 0;
+        const int pi = rowdir ? (q & 7) : (q >> 3);  // rowdir: consecutive threads walk down i
+        const int pj = rowdir ? (q >> 3) : (q & 7);
+        const int i = i0 + pi, j = j0 + pj;
+        if (i >= H || j >= W) continue;
+        const float v = xd_s[m * (kTilePx + 1) + pi * kTile + pj];
+        const size_t plane = ((size_t)b * 2 + (k >> 1)) * C + c;
+        if (rowdir) xrow[plane * L + (size_t)j * H + i] = v;
+        else xcol[plane * L + (size_t)i * W + j] = v;
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+struct ScanParams {
+    const void* x;
+    const void* wdt;
+    const float* dt_bias;
+    const float* A_logs;
+    const float* Ds;
+    const float* xrow;
+    const float* xcol;
+    void* y;
+    int D, H, W, N, R, C, G, Wp;
+};
+
+// One direction's constants for channel d (row r = k * D + d).
+template <typename T, int NMAX, int RREG>
+struct DirConsts {
+    float A2[NMAX];      // A * log2(e)
+    float wdt[RREG > 0 ? RREG : 1];
+    const T* wdt_g;      // used when R > RREG
+    float bias;
+
+    __device__ __forceinline__ void load(const ScanParams& p, int k, int d)
+    {
+        const int r = k * p.D + d;
+#pragma unroll
+        for (int n = 0; n < NMAX; ++n) A2[n] = n < p.N ? -expf(p.A_logs[(size_t)r * p.N + n]) * kLog2e : 0.f;
+        bias = p.dt_bias[r];
+        wdt_g = static_cast<const T*>(p.wdt) + (size_t)r * p.R;
+        if (RREG > 0) {
+#pragma unroll
+            for (int q = 0; q < (RREG > 0 ? RREG : 1); ++q) wdt[q] = q < p.R ? to_f32(wdt_g[q]) : 0.f;
+        }
+    }
+
+    // delta = softplus(W_dt[r] . dt_low + bias) at sequence element `off` of the x_dbl planes.
+    __device__ __forceinline__ float delta_at(const float* __restrict__ xd, size_t L, size_t off, int R) const
+    {
+        float v = bias;
+        if (RREG > 0) {
+#pragma unroll
+            for (int q = 0; q < (RREG > 0 ? RREG : 1); ++q)
+                if (q < R) v = fmaf(wdt[q], __ldg(xd + (size_t)q * L + off), v);
+        } else {
+            for (int q = 0; q < R; ++q) v = fmaf(to_f32(wdt_g[q]), __ldg(xd + (size_t)q * L + off), v);
+        }
+        return softplus_f32(v);
+    }
+};
+
+// A segment: T steps; x_dbl offset off0 + t * offstep, shared-memory u index u0 + t * ustep.
+struct Segment {
+    long long off0, offstep;
+    int u0, ustep, T;
+};
+
+// Family 0 = rows (k = 0 forward, k = 2 backward), family 1 = columns (k = 1, k = 3).
+__device__ __forceinline__ Segment make_segment(const ScanParams& p, int fam, int dir, int s)
+{
+    Segment g;
+    if (fam == 0) {  // segment s = image row i; x_dbl transposed: offset j * H + i
+        g.T = p.W;
+        if (dir == 0) { g.off0 = s; g.offstep = p.H; g.u0 = s * p.Wp; g.ustep = 1; }
+        else { g.off0 = s + (long long)(p.W - 1) * p.H; g.offstep = -p.H; g.u0 = s * p.Wp + p.W - 1; g.ustep = -1; }
+    } else {  // segment s = image column j; x_dbl row-major: offset i * W + j
+        g.T = p.H;
+        if (dir == 0) { g.off0 = s; g.offstep = p.W; g.u0 = s; g.ustep = p.Wp; }
+        else { g.off0 = s + (long long)(p.H - 1) * p.W; g.offstep = -p.W; g.u0 = s + (p.H - 1) * p.Wp; g.ustep = -p.Wp; }
+    }
+    return g;
+}
+
+// Block size cap: 512 threads for d_state 1; 256 for d_state 16 (its states need the registers).
+template <int NMAX> constexpr int scan_max_threads() { return NMAX > 1 ? kScanMaxThreads / 2 : kScanMaxThreads; }
+
+template <typename T, int NMAX, int RREG>
+__global__ void __launch_bounds__(scan_max_threads<NMAX>()) ss2d_scan_kernel(ScanParams p)
+{
+    extern __shared__ float smem[];
+    const int b = blockIdx.y;
+    const int g0 = blockIdx.x * p.G;
+    const int Gb = min(p.G, p.D - g0);
+    const int H = p.H, W = p.W, N = p.N, R = p.R;
+    const size_t L = (size_t)H * W;
+    const int plane = H * p.Wp;
+    float* xs = smem;                               // [G][H][Wp] input
+    float* ys = xs + (size_t)p.G * plane;           // [G][H][Wp] output accumulator
+    float* sd_row = ys + (size_t)p.G * plane;       // [G][2][H] segment sums of delta
+    float* sd_col = sd_row + (size_t)p.G * 2 * H;   // [G][2][W]
+    float* hs_row = sd_col + (size_t)p.G * 2 * W;   // [G][2][H][N] segment end states, then carries
+    float* hs_col = hs_row + (size_t)p.G * 2 * H * N;
+    const T* xg = static_cast<const T*>(p.x) + ((size_t)b * p.D + g0) * L;
+
+    // Load the planes; start the accumulator at the merged skip term sum_k Ds[k, d] * x.
+    for (size_t e = threadIdx.x; e < (size_t)Gb * L; e += blockDim.x) {
+        const int g = (int)(e / L);
+        const int q = (int)(e - (size_t)g * L);
+        const int i = q / W, j = q - i * W;
+        const float u = to_f32(xg[e]);
+        const int d = g0 + g;
+        const float dsum = (p.Ds[d] + p.Ds[p.D + d]) + (p.Ds[2 * p.D + d] + p.Ds[3 * p.D + d]);
+        xs[g * plane + i * p.Wp + j] = u;
+        ys[g * plane + i * p.Wp + j] = dsum * u;
+    }
+    __syncthreads();
+
+    // Phase 1: every (family, channel, direction, segment) scanned from a zero state.
+    const int units_row = Gb * 2 * H, units_col = Gb * 2 * W;
+    for (int u = threadIdx.x; u < units_row + units_col; u += blockDim.x) {
+        const int fam = u < units_row ? 0 : 1;
+        const int uu = fam == 0 ? u : u - units_row;
+        const int S = fam == 0 ? H : W;
+        const int s = uu % S, rest = uu / S;
+        const int dir = rest & 1, g = rest >> 1;
+        const int k = fam + 2 * dir;
+        DirConsts<T, NMAX, RREG> dc;
+        dc.load(p, k, g0 + g);
+        const float* xd = (fam == 0 ? p.xrow : p.xcol) + ((size_t)b * 2 + dir) * p.C * L;
+        const Segment sg = make_segment(p, fam, dir, s);
+        const float* xu = xs + g * plane;
+        float h[NMAX];
+#pragma unroll
+        for (int n = 0; n < NMAX; ++n) h[n] = 0.f;
+        float dsum = 0.f;
+#pragma unroll 2
+        for (int t = 0; t < sg.T; ++t) {
+            const size_t off = (size_t)(sg.off0 + (long long)t * sg.offstep);
+            const float delta = dc.delta_at(xd, L, off, R);
+            const float du = delta * xu[sg.u0 + t * sg.ustep];
+#pragma unroll
+            for (int n = 0; n < NMAX; ++n)
+                if (n < N) h[n] = fmaf(exp2f(delta * dc.A2[n]), h[n], du * __ldg(xd + (size_t)(R + n) * L + off));
+            dsum += delta;
+        }
+        float* sd = fam == 0 ? sd_row : sd_col;
+        float* hs = fam == 0 ? hs_row : hs_col;
+        const int idx = (g * 2 + dir) * S + s;
+        sd[idx] = dsum;
+#pragma unroll
+        for (int n = 0; n < NMAX; ++n)
+            if (n < N) hs[(size_t)idx * N + n] = h[n];
+    }
+    __syncthreads();
+
+    // Phase 2: chain the segments in each direction's order; hs becomes the incoming state.
+    for (int u = threadIdx.x; u < Gb * 4 * N; u += blockDim.x) {
+        const int n = u % N, rest = u / N;
+        const int fam = rest & 1, dir = (rest >> 1) & 1, g = rest >> 2;
+        const int S = fam == 0 ? H : W;
+        const int k = fam + 2 * dir;
+        const float A2 = -expf(p.A_logs[(size_t)(k * p.D + g0 + g) * N + n]) * kLog2e;
+        const float* sd = (fam == 0 ? sd_row : sd_col) + (g * 2 + dir) * S;
+        float* hs = (fam == 0 ? hs_row : hs_col) + (size_t)(g * 2 + dir) * S * N;
+        float carry = 0.f;
+        for (int t = 0; t < S; ++t) {
+            const int s = dir == 0 ? t : S - 1 - t;
+            const float hend = hs[(size_t)s * N + n];
+            hs[(size_t)s * N + n] = carry;
+            carry = fmaf(exp2f(A2 * sd[s]), carry, hend);
+        }
+    }
+    __syncthreads();
+
+    // Phase 3: re-scan each segment from its incoming state and add C . h into the accumulator.
+    // One thread owns a segment in both directions of a family, so each pixel's adds are ordered.
+    for (int fam = 0; fam < 2; ++fam) {
+        const int S = fam == 0 ? H : W;
+        for (int u = threadIdx.x; u < Gb * S; u += blockDim.x) {
+            const int s = u % S, g = u / S;
+            float* yu = ys + g * plane;
+            for (int dir = 0; dir < 2; ++dir) {
+                const int k = fam + 2 * dir;
+                DirConsts<T, NMAX, RREG> dc;
+                dc.load(p, k, g0 + g);
+                const float* xd = (fam == 0 ? p.xrow : p.xcol) + ((size_t)b * 2 + dir) * p.C * L;
+                const Segment sg = make_segment(p, fam, dir, s);
+                const float* xu = xs + g * plane;
+                const float* hs = (fam == 0 ? hs_row : hs_col) + ((size_t)(g * 2 + dir) * S + s) * N;
+                float h[NMAX];
+#pragma unroll
+                for (int n = 0; n < NMAX; ++n) h[n] = n < N ? hs[n] : 0.f;
+#pragma unroll 2
+                for (int t = 0; t < sg.T; ++t) {
+                    const size_t off = (size_t)(sg.off0 + (long long)t * sg.offstep);
+                    const int ui = sg.u0 + t * sg.ustep;
+                    const float delta = dc.delta_at(xd, L, off, R);
+                    const float du = delta * xu[ui];
+                    float y = 0.f;
+#pragma unroll
+                    for (int n = 0; n < NMAX; ++n) {
+                        if (n < N) {
+                            h[n] = fmaf(exp2f(delta * dc.A2[n]), h[n], du * __ldg(xd + (size_t)(R + n) * L + off));
+                            y = fmaf(__ldg(xd + (size_t)(R + N + n) * L + off), h[n], y);
+                        }
+                    }
+                    yu[ui] += y;
+                }
+            }
+        }
+        __syncthreads();
+    }
+
+    T* yg = static_cast<T*>(p.y) + ((size_t)b * p.D + g0) * L;
+    for (size_t e = threadIdx.x; e < (size_t)Gb * L; e += blockDim.x) {
+        const int g = (int)(e / L);
+        const int q = (int)(e - (size_t)g * L);
+        const int i = q / W, j = q - i * W;
+        yg[e] = from_f32<T>(ys[g * plane + i * p.Wp + j]);
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// VMeanba. Per-pixel statistics are stored at each direction's own sequence index l, in fields
+// (slots) of Q[b][k][slot][l]: variants 0/1: sum_d exp(delta A)[n] (N), sum_d delta*u, -, B (N), C (N);
+// variant 2: -, sum_d delta, sum_d u, B, C.
+__host__ __device__ inline int vmeanba_slots(int N) { return 3 * N + 2; }
+
+__global__ void vmeanba_tables_kernel(const float* __restrict__ A_logs, int rows, int N,
+                                      float* __restrict__ A2, float* __restrict__ A_mean)
+{
+    __shared__ float part[256];
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < rows * N; e += gridDim.x * blockDim.x)
+        A2[e] = -expf(A_logs[e]) * kLog2e;
+    if (blockIdx.x != 0) return;
+    for (int n = 0; n < N; ++n) {  // mean over all rows of A, a fixed-order tree: deterministic
+        float s = 0.f;
+        for (int r = threadIdx.x; r < rows; r += blockDim.x) s += -expf(A_logs[(size_t)r * N + n]);
+        part[threadIdx.x] = s;
+        __syncthreads();
+        for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+            if ((int)threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+            __syncthreads();
+        }
+        if (threadIdx.x == 0) A_mean[n] = part[0] / rows;
+        __syncthreads();
+    }
+}
+
+__device__ __forceinline__ int seq_index(int k, int i, int j, int H, int W)
+{
+    const int L = H * W;
+    const int l = (k & 1) ? j * H + i : i * W + j;
+    return k >= 2 ? L - 1 - l : l;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kProjThreads) vmeanba_stats_kernel(
+    const T* __restrict__ x, const T* __restrict__ wx, const T* __restrict__ wdt,
+    const float* __restrict__ dt_bias, const float* __restrict__ A2, int D, int H, int W, int N, int R,
+    int variant, float* __restrict__ Q)
+{
+    extern __shared__ float smem[];
+    const int C = R + 2 * N, M = kDirs * C;
+    float* xd_s = smem;
+    float* xk_s = xd_s + (size_t)M * (kTilePx + 1);
+    float* w_s = xk_s + kProjK * kTilePx;
+    const int b = blockIdx.z;
+    const int i0 = blockIdx.y * kTile, j0 = blockIdx.x * kTile;
+    const size_t L = (size_t)H * W;
+    const T* xb = x + (size_t)b * D * L;
+    project_tile(xb, wx, D, H, W, M, i0, j0, xd_s, xk_s, w_s);
+
+    const int k = threadIdx.x >> 6, q = threadIdx.x & (kTilePx - 1);
+    // consecutive threads walk the direction's own sequence order, so the stores below coalesce
+    const int pi = (k & 1) ? (q & 7) : (q >> 3), pj = (k & 1) ? (q >> 3) : (q & 7);
+    const int i = i0 + pi, j = j0 + pj;
+    if (i >= H || j >= W) return;
+    const int px = pi * kTile + pj;
+    const float* xdk = xd_s + (size_t)k * C * (kTilePx + 1) + px;  // row c at xdk[c * (kTilePx + 1)]
+    float se[16];
+#pragma unroll
+    for (int n = 0; n < 16; ++n) se[n] = 0.f;
+    float sdu = 0.f, sdelta = 0.f, su = 0.f;
+    const T* xp = xb + (size_t)i * W + j;
+    for (int d = 0; d < D; ++d) {
+        const int r = k * D + d;
+        float v = dt_bias[r];
+        const T* wr = wdt + (size_t)r * R;
+        for (int q2 = 0; q2 < R; ++q2) v = fmaf(to_f32(wr[q2]), xdk[q2 * (kTilePx + 1)], v);
+        const float delta = softplus_f32(v);
+        const float u = to_f32(xp[(size_t)d * L]);
+        if (variant == 2) {
+            sdelta += delta;
+            su += u;
+        } else {
+            sdu = fmaf(delta, u, sdu);
+#pragma unroll
+            for (int n = 0; n < 16; ++n)
+                if (n < N) se[n] += exp2f(delta * A2[(size_t)r * N + n]);
+        }
+    }
+    const int l = seq_index(k, i, j, H, W);
+    float* Qk = Q + ((size_t)b * kDirs + k) * vmeanba_slots(N) * L + l;
+    if (variant == 2) {
+        Qk[(size_t)N * L] = sdelta;
+        Qk[(size_t)(N + 1) * L] = su;
+    } else {
+#pragma unroll
+        for (int n = 0; n < 16; ++n)
+            if (n < N) Qk[(size_t)n * L] = se[n];
+        Qk[(size_t)N * L] = sdu;
+    }
+    for (int n = 0; n < N; ++n) {
+        Qk[(size_t)(N + 2 + n) * L] = xdk[(R + n) * (kTilePx + 1)];
+        Qk[(size_t)(2 * N + 2 + n) * L] = xdk[(R + N + n) * (kTilePx + 1)];
+    }
+}
+
+// The reduced sequence's (a, bu, c) at index l for group grp (variant 1: grp = direction).
+template <int NMAX>
+struct ReducedCoeffs {
+    float a[NMAX], bu[NMAX], c[NMAX];
+};
+
+template <int NMAX>
+__device__ __forceinline__ void reduced_coeffs(const float* __restrict__ Qb, const float* __restrict__ A_mean,
+                                               int grp, int variant, int D, int N, size_t L, int l,
+                                               ReducedCoeffs<NMAX>& rc)
+{
+    const int F = vmeanba_slots(N);
+    const float* q = Qb + l;
+    if (variant == 1) {
+        const float* qk = q + (size_t)grp * F * L;
+        const float du = qk[(size_t)N * L] / D;
+#pragma unroll
+        for (int n = 0; n < NMAX; ++n) {
+            if (n < N) {
+                rc.a[n] = qk[(size_t)n * L] / D;
+                rc.bu[n] = qk[(size_t)(N + 2 + n) * L] * du;
+                rc.c[n] = qk[(size_t)(2 * N + 2 + n) * L];
+            }
+        }
+        return;
+    }
+    if (variant == 0) {
+        float du[kDirs];
+#pragma unroll
+        for (int k = 0; k < kDirs; ++k) du[k] = q[((size_t)k * F + N) * L] / D;
+#pragma unroll
+        for (int n = 0; n < NMAX; ++n) {
+            if (n < N) {
+                float sa = 0.f, sb = 0.f, sc = 0.f;
+#pragma unroll
+                for (int k = 0; k < kDirs; ++k) {
+                    sa += q[((size_t)k * F + n) * L];
+                    sb = fmaf(q[((size_t)k * F + N + 2 + n) * L], du[k], sb);
+                    sc += q[((size_t)k * F + 2 * N + 2 + n) * L];
+                }
+                rc.a[n] = sa / (kDirs * D);
+                rc.bu[n] = sb / kDirs;
+                rc.c[n] = sc / kDirs;
+            }
+        }
+        return;
+    }
+    float sdelta = 0.f, su = 0.f;
+#pragma unroll
+    for (int k = 0; k < kDirs; ++k) {
+        sdelta += q[((size_t)k * F + N) * L];
+        su += q[((size_t)k * F + N + 1) * L];
+    }
+    const float delta_m = sdelta / (kDirs * D), u_m = su / (kDirs * D);
+#pragma unroll
+    for (int n = 0; n < NMAX; ++n) {
+        if (n < N) {
+            float sb = 0.f, sc = 0.f;
+#pragma unroll
+            for (int k = 0; k < kDirs; ++k) {
+                sb += q[((size_t)k * F + N + 2 + n) * L];
+                sc += q[((size_t)k * F + 2 * N + 2 + n) * L];
+            }
+            rc.a[n] = exp2f(delta_m * A_mean[n] * kLog2e);
+            rc.bu[n] = delta_m * u_m * (sb / kDirs);
+            rc.c[n] = sc / kDirs;
+        }
+    }
+}
+
+// One block per (image, group): thread t owns chunk t of the sequence; two passes with a block
+// scan of the chunks' affine maps in between (h_out = a_prod * h_in + h_local).
+template <int NMAX>
+__global__ void __launch_bounds__(kReducedThreads) vmeanba_reduced_scan_kernel(
+    const float* __restrict__ Q, const float* __restrict__ A_mean, int D, int H, int W, int N, int variant,
+    float* __restrict__ ym)
+{
+    __shared__ float warp_a[kReducedThreads / 32][NMAX], warp_h[kReducedThreads / 32][NMAX];
+    const int b = blockIdx.y, grp = blockIdx.x;
+    const size_t L = (size_t)H * W;
+    const int F = vmeanba_slots(N);
+    const float* Qb = Q + (size_t)b * kDirs * F * L;
+    const int chunk = (int)((L + kReducedThreads - 1) / kReducedThreads);
+    const int l0 = threadIdx.x * chunk;
+    const int l1 = min((int)L, l0 + chunk);
+    ReducedCoeffs<NMAX> rc;
+    float h[NMAX], ap[NMAX];
+#pragma unroll
+    for (int n = 0; n < NMAX; ++n) { h[n] = 0.f; ap[n] = 1.f; }
+    for (int l = l0; l < l1; ++l) {
+        reduced_coeffs<NMAX>(Qb, A_mean, grp, variant, D, N, L, l, rc);
+#pragma unroll
+        for (int n = 0; n < NMAX; ++n)
+            if (n < N) { h[n] = fmaf(rc.a[n], h[n], rc.bu[n]); ap[n] *= rc.a[n]; }
+    }
+    // inclusive scan of (ap, h) over threads: combine(prev, cur) = (prev.a * cur.a, cur.a * prev.h + cur.h)
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int n = 0; n < NMAX; ++n) {
+        if (n >= N) continue;
+        float a = ap[n], hv = h[n];
+        for (int off = 1; off < 32; off <<= 1) {
+            const float pa = __shfl_up_sync(0xffffffffu, a, off);
+            const float ph = __shfl_up_sync(0xffffffffu, hv, off);
+            if (lane >= off) { hv = fmaf(a, ph, hv); a *= pa; }
+        }
+        if (lane == 31) { warp_a[warp][n] = a; warp_h[warp][n] = hv; }
+        ap[n] = a;
+        h[n] = hv;
+    }
+    __syncthreads();
+    float hin[NMAX];
+#pragma unroll
+    for (int n = 0; n < NMAX; ++n) {
+        if (n >= N) continue;
+        float carry = 0.f;  // state entering this warp
+        for (int w = 0; w < warp; ++w) carry = fmaf(warp_a[w][n], carry, warp_h[w][n]);
+        // inclusive value of the previous lane, then apply carry
+        float pa = __shfl_up_sync(0xffffffffu, ap[n], 1);
+        float ph = __shfl_up_sync(0xffffffffu, h[n], 1);
+        if (lane == 0) { pa = 1.f; ph = 0.f; }
+        hin[n] = fmaf(pa, carry, ph);
+    }
+    float* y = ym + ((size_t)b * gridDim.x + grp) * L;
+    for (int l = l0; l < l1; ++l) {
+        reduced_coeffs<NMAX>(Qb, A_mean, grp, variant, D, N, L, l, rc);
+        float yv = 0.f;
+#pragma unroll
+        for (int n = 0; n < NMAX; ++n)
+            if (n < N) { hin[n] = fmaf(rc.a[n], hin[n], rc.bu[n]); yv = fmaf(rc.c[n], hin[n], yv); }
+        y[l] = yv;
+    }
+}
+
+// y[b, d, p] = sum_k y_m[b, group(k), l_k(p)] + (sum_k Ds[k, d]) * x[b, d, p]
+template <typename T>
+__global__ void vmeanba_merge_kernel(const T* __restrict__ x, const float* __restrict__ Ds,
+                                     const float* __restrict__ ym, int groups, int D, int H, int W,
+                                     T* __restrict__ y)
+{
+    const int b = blockIdx.y;
+    const int p = blockIdx.x * blockDim.x + threadIdx.x;
+    const int L = H * W;
+    if (p >= L) return;
+    const int i = p / W, j = p - i * W;
+    const float* yb = ym + (size_t)b * groups * L;
+    float s[kDirs];
+#pragma unroll
+    for (int k = 0; k < kDirs; ++k) s[k] = yb[(size_t)(groups == 1 ? 0 : k) * L + seq_index(k, i, j, H, W)];
+    const float S = (s[0] + s[2]) + (s[1] + s[3]);
+    const size_t base = (size_t)b * D * L + p;
+#pragma unroll 4
+    for (int d = 0; d < D; ++d) {
+        const float dsum = (Ds[d] + Ds[D + d]) + (Ds[2 * D + d] + Ds[3 * D + d]);
+        y[base + (size_t)d * L] = from_f32<T>(fmaf(dsum, to_f32(x[base + (size_t)d * L]), S));
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// QuarterMap. Threads run along output rows (coalesced stores); blockDim = (32, 8) rows.
+template <typename T>
+__global__ void quartermap_down_kernel(const T* __restrict__ x, T* __restrict__ y, long long rows,
+                                       int H, int W, int Hk, int Wk, int stride, int keep)
+{
+    const long long row = (long long)blockIdx.x * blockDim.y + threadIdx.y;
+    if (row >= rows) return;
+    const long long bc = row / Hk;
+    const int oi = (int)(row - bc * Hk);
+    const int ii = (oi / keep) * stride + oi % keep;
+    const T* src = x + ((size_t)bc * H + ii) * W;
+    T* dst = y + (size_t)row * Wk;
+    for (int oj = threadIdx.x; oj < Wk; oj += blockDim.x) dst[oj] = src[(oj / keep) * stride + oj % keep];
+}
+
+template <typename T>
+__global__ void quartermap_up_kernel(const T* __restrict__ x, T* __restrict__ y, long long rows,
+                                     int Hin, int Win, int Hout, int Wout)
+{
+    const long long row = (long long)blockIdx.x * blockDim.y + threadIdx.y;
+    if (row >= rows) return;
+    const long long bc = row / Hout;
+    const int oi = (int)(row - bc * Hout);
+    const int ii = (int)(((long long)oi * Hin) / Hout);
+    const T* src = x + ((size_t)bc * Hin + ii) * Win;
+    T* dst = y + (size_t)row * Wout;
+    for (int oj = threadIdx.x; oj < Wout; oj += blockDim.x) dst[oj] = src[((long long)oj * Win) / Wout];
+}
+
+// ------------------------------------------------------------------------------------------------
+// Host side.
+struct DeviceInfo {
+    int sms = 0, smem_optin = 0;
+};
+
+bool device_info(DeviceInfo* info)
+{
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&info->sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&info->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+        return false;
+    return true;
+}
+
+vmk_status_t launch_status()
+{
+    return cudaGetLastError() == cudaSuccess ? VMK_OK : VMK_ERR_CUDA;
+}
+
+template <typename K>
+bool allow_smem(K kernel, size_t bytes)
+{
+    if (bytes <= 48 * 1024) return true;
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes) == cudaSuccess;
+}
+
+bool valid_dtype(vmk_dtype_t t) { return t == VMK_FLOAT32 || t == VMK_FLOAT16; }
+
+constexpr int kMaxDState = 16;
+constexpr int kMaxSide = 1 << 15;
+
+vmk_status_t check_ss2d_shapes(const vmk_ss2d_args_t* a)
+{
+    if (!a) return VMK_ERR_INVALID_ARGUMENT;
+    if (a->batch <= 0 || a->dim <= 0 || a->height <= 0 || a->width <= 0 || a->d_state <= 0 || a->dt_rank <= 0)
+        return VMK_ERR_INVALID_ARGUMENT;
+    if (!valid_dtype(a->dtype)) return VMK_ERR_INVALID_ARGUMENT;
+    if (a->d_state > kMaxDState) return VMK_ERR_UNSUPPORTED;
+    if (a->height > kMaxSide || a->width > kMaxSide || (long long)a->height * a->width > (1LL << 30))
+        return VMK_ERR_UNSUPPORTED;
+    if (a->batch > 65535) return VMK_ERR_UNSUPPORTED;  // gridDim.y / z
+    return VMK_OK;
+}
+
+vmk_status_t check_ss2d_pointers(const vmk_ss2d_args_t* a)
+{
+    if (!a->x || !a->x_proj_weight || !a->dt_projs_weight || !a->dt_projs_bias || !a->A_logs || !a->Ds || !a->y)
+        return VMK_ERR_INVALID_ARGUMENT;
+    return VMK_OK;
+}
+
+size_t ss2d_xdbl_bytes(const vmk_ss2d_args_t* a)
+{
+    const size_t L = (size_t)a->height * a->width;
+    const size_t C = (size_t)a->dt_rank + 2 * (size_t)a->d_state;
+    return (size_t)a->batch * kDirs * C * L * sizeof(float);
+}
+
+size_t scan_smem_bytes(const vmk_ss2d_args_t* a, int G)
+{
+    const int Wp = a->width | 1;
+    const size_t plane = (size_t)a->height * Wp;
+    const size_t sums = (size_t)G * 2 * (a->height + a->width) * (1 + (size_t)a->d_state);
+    return (2 * (size_t)G * plane + sums) * sizeof(float);
+}
+
+template <typename T, int NMAX, int RREG>
+vmk_status_t launch_scan(const ScanParams& p, int batch, size_t smem, cudaStream_t stream)
+{
+    auto kernel = ss2d_scan_kernel<T, NMAX, RREG>;
+    if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
+    const int units = p.G * 2 * (p.H > p.W ? p.H : p.W);
+    int threads = ((units + 31) / 32) * 32;
+    if (threads > scan_max_threads<NMAX>()) threads = scan_max_threads<NMAX>();
+    if (threads < 64) threads = 64;
+    dim3 grid((p.D + p.G - 1) / p.G, batch);
+    kernel<<<grid, threads, smem, stream>>>(p);
+    return launch_status();
+}
+
+template <typename T>
+vmk_status_t ss2d_run(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream, const DeviceInfo& dev)
+{
+    const int B = a->batch, D = a->dim, H = a->height, W = a->width, N = a->d_state, R = a->dt_rank;
+    const int C = R + 2 * N;
+    const size_t L = (size_t)H * W;
+    // Workspace: x_dbl of the row-major directions, then of the column-major ones.
+    float* xrow = static_cast<float*>(ws);
+    float* xcol = xrow + (size_t)B * 2 * C * L;
+
+    const size_t proj_smem = proj_smem_floats(kDirs * C) * sizeof(float);
+    if (proj_smem > (size_t)dev.smem_optin) return VMK_ERR_UNSUPPORTED;
+    if (!allow_smem(xdbl_proj_kernel<T>, proj_smem)) return VMK_ERR_CUDA;
+    dim3 pgrid((W + kTile - 1) / kTile, (H + kTile - 1) / kTile, B);
+    xdbl_proj_kernel<T><<<pgrid, kProjThreads, proj_smem, stream>>>(
+        static_cast<const T*>(a->x), static_cast<const T*>(a->x_proj_weight), D, H, W, C, xrow, xcol);
+    if (launch_status() != VMK_OK) return VMK_ERR_CUDA;
+
+    // Channels per block: as many as shared memory holds, but few enough to give every SM ~2 blocks.
+    int G = 1;
+    while (G < D && scan_smem_bytes(a, G + 1) <= (size_t)dev.smem_optin) ++G;
+    const long long want = ((long long)B * D + 2LL * dev.sms - 1) / (2LL * dev.sms);
+    if (G > want) G = (int)(want < 1 ? 1 : want);
+    if (scan_smem_bytes(a, G) > (size_t)dev.smem_optin) return VMK_ERR_UNSUPPORTED;
+    ScanParams p{a->x, a->dt_projs_weight, a->dt_projs_bias, a->A_logs, a->Ds, xrow, xcol, a->y,
+                 D, H, W, N, R, C, G, W | 1};
+    const size_t smem = scan_smem_bytes(a, G);
+    if (N == 1) {
+        if (R <= 8) return launch_scan<T, 1, 8>(p, B, smem, stream);
+        if (R <= 16) return launch_scan<T, 1, 16>(p, B, smem, stream);
+        return launch_scan<T, 1, 0>(p, B, smem, stream);
+    }
+    if (R <= 16) return launch_scan<T, 16, 16>(p, B, smem, stream);
+    return launch_scan<T, 16, 0>(p, B, smem, stream);
+}
+
+struct VmeanbaLayout {
+    size_t a2, amean, q, ym, total;
+};
+
+VmeanbaLayout vmeanba_layout(const vmk_ss2d_args_t* a)
+{
+    const size_t L = (size_t)a->height * a->width;
+    const size_t N = a->d_state;
+    VmeanbaLayout w;
+    w.a2 = 0;
+    w.amean = align_up(w.a2 + (size_t)kDirs * a->dim * N * sizeof(float));
+    w.q = align_up(w.amean + N * sizeof(float));
+    w.ym = align_up(w.q + (size_t)a->batch * kDirs * vmeanba_slots((int)N) * L * sizeof(float));
+    w.total = align_up(w.ym + (size_t)a->batch * kDirs * L * sizeof(float));
+    return w;
+}
+
+template <typename T>
+vmk_status_t vmeanba_run(const vmk_ss2d_args_t* a, int variant, void* ws, cudaStream_t stream,
+                         const DeviceInfo& dev)
+{
+    const int B = a->batch, D = a->dim, H = a->height, W = a->width, N = a->d_state, R = a->dt_rank;
+    const int C = R + 2 * N;
+    const VmeanbaLayout lay = vmeanba_layout(a);
+    char* base = static_cast<char*>(ws);
+    float* A2 = reinterpret_cast<float*>(base + lay.a2);
+    float* A_mean = reinterpret_cast<float*>(base + lay.amean);
+    float* Q = reinterpret_cast<float*>(base + lay.q);
+    float* ym = reinterpret_cast<float*>(base + lay.ym);
+    const int rows = kDirs * D;
+    int tblocks = (rows * N + 255) / 256;
+    if (tblocks > 1024) tblocks = 1024;
+    vmeanba_tables_kernel<<<tblocks, 256, 0, stream>>>(a->A_logs, rows, N, A2, A_mean);
+    if (launch_status() != VMK_OK) return VMK_ERR_CUDA;
+
+    const size_t smem = proj_smem_floats(kDirs * C) * sizeof(float);
+    if (smem > (size_t)dev.smem_optin) return VMK_ERR_UNSUPPORTED;
+    if (!allow_smem(vmeanba_stats_kernel<T>, smem)) return VMK_ERR_CUDA;
+    dim3 pgrid((W + kTile - 1) / kTile, (H + kTile - 1) / kTile, B);
+    vmeanba_stats_kernel<T><<<pgrid, kProjThreads, smem, stream>>>(
+        static_cast<const T*>(a->x), static_cast<const T*>(a->x_proj_weight),
+        static_cast<const T*>(a->dt_projs_weight), a->dt_projs_bias, A2, D, H, W, N, R, variant, Q);
+    if (launch_status() != VMK_OK) return VMK_ERR_CUDA;
+
+    const int groups = variant == 1 ? kDirs : 1;
+    if (N == 1)
+        vmeanba_reduced_scan_kernel<1><<<dim3(groups, B), kReducedThreads, 0, stream>>>(Q, A_mean, D, H, W, N, variant, ym);
+    else
+        vmeanba_reduced_scan_kernel<16><<<dim3(groups, B), kReducedThreads, 0, stream>>>(Q, A_mean, D, H, W, N, variant, ym);
+    if (launch_status() != VMK_OK) return VMK_ERR_CUDA;
+
+    const int L = H * W;
+    vmeanba_merge_kernel<T><<<dim3((L + 255) / 256, B), 256, 0, stream>>>(
+        static_cast<const T*>(a->x), a->Ds, ym, groups, D, H, W, static_cast<T*>(a->y));
+    return launch_status();
+}
+
+int kept(int size, int stride, int keep) { return (size / stride) * keep + (size % stride < keep ? size % stride : keep); }
+
+}  // namespace
+
+extern "C" {
+
+size_t vmk_ss2d_scan_workspace_size(const vmk_ss2d_args_t* args)
+{
+    if (check_ss2d_shapes(args) != VMK_OK) return 0;
+    return ss2d_xdbl_bytes(args);
+}
+
+vmk_status_t vmk_ss2d_scan(const vmk_ss2d_args_t* args, void* workspace, size_t workspace_bytes, vmk_stream_t stream)
+{
+    vmk_status_t st = check_ss2d_shapes(args);
+    if (st != VMK_OK) return st;
+    if ((st = check_ss2d_pointers(args)) != VMK_OK) return st;
+    if (!workspace || workspace_bytes < ss2d_xdbl_bytes(args)) return VMK_ERR_WORKSPACE;
+    DeviceInfo dev;
+    if (!device_info(&dev)) return VMK_ERR_CUDA;
+    cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
+    return args->dtype == VMK_FLOAT16 ? ss2d_run<__half>(args, workspace, s, dev) : ss2d_run<float>(args, workspace, s, dev);
+}
+
+size_t vmk_vmeanba_scan_workspace_size(const vmk_ss2d_args_t* args, int32_t variant)
+{
+    if (check_ss2d_shapes(args) != VMK_OK || variant < 0 || variant > 2) return 0;
+    return vmeanba_layout(args).total;
+}
+
+vmk_status_t vmk_vmeanba_scan(const vmk_ss2d_args_t* args, int32_t variant, void* workspace,
+                              size_t workspace_bytes, vmk_stream_t stream)
+{
+    vmk_status_t st = check_ss2d_shapes(args);
+    if (st != VMK_OK) return st;
+    if (variant < 0 || variant > 2) return VMK_ERR_INVALID_ARGUMENT;
+    if ((st = check_ss2d_pointers(args)) != VMK_OK) return st;
+    if (!workspace || workspace_bytes < vmeanba_layout(args).total) return VMK_ERR_WORKSPACE;
+    DeviceInfo dev;
+    if (!device_info(&dev)) return VMK_ERR_CUDA;
+    cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
+    return args->dtype == VMK_FLOAT16 ? vmeanba_run<__half>(args, variant, workspace, s, dev)
+                                      : vmeanba_run<float>(args, variant, workspace, s, dev);
+}
+
+vmk_status_t vmk_quartermap_down(const vmk_quartermap_down_args_t* a, vmk_stream_t stream)
+{
+    if (!a || !a->x || !a->y || !valid_dtype(a->dtype)) return VMK_ERR_INVALID_ARGUMENT;
+    if (a->batch <= 0 || a->channels <= 0 || a->height <= 0 || a->width <= 0) return VMK_ERR_INVALID_ARGUMENT;
+    if (a->stride < 1 || a->keep < 1 || a->keep > a->stride) return VMK_ERR_INVALID_ARGUMENT;
+    const int Hk = kept(a->height, a->stride, a->keep), Wk = kept(a->width, a->stride, a->keep);
+    const long long rows = (long long)a->batch * a->channels * Hk;
+    const dim3 block(32, 8);
+    const long long blocks = (rows + block.y - 1) / block.y;
+    if (blocks > 0x7fffffffLL) return VMK_ERR_UNSUPPORTED;
+    cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
+    if (a->dtype == VMK_FLOAT16)
+        quartermap_down_kernel<__half><<<(unsigned)blocks, block, 0, s>>>(
+            static_cast<const __half*>(a->x), static_cast<__half*>(a->y), rows, a->height, a->width, Hk, Wk, a->stride, a->keep);
+    else
+        quartermap_down_kernel<float><<<(unsigned)blocks, block, 0, s>>>(
+            static_cast<const float*>(a->x), static_cast<float*>(a->y), rows, a->height, a->width, Hk, Wk, a->stride, a->keep);
+    return launch_status();
+}
+
+vmk_status_t vmk_quartermap_up(const vmk_quartermap_up_args_t* a, vmk_stream_t stream)
+{
+    if (!a || !a->x || !a->y || !valid_dtype(a->dtype)) return VMK_ERR_INVALID_ARGUMENT;
+    if (a->batch <= 0 || a->channels <= 0 || a->in_height <= 0 || a->in_width <= 0 || a->out_height <= 0 ||
+        a->out_width <= 0)
+        return VMK_ERR_INVALID_ARGUMENT;
+    const long long rows = (long long)a->batch * a->channels * a->out_height;
+    const dim3 block(32, 8);
+    const long long blocks = (rows + block.y - 1) / block.y;
+    if (blocks > 0x7fffffffLL) return VMK_ERR_UNSUPPORTED;
+    cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
+    if (a->dtype == VMK_FLOAT16)
+        quartermap_up_kernel<__half><<<(unsigned)blocks, block, 0, s>>>(
+            static_cast<const __half*>(a->x), static_cast<__half*>(a->y), rows, a->in_height, a->in_width,
+            a->out_height, a->out_width);
+    else
+        quartermap_up_kernel<float><<<(unsigned)blocks, block, 0, s>>>(
+            static_cast<const float*>(a->x), static_cast<float*>(a->y), rows, a->in_height, a->in_width,
+            a->out_height, a->out_width);
+    return launch_status();
+}
+
+const char* vmk_status_string(vmk_status_t status)
+{
+    switch (status) {
+    case VMK_OK: return "ok";
+    case VMK_ERR_INVALID_ARGUMENT: return "invalid argument";
+    case VMK_ERR_UNSUPPORTED: return "unsupported shape or option";
+    case VMK_ERR_WORKSPACE: return "workspace missing or too small";
+    case VMK_ERR_CUDA: return "CUDA launch failed";
+    }
+    return "unknown status";
+}
+
+int32_t vmk_version(void) { return 10000; }
+
+}  // extern "C"

@@ -94,7 +94,14 @@ def build_groups(seed: int = 0) -> list[dict]:
                    shapes=[(2, 5, 7), (1, 4, 4)], max_bhw=(2, 6, 8), attrs={"variant": variant})
     scan_group("vmeanba_v0_f16", "VMeanbaScan", "float16", D=8, N=4, R=2, shapes=[(1, 6, 5)], max_bhw=(1, 6, 5),
                attrs={"variant": 0})
+    # Model-sized problems (a VMamba-T stage-1 block at 112x112 input: D = 96, 28x28 map; v0 d_state 16,
+    # dt_rank 6): multi-block launches and the kernels' largest d_state path.
+    scan_group("ss2d_vmamba_t_f32", "SS2DScan", "float32", D=96, N=16, R=6, shapes=[(1, 28, 28)],
+               max_bhw=(2, 28, 28))
+    scan_group("vmeanba_vmamba_t_f16", "VMeanbaScan", "float16", D=96, N=16, R=6, shapes=[(1, 28, 28)],
+               max_bhw=(1, 28, 28), attrs={"variant": 0})
     down_group("qdown_s2k1_f32", "float32", 2, 1, [(2, 3, 8, 8), (1, 3, 7, 5)], [2, 3, 9, 9])
+    down_group("qdown_model_f16", "float16", 2, 1, [(2, 96, 56, 56)], [2, 96, 56, 56])
     down_group("qdown_s3k2_f16", "float16", 3, 2, [(1, 4, 10, 11), (2, 4, 3, 3)], [2, 4, 12, 12])
     down_group("qdown_s4k1_f32", "float32", 4, 1, [(1, 3, 9, 6)], [1, 3, 9, 6])
     up_group("qup_f32", "float32", [((2, 3, 4, 4), (2, 5, 8, 8)), ((1, 3, 4, 3), (1, 1, 7, 5))],

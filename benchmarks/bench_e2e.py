@@ -431,9 +431,6 @@ def main() -> None:
             profile(args, out_dir)
         except Exception:
             traceback.print_exc()
-    if args.explore:
-        payload["explore"] = explore(args)
-        (out_dir / "e2e_explore.json").write_text(json.dumps(payload["explore"], indent=1))
     if not args.no_grid:
         results = run_grid(args)
         rows = summary_rows(results, large)
@@ -448,7 +445,14 @@ def main() -> None:
         log("\n" + table + "\n")
         for line in payload["targets"]:
             log(line)
-    else:
+    # last: its torch.compile runs are the slowest and least predictable part
+    if args.explore:
+        payload["explore"] = explore(args)
+        (out_dir / "e2e_explore.json").write_text(json.dumps(payload["explore"], indent=1))
+        for r in payload["explore"]:
+            log(f"{r['variant']:45s} {r['dtype']} b{r['batch']:<4d} "
+                + (f"{r['median_ms']:9.3f} ms {r['img_per_s']:9.1f} img/s" if "error" not in r else r["error"][:200]))
+    if args.no_grid:
         (out_dir / "e2e_results.json").write_text(json.dumps(payload, indent=1))
 
 

@@ -48,6 +48,7 @@ def load_plugin_library(path: str | os.PathLike | None = None, registry=None):
     if lib.name == STATIC_REG_LIBRARY or "static_reg" in lib.name:
         import tensorrt  # noqa: F401  (loads libnvinfer, which defines getPluginRegistry)
 
+        _make_nvinfer_global()
         return ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
     import tensorrt as trt
 
@@ -56,3 +57,16 @@ def load_plugin_library(path: str | os.PathLike | None = None, registry=None):
     if handle is None:
         raise RuntimeError(f"IPluginRegistry.load_library({lib}) failed (already loaded, or a missing symbol)")
     return handle
+
+
+def _make_nvinfer_global() -> None:
+    """A self-registering library built from headers alone leaves getPluginRegistry undefined; it
+    resolves only against a libnvinfer in the *global* symbol scope. Python loads extension modules
+    (and so tensorrt's libnvinfer) RTLD_LOCAL; opening the already loaded library again with
+    RTLD_GLOBAL promotes it (glibc). Harmless when the plugin library links libnvinfer itself."""
+    for name in ("libnvinfer.so.11", "libnvinfer.so", "libnvinfer_lean.so.11"):
+        try:
+            ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
+            return
+        except OSError:
+            continue

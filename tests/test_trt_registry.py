@@ -360,3 +360,31 @@ def test_fuzz_creators_under_valgrind(built):
     assert r.returncode == 0, f"valgrind reported errors (exit {r.returncode}):\n{r.stderr[-4000:]}"
     fz = json.loads(r.stdout.strip().splitlines()[-1])["fuzz"]
     assert fz["iterations"] == 2000 and fz["mismatches"] == 0
+
+
+def test_self_registering_library_needs_global_nvinfer(built):
+    """Python loads libnvinfer RTLD_LOCAL (ctypes, extension modules); a headers-only self-registering
+    build then cannot resolve getPluginRegistry. plugins.trt promotes the loaded libnvinfer to the
+    global scope first (TENSORRT.md 1.5.1 pitfall, checked here with the lean runtime)."""
+    script = f"""
+import ctypes
+ctypes.CDLL({str(built['lean'])!r})
+try:
+    ctypes.CDLL({str(built['static_reg'])!r})
+    print("LOCAL_OK")
+except OSError as e:
+    print("LOCAL_FAIL", "getPluginRegistry" in str(e))
+from plugins.trt import _make_nvinfer_global
+_make_nvinfer_global()
+ctypes.CDLL({str(built['static_reg'])!r})
+print("GLOBAL_OK")
+"""
+    r = subprocess.run(["python3", "-c", script], capture_output=True, text=True, cwd=REPO,
+                       env=dict(os.environ, VMAMBA_TRT_PLUGINS_QUIET="1", PYTHONPATH=str(REPO)))
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.split()
+    linked = (subprocess.run(["readelf", "-d", str(built["static_reg"])], capture_output=True, text=True).stdout
+              if shutil.which("readelf") else "unknown (no readelf): libnvinfer?")
+    if "libnvinfer" not in linked:  # headers-only build: the pitfall must show, and the fix must cure it
+        assert lines[:2] == ["LOCAL_FAIL", "True"], r.stdout
+    assert lines[-1] == "GLOBAL_OK", r.stdout

@@ -1,0 +1,211 @@
+"""Choosing VMeanba layers on calibration data (the paper's Algorithm 1, plus an accuracy budget).
+
+impact(layer) = metric(original model) - metric(model with VMeanba on that layer alone), measured
+on the calibration set. Two ways to choose:
+
+- ``k``: the k layers with the smallest impact (the paper);
+- ``max_drop``: walk the layers in impact order and keep each one whose addition leaves the
+  MEASURED joint drop (all kept layers together, not the sum of single impacts) within the
+  budget; layers that would break the budget are skipped. With both, at most k layers.
+
+Metrics (higher is better except ``kl``; every "drop" is oriented so that positive = worse):
+
+- ``accuracy``: top-1 against the labels (needs a labelled source),
+- ``agreement``: top-1 agreement with the uncompressed model (label-free),
+- ``kl``: mean KL(p_original || p_compressed) of the softmax outputs in nats (label-free),
+- ``auto``: accuracy where labels exist, agreement otherwise.
+
+The uncompressed logits are computed once and cached; every configuration is evaluated in
+batches under ``torch.no_grad`` in eval mode, so results are deterministic for a given input.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+from exporter.compress.calibration import CalibrationSet, load_calibration
+from exporter.compress.layers import parse_layer_spec
+from exporter.models.ss2d import VMeanbaSpec
+
+METRICS = ("auto", "accuracy", "agreement", "kl")
+# With neither k nor max_drop, keep layers while the joint drop stays within 1 point (0.01).
+DEFAULT_MAX_DROP = 0.01
+
+
+@dataclasses.dataclass
+class SelectionResult:
+    """Outcome of :func:`select_vmeanba_layers` (``to_json`` / ``from_json`` round-trip)."""
+
+    layers: list[str]                 # chosen layers, forward order
+    metric: str                       # accuracy | agreement | kl
+    higher_is_better: bool
+    baseline: float                   # metric of the uncompressed model
+    layer_scores: dict[str, float]    # metric with VMeanba on that layer alone
+    impacts: dict[str, float]         # drop caused by that layer alone (positive = worse)
+    order: list[str]                  # candidate layers sorted by impact (smallest first)
+    joint: float                      # metric with VMeanba on all chosen layers together
+    joint_drop: float
+    curve: list[dict]                 # [{"k", "layers", "metric", "drop"}]: first k layers of `order` together
+    k: int | None
+    max_drop: float | None
+    variant: str
+    calibration: str
+    num_samples: int
+    synthetic: bool
+    seconds: float
+    model: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self, indent: int = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SelectionResult":
+        return cls(**json.loads(text))
+
+    @property
+    def chosen_order(self) -> list[str]:
+        """Chosen layers in impact order."""
+        return [n for n in self.order if n in self.layers]
+
+
+# --------------------------------------------------------------------------- metrics
+def metric_value(metric: str, logits: torch.Tensor, reference_logits: torch.Tensor,
+                 labels: torch.Tensor | None) -> float:
+    """The metric of ``logits`` (see the module docstring)."""
+    if metric == "accuracy":
+        if labels is None:
+            raise ValueError("metric 'accuracy' needs labels; use 'agreement' or 'kl' for unlabelled calibration data")
+        return (logits.argmax(1) == labels).double().mean().item()
+    if metric == "agreement":
+        return (logits.argmax(1) == reference_logits.argmax(1)).double().mean().item()
+    if metric == "kl":
+        ref_log = F.log_softmax(reference_logits.double(), 1)
+        log = F.log_softmax(logits.double(), 1)
+        return (ref_log.exp() * (ref_log - log)).sum(1).mean().item()
+    raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
+
+
+def _drop(metric: str, baseline: float, value: float) -> float:
+    return value - baseline if metric == "kl" else baseline - value
+
+
+def _resolve_metric(metric: str, cal: CalibrationSet) -> str:
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
+    if metric == "auto":
+        return "accuracy" if cal.has_labels else "agreement"
+    if metric == "accuracy" and not cal.has_labels:
+        raise ValueError(f"metric 'accuracy' needs labels, but {cal.source} has none (use an ImageFolder or an "
+                         ".npz with 'labels'), or choose metric='agreement' or 'kl'")
+    return metric
+
+
+def _progress(iterable, progress: bool, **kwargs):
+    if not progress:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, **kwargs)
+
+
+@torch.no_grad()
+def model_logits(model, images: torch.Tensor, batch_size: int = 64, progress: bool = False,
+                 desc: str = "batches") -> torch.Tensor:
+    """Logits of ``model`` on ``images`` in batches (float32, CPU)."""
+    model.eval()
+    starts = range(0, images.shape[0], batch_size)
+    outs = [model(images[i:i + batch_size]).float().cpu()
+            for i in _progress(starts, progress, desc=desc, leave=False, total=len(starts))]
+    return torch.cat(outs)
+
+
+# --------------------------------------------------------------------------- selection
+def select_vmeanba_layers(model, calibration, k: int | None = None, max_drop: float | None = None,
+                          metric: str = "auto", *, variant: str = "all-rows", folded: bool | None = None,
+                          candidates="all", family: str | None = None, batch_size: int = 64,
+                          curve: bool = True, progress: bool = True) -> SelectionResult:
+    """Choose VMeanba layers of ``model`` on ``calibration``.
+
+    calibration: a CalibrationSet, or any source ``load_calibration`` accepts (loaded with the
+    model family's preprocessing). k / max_drop: see the module docstring; with neither, the
+    budget is DEFAULT_MAX_DROP. max_drop is in the metric's own units (a fraction for accuracy and
+    agreement: 0.01 = 1 point; nats for kl). candidates: a layer spec limiting the layers
+    considered. curve: also measure the joint metric of the first K layers in impact order for
+    every K (for the metric-vs-K plot). The model is not modified.
+    """
+    start = time.time()
+    cal = calibration if isinstance(calibration, CalibrationSet) else load_calibration(
+        calibration, family or getattr(model, "family", "vmamba"))
+    metric = _resolve_metric(metric, cal)
+    names = parse_layer_spec(candidates, model, method="vmeanba")
+    if not isinstance(names, list) or not names:
+        raise ValueError(f"candidates must name at least one layer explicitly, got {candidates!r}")
+    if k is not None and not 1 <= int(k) <= len(names):
+        raise ValueError(f"k={k} but there are {len(names)} candidate layers; k must be in 1..{len(names)}")
+    if max_drop is not None:
+        if max_drop < 0 or (metric != "kl" and max_drop > 1):
+            raise ValueError(f"max_drop={max_drop} is out of range: it is a fraction in [0, 1] for {metric} "
+                             "(0.01 = 1 point), or nats >= 0 for kl")
+    elif k is None:
+        max_drop = DEFAULT_MAX_DROP
+    spec_of = {}
+    work = copy.deepcopy(model).eval()
+    blocks = work.ssm_layers()
+    for name in names:
+        ss2d = blocks[name]
+        fold = ss2d.out_norm_is_channel_layernorm if folded is None else folded
+        spec_of[name] = VMeanbaSpec(variant=variant, folded=fold)
+        ss2d.configure(vmeanba=spec_of[name])  # validates now (a fold refusal fails before any work)
+        ss2d.configure(vmeanba=None)
+
+    images, labels = cal.images, cal.labels
+    reference = model_logits(work, images, batch_size, progress, desc="uncompressed")
+    baseline = metric_value(metric, reference, reference, labels)
+    cache: dict[frozenset, float] = {frozenset(): baseline}
+
+    def evaluate(layer_set) -> float:
+        key = frozenset(layer_set)
+        if key not in cache:
+            for name in names:
+                blocks[name].configure(vmeanba=spec_of[name] if name in key else None)
+            cache[key] = metric_value(metric, model_logits(work, images, batch_size, progress,
+                                                           desc=f"{len(key)} layer(s)"), reference, labels)
+        return cache[key]
+
+    layer_scores = {name: evaluate([name]) for name in _progress(names, progress, desc="impact per layer")}
+    impacts = {name: _drop(metric, baseline, s) for name, s in layer_scores.items()}
+    position = {name: i for i, name in enumerate(names)}
+    order = sorted(names, key=lambda n: (impacts[n], position[n]))
+
+    if max_drop is None:
+        chosen = order[:k]
+    else:
+        chosen = []
+        for name in _progress(order, progress, desc="budgeted greedy"):
+            if k is not None and len(chosen) >= k:
+                break
+            trial = chosen + [name]
+            if _drop(metric, baseline, evaluate(trial)) <= max_drop + 1e-12:
+                chosen = trial
+    joint = evaluate(chosen)
+    curve_points = []
+    if curve:
+        for K in _progress(range(1, len(order) + 1), progress, desc="metric vs K"):
+            value = evaluate(order[:K])
+            curve_points.append({"k": K, "layers": order[:K], "metric": value,
+                                 "drop": _drop(metric, baseline, value)})
+    return SelectionResult(
+        layers=[n for n in names if n in chosen], metric=metric, higher_is_better=metric != "kl",
+        baseline=baseline, layer_scores=layer_scores, impacts=impacts, order=order, joint=joint,
+        joint_drop=_drop(metric, baseline, joint), curve=curve_points, k=k, max_drop=max_drop, variant=variant,
+        calibration=cal.describe(), num_samples=len(cal), synthetic=cal.synthetic, seconds=time.time() - start,
+        model=getattr(model, "arch_name", type(model).__name__),
+    )

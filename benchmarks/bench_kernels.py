@@ -134,6 +134,16 @@ def main() -> int:
                     del xs, params
                     torch.cuda.empty_cache()
 
+    # channels-per-block sweep of the SS2D scan at the target shape (VMK_SCAN_CHANNELS caps it)
+    import os
+    sweep = []
+    xs, params = scan_inputs(128, 96, 56, 56, 1, 6, torch.float32, 2)
+    for cap in (1, 2, 4, 8):
+        os.environ["VMK_SCAN_CHANNELS"] = str(cap)
+        sweep.append((cap, time_ms(rotating(lambda x: kernels.ss2d_scan(x, *params), xs), args.iters, args.warmup)))
+    os.environ.pop("VMK_SCAN_CHANNELS", None)
+    del xs, params
+
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"Device: {dev}; torch {torch.__version__}; {date}; D2D copy {bw:.0f} GB/s (read+write); "
              f"median of {args.iters} after {args.warmup} warm-up; command: python benchmarks/bench_kernels.py",
@@ -145,6 +155,8 @@ def main() -> int:
         lines.append(f"| {r['op']} | {r['model']} | {r['stage']} | {r['batch']} | {r['D']} | {r['H']}x{r['W']} | "
                      f"{r['d_state']} | {r['dt_rank']} | {r['dtype']} | {r['ms']:.4f} | {r['min_bytes'] / 1e6:.1f} | "
                      f"{r['gbs']:.0f} | {100 * r['copy_frac']:.0f}% | {off} | {vs} |")
+    lines += ["", "SS2D scan channels per block (T-s1l8 stage 0, batch 128, fp32): " +
+              ", ".join(f"G<={cap}: {ms:.3f} ms" for cap, ms in sweep)]
     table = "\n".join(lines)
     print(table)
     if args.md:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call: build the kernel library, run the sanitizer driver under compute-sanitizer
 # (memcheck, racecheck), the GPU tests, and the benchmark. Logs go to $OUT (or ./out-kernels).
-#   bash benchmarks/run_device_kernels.sh [--quick-bench]
+#   bash benchmarks/run_device_kernels.sh [--quick-bench] [--profile]
+# --profile adds an Nsight Compute pass (ncu) over benchmarks/profile_kernels.py.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR="${OUT:-$PWD/out-kernels}"
@@ -11,7 +12,7 @@ status=0
 step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
 
 step "device"
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>&1 | tee "$OUT_DIR/device.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>&1
 nvcc --version | tail -1
 
 step "build (trt_plugins_cpp/kernels on its own; the top-level CMake adds the TensorRT plugins)"
@@ -31,9 +32,10 @@ step "sanitizer driver (plain)"
 "$DRIVER" || status=1
 for tool in memcheck racecheck; do
     step "compute-sanitizer --tool $tool"
-    compute-sanitizer --tool "$tool" --error-exitcode 3 "$DRIVER" > "$OUT_DIR/sanitizer_$tool.log" 2>&1
+    compute-sanitizer --tool "$tool" --error-exitcode 3 "$DRIVER" > /tmp/sanitizer_$tool.log 2>&1
     rc=$?
-    tail -4 "$OUT_DIR/sanitizer_$tool.log"
+    cat /tmp/sanitizer_$tool.log >> "$OUT_DIR/sanitizer.log"
+    tail -4 /tmp/sanitizer_$tool.log
     echo "compute-sanitizer $tool exit code $rc"
     [ $rc -eq 0 ] || status=1
 done
@@ -50,7 +52,18 @@ for dt in float32 float16; do grep "$dt" "$OUT_DIR/errors.txt" | awk '{print $NF
 
 step "benchmark"
 BENCH_ARGS=""
-[ "${1:-}" = "--quick-bench" ] && BENCH_ARGS="--quick"
+PROFILE=0
+for arg in "$@"; do
+    [ "$arg" = "--quick-bench" ] && BENCH_ARGS="--quick"
+    [ "$arg" = "--profile" ] && PROFILE=1
+done
 python3 benchmarks/bench_kernels.py $BENCH_ARGS --json "$OUT_DIR/bench.json" --md "$OUT_DIR/bench.md" || status=1
+if [ $PROFILE -eq 1 ]; then
+    step "Nsight Compute (stage 0, batch 128, fp32)"
+    ncu --clock-control none --section SpeedOfLight --section Occupancy --section LaunchStats \
+        --section WarpStateStats --section MemoryWorkloadAnalysis \
+        python3 benchmarks/profile_kernels.py > "$OUT_DIR/ncu.txt" 2>&1 || echo "ncu failed"
+    grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput|L2 Cache Throughput|L1/TEX Cache Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Stall" "$OUT_DIR/ncu.txt" | cut -c1-150 | head -120
+fi
 echo "run_device_kernels.sh: exit status $status"
 exit $status

@@ -17,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include <stdint.h>
+#include <stdlib.h>
 
 namespace {
 
@@ -204,7 +205,73 @@ __device__ __forceinline__ Segment make_segment(const ScanParams& p, int fam, in
 }
 
 // Block size cap: 512 threads for d_state 1; 256 for d_state 16 (its states need the registers).
-template <int NMAX> constexpr int scan_max_threads() { return NMAX > 1 ? kScanMaxThreads / 2 : kScanMaxThreads; }
+template <int NMAX> __host__ __device__ constexpr int scan_max_threads() { return NMAX > 1 ? kScanMaxThreads / 2 : kScanMaxThreads; }
+// Steps whose loads are issued together before any of them is used (hides L2 latency).
+template <int NMAX, int RREG> __host__ __device__ constexpr int scan_prefetch() { return NMAX > 1 ? 1 : (RREG > 8 ? 2 : 4); }
+
+// Scan one segment from state h. READOUT: also add y = C . h at every step into yu (phase 3);
+// otherwise accumulate the segment's sum of delta (phase 1). Returns the state at its end in h.
+template <typename T, int NMAX, int RREG, bool READOUT>
+__device__ __forceinline__ void scan_segment(const DirConsts<T, NMAX, RREG>& dc, const float* __restrict__ xd,
+                                             size_t L, int N, int R, const Segment& sg,
+                                             const float* xu, float* yu, float* h, float& dsum)
+{
+    constexpr int U = scan_prefetch<NMAX, RREG>();
+    constexpr int RP = RREG > 0 ? RREG : 1;
+    for (int t0 = 0; t0 < sg.T; t0 += U) {
+        float dtl[U][RP], bv[U][NMAX], cv[U][NMAX], uv[U];
+#pragma unroll
+        for (int q = 0; q < U; ++q) {
+            const int t = t0 + q < sg.T ? t0 + q : sg.T - 1;  // clamp: loads stay in bounds
+            const size_t off = (size_t)(sg.off0 + (long long)t * sg.offstep);
+            if (RREG > 0) {
+#pragma unroll
+                for (int r = 0; r < RP; ++r) dtl[q][r] = r < R ? __ldg(xd + (size_t)r * L + off) : 0.f;
+            }
+#pragma unroll
+            for (int n = 0; n < NMAX; ++n) {
+                bv[q][n] = n < N ? __ldg(xd + (size_t)(R + n) * L + off) : 0.f;
+                if (READOUT) cv[q][n] = n < N ? __ldg(xd + (size_t)(R + N + n) * L + off) : 0.f;
+            }
+            uv[q] = xu[sg.u0 + t * sg.ustep];
+        }
+#pragma unroll
+        for (int q = 0; q < U; ++q) {
+            if (t0 + q >= sg.T) break;
+            const size_t off = (size_t)(sg.off0 + (long long)(t0 + q) * sg.offstep);
+            float v = dc.bias;
+            if (RREG > 0) {
+#pragma unroll
+                for (int r = 0; r < RP; ++r) v = fmaf(dc.wdt[r], dtl[q][r], v);
+            } else {
+                for (int r = 0; r < R; ++r) v = fmaf(to_f32(dc.wdt_g[r]), __ldg(xd + (size_t)r * L + off), v);
+            }
+            const float delta = softplus_f32(v);
+            const float du = delta * uv[q];
+            float y = 0.f;
+#pragma unroll
+            for (int n = 0; n < NMAX; ++n) {
+                if (n < N) {
+                    h[n] = fmaf(exp2f(delta * dc.A2[n]), h[n], du * bv[q][n]);
+                    if (READOUT) y = fmaf(cv[q][n], h[n], y);
+                }
+            }
+            if (READOUT) yu[sg.u0 + (t0 + q) * sg.ustep] += y;
+            else dsum += delta;
+        }
+    }
+}
+
+// Shared-memory plane stride: threads of a warp are (segment, channel) pairs with the channel
+// fastest, so planes are offset by 32 / (channels per warp) banks and rows (odd Wp) by one.
+__host__ __device__ inline int scan_plane_stride(int H, int Wp, int G)
+{
+    int g2 = 1;
+    while (g2 < G && g2 < 32) g2 <<= 1;
+    const int spacing = 32 / g2;  // 1..32
+    const int base = (H * Wp + 31) / 32 * 32;
+    return base + (spacing % 32);
+}
 
 template <typename T, int NMAX, int RREG>
 __global__ void __launch_bounds__(scan_max_threads<NMAX>()) ss2d_scan_kernel(ScanParams p)
@@ -215,59 +282,53 @@ __global__ void __launch_bounds__(scan_max_threads<NMAX>()) ss2d_scan_kernel(Sca
     const int Gb = min(p.G, p.D - g0);
     const int H = p.H, W = p.W, N = p.N, R = p.R;
     const size_t L = (size_t)H * W;
-    const int plane = H * p.Wp;
-    float* xs = smem;                               // [G][H][Wp] input
-    float* ys = xs + (size_t)p.G * plane;           // [G][H][Wp] output accumulator
-    float* sd_row = ys + (size_t)p.G * plane;       // [G][2][H] segment sums of delta
-    float* sd_col = sd_row + (size_t)p.G * 2 * H;   // [G][2][W]
-    float* hs_row = sd_col + (size_t)p.G * 2 * W;   // [G][2][H][N] segment end states, then carries
+    const int plane = scan_plane_stride(H, p.Wp, p.G);
+    float* xs = smem;                               // [G][plane] input, pixel (i, j) at i * Wp + j
+    float* ys = xs + (size_t)p.G * plane;           // [G][plane] output accumulator
+    float* sd_row = ys + (size_t)p.G * plane;       // [2][H][G] segment sums of delta
+    float* sd_col = sd_row + (size_t)p.G * 2 * H;   // [2][W][G]
+    float* hs_row = sd_col + (size_t)p.G * 2 * W;   // [2][H][G][N] segment end states, then carries
     float* hs_col = hs_row + (size_t)p.G * 2 * H * N;
     const T* xg = static_cast<const T*>(p.x) + ((size_t)b * p.D + g0) * L;
 
     // Load the planes; start the accumulator at the merged skip term sum_k Ds[k, d] * x.
-    for (size_t e = threadIdx.x; e < (size_t)Gb * L; e += blockDim.x) {
-        const int g = (int)(e / L);
-        const int q = (int)(e - (size_t)g * L);
-        const int i = q / W, j = q - i * W;
-        const float u = to_f32(xg[e]);
+    for (int g = 0; g < Gb; ++g) {
         const int d = g0 + g;
         const float dsum = (p.Ds[d] + p.Ds[p.D + d]) + (p.Ds[2 * p.D + d] + p.Ds[3 * p.D + d]);
-        xs[g * plane + i * p.Wp + j] = u;
-        ys[g * plane + i * p.Wp + j] = dsum * u;
+        for (int i = threadIdx.y; i < H; i += blockDim.y) {
+            for (int j = threadIdx.x; j < W; j += blockDim.x) {
+                const float u = to_f32(xg[(size_t)g * L + (size_t)i * W + j]);
+                xs[g * plane + i * p.Wp + j] = u;
+                ys[g * plane + i * p.Wp + j] = dsum * u;
+            }
+        }
     }
     __syncthreads();
+    const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+    const int nthreads = blockDim.x * blockDim.y;
 
-    // Phase 1: every (family, channel, direction, segment) scanned from a zero state.
+    // Phase 1: every (family, direction, segment, channel) scanned from a zero state. Consecutive
+    // threads take consecutive channels of one segment: they read the same x_dbl values.
     const int units_row = Gb * 2 * H, units_col = Gb * 2 * W;
-    for (int u = threadIdx.x; u < units_row + units_col; u += blockDim.x) {
+    for (int u = tid; u < units_row + units_col; u += nthreads) {
         const int fam = u < units_row ? 0 : 1;
         const int uu = fam == 0 ? u : u - units_row;
         const int S = fam == 0 ? H : W;
-        const int s = uu % S, rest = uu / S;
-        const int dir = rest & 1, g = rest >> 1;
+        const int g = uu % Gb, rest = uu / Gb;
+        const int s = rest % S, dir = rest / S;
         const int k = fam + 2 * dir;
         DirConsts<T, NMAX, RREG> dc;
         dc.load(p, k, g0 + g);
         const float* xd = (fam == 0 ? p.xrow : p.xcol) + ((size_t)b * 2 + dir) * p.C * L;
         const Segment sg = make_segment(p, fam, dir, s);
-        const float* xu = xs + g * plane;
         float h[NMAX];
 #pragma unroll
         for (int n = 0; n < NMAX; ++n) h[n] = 0.f;
         float dsum = 0.f;
-#pragma unroll 2
-        for (int t = 0; t < sg.T; ++t) {
-            const size_t off = (size_t)(sg.off0 + (long long)t * sg.offstep);
-            const float delta = dc.delta_at(xd, L, off, R);
-            const float du = delta * xu[sg.u0 + t * sg.ustep];
-#pragma unroll
-            for (int n = 0; n < NMAX; ++n)
-                if (n < N) h[n] = fmaf(exp2f(delta * dc.A2[n]), h[n], du * __ldg(xd + (size_t)(R + n) * L + off));
-            dsum += delta;
-        }
+        scan_segment<T, NMAX, RREG, false>(dc, xd, L, N, R, sg, xs + g * plane, nullptr, h, dsum);
         float* sd = fam == 0 ? sd_row : sd_col;
         float* hs = fam == 0 ? hs_row : hs_col;
-        const int idx = (g * 2 + dir) * S + s;
+        const int idx = (dir * S + s) * p.G + g;
         sd[idx] = dsum;
 #pragma unroll
         for (int n = 0; n < NMAX; ++n)
@@ -276,20 +337,22 @@ __global__ void __launch_bounds__(scan_max_threads<NMAX>()) ss2d_scan_kernel(Sca
     __syncthreads();
 
     // Phase 2: chain the segments in each direction's order; hs becomes the incoming state.
-    for (int u = threadIdx.x; u < Gb * 4 * N; u += blockDim.x) {
+    for (int u = tid; u < Gb * 4 * N; u += nthreads) {
         const int n = u % N, rest = u / N;
-        const int fam = rest & 1, dir = (rest >> 1) & 1, g = rest >> 2;
+        const int g = rest % Gb, fd = rest / Gb;
+        const int fam = fd & 1, dir = fd >> 1;
         const int S = fam == 0 ? H : W;
         const int k = fam + 2 * dir;
         const float A2 = -expf(p.A_logs[(size_t)(k * p.D + g0 + g) * N + n]) * kLog2e;
-        const float* sd = (fam == 0 ? sd_row : sd_col) + (g * 2 + dir) * S;
-        float* hs = (fam == 0 ? hs_row : hs_col) + (size_t)(g * 2 + dir) * S * N;
+        const float* sd = fam == 0 ? sd_row : sd_col;
+        float* hs = fam == 0 ? hs_row : hs_col;
         float carry = 0.f;
         for (int t = 0; t < S; ++t) {
             const int s = dir == 0 ? t : S - 1 - t;
-            const float hend = hs[(size_t)s * N + n];
-            hs[(size_t)s * N + n] = carry;
-            carry = fmaf(exp2f(A2 * sd[s]), carry, hend);
+            const int idx = (dir * S + s) * p.G + g;
+            const float hend = hs[(size_t)idx * N + n];
+            hs[(size_t)idx * N + n] = carry;
+            carry = fmaf(exp2f(A2 * sd[idx]), carry, hend);
         }
     }
     __syncthreads();
@@ -298,48 +361,30 @@ __global__ void __launch_bounds__(scan_max_threads<NMAX>()) ss2d_scan_kernel(Sca
     // One thread owns a segment in both directions of a family, so each pixel's adds are ordered.
     for (int fam = 0; fam < 2; ++fam) {
         const int S = fam == 0 ? H : W;
-        for (int u = threadIdx.x; u < Gb * S; u += blockDim.x) {
-            const int s = u % S, g = u / S;
-            float* yu = ys + g * plane;
+        for (int u = tid; u < Gb * S; u += nthreads) {
+            const int g = u % Gb, s = u / Gb;
             for (int dir = 0; dir < 2; ++dir) {
                 const int k = fam + 2 * dir;
                 DirConsts<T, NMAX, RREG> dc;
                 dc.load(p, k, g0 + g);
                 const float* xd = (fam == 0 ? p.xrow : p.xcol) + ((size_t)b * 2 + dir) * p.C * L;
                 const Segment sg = make_segment(p, fam, dir, s);
-                const float* xu = xs + g * plane;
-                const float* hs = (fam == 0 ? hs_row : hs_col) + ((size_t)(g * 2 + dir) * S + s) * N;
+                const float* hs = (fam == 0 ? hs_row : hs_col) + (size_t)((dir * S + s) * p.G + g) * N;
                 float h[NMAX];
 #pragma unroll
                 for (int n = 0; n < NMAX; ++n) h[n] = n < N ? hs[n] : 0.f;
-#pragma unroll 2
-                for (int t = 0; t < sg.T; ++t) {
-                    const size_t off = (size_t)(sg.off0 + (long long)t * sg.offstep);
-                    const int ui = sg.u0 + t * sg.ustep;
-                    const float delta = dc.delta_at(xd, L, off, R);
-                    const float du = delta * xu[ui];
-                    float y = 0.f;
-#pragma unroll
-                    for (int n = 0; n < NMAX; ++n) {
-                        if (n < N) {
-                            h[n] = fmaf(exp2f(delta * dc.A2[n]), h[n], du * __ldg(xd + (size_t)(R + n) * L + off));
-                            y = fmaf(__ldg(xd + (size_t)(R + N + n) * L + off), h[n], y);
-                        }
-                    }
-                    yu[ui] += y;
-                }
+                float unused = 0.f;
+                scan_segment<T, NMAX, RREG, true>(dc, xd, L, N, R, sg, xs + g * plane, ys + g * plane, h, unused);
             }
         }
         __syncthreads();
     }
 
     T* yg = static_cast<T*>(p.y) + ((size_t)b * p.D + g0) * L;
-    for (size_t e = threadIdx.x; e < (size_t)Gb * L; e += blockDim.x) {
-        const int g = (int)(e / L);
-        const int q = (int)(e - (size_t)g * L);
-        const int i = q / W, j = q - i * W;
-        yg[e] = from_f32<T>(ys[g * plane + i * p.Wp + j]);
-    }
+    for (int g = 0; g < Gb; ++g)
+        for (int i = threadIdx.y; i < H; i += blockDim.y)
+            for (int j = threadIdx.x; j < W; j += blockDim.x)
+                yg[(size_t)g * L + (size_t)i * W + j] = from_f32<T>(ys[g * plane + i * p.Wp + j]);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -404,12 +449,26 @@ __global__ void __launch_bounds__(kProjThreads) vmeanba_stats_kernel(
 #pragma unroll
     for (int n = 0; n < 16; ++n) se[n] = 0.f;
     float sdu = 0.f, sdelta = 0.f, su = 0.f;
+    // dt_low of this pixel in registers when it is short (the common dt_rank <= 8), so the loads
+    // of W_dt below are independent of each other and issue together
+    constexpr int kRReg = 8;
+    float dtl[kRReg];
+#pragma unroll
+    for (int q2 = 0; q2 < kRReg; ++q2) dtl[q2] = q2 < R ? xdk[q2 * (kTilePx + 1)] : 0.f;
     const T* xp = xb + (size_t)i * W + j;
+#pragma unroll 2
     for (int d = 0; d < D; ++d) {
         const int r = k * D + d;
-        float v = dt_bias[r];
+        float v = __ldg(dt_bias + r);
         const T* wr = wdt + (size_t)r * R;
-        for (int q2 = 0; q2 < R; ++q2) v = fmaf(to_f32(wr[q2]), xdk[q2 * (kTilePx + 1)], v);
+        if (R <= kRReg) {
+#pragma unroll
+            for (int q2 = 0; q2 < kRReg; ++q2)
+                if (q2 < R) v = fmaf(to_f32(wr[q2]), dtl[q2], v);
+        } else {
+#pragma unroll 4
+            for (int q2 = 0; q2 < R; ++q2) v = fmaf(to_f32(wr[q2]), xdk[q2 * (kTilePx + 1)], v);
+        }
         const float delta = softplus_f32(v);
         const float u = to_f32(xp[(size_t)d * L]);
         if (variant == 2) {
@@ -419,7 +478,7 @@ __global__ void __launch_bounds__(kProjThreads) vmeanba_stats_kernel(
             sdu = fmaf(delta, u, sdu);
 #pragma unroll
             for (int n = 0; n < 16; ++n)
-                if (n < N) se[n] += exp2f(delta * A2[(size_t)r * N + n]);
+                if (n < N) se[n] += exp2f(delta * __ldg(A2 + (size_t)r * N + n));
         }
     }
     const int l = seq_index(k, i, j, H, W);
@@ -598,33 +657,63 @@ __global__ void vmeanba_merge_kernel(const T* __restrict__ x, const float* __res
 }
 
 // ------------------------------------------------------------------------------------------------
-// QuarterMap. Threads run along output rows (coalesced stores); blockDim = (32, 8) rows.
-template <typename T>
-__global__ void quartermap_down_kernel(const T* __restrict__ x, T* __restrict__ y, long long rows,
-                                       int H, int W, int Hk, int Wk, int stride, int keep)
+// QuarterMap. Flattened over a block of whole output rows, four elements per thread, so narrow
+// maps (7 columns) keep every lane busy; the index divisions are multiply-high (no 64-bit divides).
+struct FastDiv {  // n / d for 0 <= n < 2^31, 1 <= d < 2^31 (Granlund-Montgomery, as in PyTorch)
+    uint32_t d, m, s;
+    __device__ __forceinline__ uint32_t div(uint32_t n) const { return (__umulhi(n, m) + n) >> s; }
+};
+
+FastDiv make_fastdiv(uint32_t d)
 {
-    const long long row = (long long)blockIdx.x * blockDim.y + threadIdx.y;
-    if (row >= rows) return;
-    const long long bc = row / Hk;
-    const int oi = (int)(row - bc * Hk);
-    const int ii = (oi / keep) * stride + oi % keep;
-    const T* src = x + ((size_t)bc * H + ii) * W;
-    T* dst = y + (size_t)row * Wk;
-    for (int oj = threadIdx.x; oj < Wk; oj += blockDim.x) dst[oj] = src[(oj / keep) * stride + oj % keep];
+    uint32_t s = 0;
+    while (s < 32 && (1ull << s) < d) ++s;
+    const uint64_t m = ((1ull << 32) * ((1ull << s) - d)) / d + 1;
+    return FastDiv{d, (uint32_t)m, s};
 }
 
-template <typename T>
-__global__ void quartermap_up_kernel(const T* __restrict__ x, T* __restrict__ y, long long rows,
-                                     int Hin, int Win, int Hout, int Wout)
+constexpr int kQmThreads = 256, kQmPerThread = 4;
+
+struct QmParams {
+    const void* x;
+    void* y;
+    long long rows;        // batch * channels * out_height
+    int rows_per_block;
+    int in_h, in_w, out_h, out_w;
+    FastDiv by_out_w, by_out_h, by_keep, by_out_h_map, by_out_w_map;  // *_map: for i * in / out
+    int stride, keep;      // down only
+};
+
+template <typename T, bool UP>
+__global__ void __launch_bounds__(kQmThreads) quartermap_kernel(QmParams p)
 {
-    const long long row = (long long)blockIdx.x * blockDim.y + threadIdx.y;
-    if (row >= rows) return;
-    const long long bc = row / Hout;
-    const int oi = (int)(row - bc * Hout);
-    const int ii = (int)(((long long)oi * Hin) / Hout);
-    const T* src = x + ((size_t)bc * Hin + ii) * Win;
-    T* dst = y + (size_t)row * Wout;
-    for (int oj = threadIdx.x; oj < Wout; oj += blockDim.x) dst[oj] = src[((long long)oj * Win) / Wout];
+    const long long r0 = (long long)blockIdx.x * p.rows_per_block;
+    const int nrows = (int)min((long long)p.rows_per_block, p.rows - r0);
+    const int count = nrows * p.out_w;
+    const T* x = static_cast<const T*>(p.x);
+    T* y = static_cast<T*>(p.y) + r0 * p.out_w;
+    const uint32_t bc0 = p.by_out_h.div((uint32_t)r0), i0 = (uint32_t)r0 - bc0 * (uint32_t)p.out_h;
+#pragma unroll
+    for (int q = 0; q < kQmPerThread; ++q) {
+        const int n = threadIdx.x + q * kQmThreads + (int)blockIdx.y * kQmThreads * kQmPerThread;
+        if (n >= count) break;
+        const uint32_t lr = p.by_out_w.div((uint32_t)n);
+        const uint32_t oj = (uint32_t)n - lr * p.out_w;
+        const uint32_t ri = i0 + lr;                 // rows since the first plane of this block
+        const uint32_t dbc = p.by_out_h.div(ri);
+        const uint32_t oi = ri - dbc * p.out_h;
+        uint32_t ii, jj;
+        if (UP) {
+            ii = p.by_out_h_map.div(oi * (uint32_t)p.in_h);
+            jj = p.by_out_w_map.div(oj * (uint32_t)p.in_w);
+        } else {
+            const uint32_t qi = p.by_keep.div(oi), qj = p.by_keep.div(oj);
+            ii = qi * p.stride + (oi - qi * p.keep);
+            jj = qj * p.stride + (oj - qj * p.keep);
+        }
+        const size_t src = ((size_t)(bc0 + dbc) * p.in_h + ii) * p.in_w + jj;
+        y[n] = x[src];
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -690,7 +779,7 @@ size_t ss2d_xdbl_bytes(const vmk_ss2d_args_t* a)
 size_t scan_smem_bytes(const vmk_ss2d_args_t* a, int G)
 {
     const int Wp = a->width | 1;
-    const size_t plane = (size_t)a->height * Wp;
+    const size_t plane = (size_t)scan_plane_stride(a->height, Wp, G);
     const size_t sums = (size_t)G * 2 * (a->height + a->width) * (1 + (size_t)a->d_state);
     return (2 * (size_t)G * plane + sums) * sizeof(float);
 }
@@ -704,8 +793,11 @@ vmk_status_t launch_scan(const ScanParams& p, int batch, size_t smem, cudaStream
     int threads = ((units + 31) / 32) * 32;
     if (threads > scan_max_threads<NMAX>()) threads = scan_max_threads<NMAX>();
     if (threads < 64) threads = 64;
+    // 2-D block: x runs along image rows for the coalesced plane loads and stores
+    const int bx = p.W >= 32 ? 32 : (p.W >= 16 ? 16 : 8);
+    dim3 block(bx, threads / bx);
     dim3 grid((p.D + p.G - 1) / p.G, batch);
-    kernel<<<grid, threads, smem, stream>>>(p);
+    kernel<<<grid, block, smem, stream>>>(p);
     return launch_status();
 }
 
@@ -732,6 +824,11 @@ vmk_status_t ss2d_run(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream, c
     while (G < D && scan_smem_bytes(a, G + 1) <= (size_t)dev.smem_optin) ++G;
     const long long want = ((long long)B * D + 2LL * dev.sms - 1) / (2LL * dev.sms);
     if (G > want) G = (int)(want < 1 ? 1 : want);
+    // Tuning knob for the benchmark: VMK_SCAN_CHANNELS caps the channels per block.
+    if (const char* env = getenv("VMK_SCAN_CHANNELS")) {
+        const int cap = atoi(env);
+        if (cap > 0 && cap < G) G = cap;
+    }
     if (scan_smem_bytes(a, G) > (size_t)dev.smem_optin) return VMK_ERR_UNSUPPORTED;
     ScanParams p{a->x, a->dt_projs_weight, a->dt_projs_bias, a->A_logs, a->Ds, xrow, xcol, a->y,
                  D, H, W, N, R, C, G, W | 1};
@@ -847,24 +944,59 @@ vmk_status_t vmk_vmeanba_scan(const vmk_ss2d_args_t* args, int32_t variant, void
                                       : vmeanba_run<float>(args, variant, workspace, s, dev);
 }
 
+}  // extern "C"
+
+namespace {
+
+vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, bool up, cudaStream_t stream)
+{
+    // whole output rows per block, about kQmThreads * kQmPerThread elements (more for wide rows:
+    // then blockIdx.y splits a block's rows into pieces of that size)
+    const int per_piece = kQmThreads * kQmPerThread;
+    p.rows_per_block = p.out_w >= per_piece ? 1 : per_piece / p.out_w;
+    const long long blocks = (p.rows + p.rows_per_block - 1) / p.rows_per_block;
+    const long long count = (long long)p.rows_per_block * p.out_w;
+    const long long pieces = (count + per_piece - 1) / per_piece;
+    if (p.rows >= (1LL << 31) || pieces > 65535 || count >= (1LL << 31)) return VMK_ERR_UNSUPPORTED;
+    if ((long long)p.out_h * p.in_h >= (1LL << 31) || (long long)p.out_w * p.in_w >= (1LL << 31))
+        return VMK_ERR_UNSUPPORTED;
+    p.by_out_w = make_fastdiv(p.out_w);
+    p.by_out_h = make_fastdiv(p.out_h);
+    p.by_out_h_map = make_fastdiv(p.out_h);
+    p.by_out_w_map = make_fastdiv(p.out_w);
+    p.by_keep = make_fastdiv(p.keep > 0 ? p.keep : 1);
+    const dim3 grid((unsigned)blocks, (unsigned)pieces);
+    if (dtype == VMK_FLOAT16) {
+        if (up) quartermap_kernel<__half, true><<<grid, kQmThreads, 0, stream>>>(p);
+        else quartermap_kernel<__half, false><<<grid, kQmThreads, 0, stream>>>(p);
+    } else {
+        if (up) quartermap_kernel<float, true><<<grid, kQmThreads, 0, stream>>>(p);
+        else quartermap_kernel<float, false><<<grid, kQmThreads, 0, stream>>>(p);
+    }
+    return launch_status();
+}
+
+}  // namespace
+
+extern "C" {
+
 vmk_status_t vmk_quartermap_down(const vmk_quartermap_down_args_t* a, vmk_stream_t stream)
 {
     if (!a || !a->x || !a->y || !valid_dtype(a->dtype)) return VMK_ERR_INVALID_ARGUMENT;
     if (a->batch <= 0 || a->channels <= 0 || a->height <= 0 || a->width <= 0) return VMK_ERR_INVALID_ARGUMENT;
     if (a->stride < 1 || a->keep < 1 || a->keep > a->stride) return VMK_ERR_INVALID_ARGUMENT;
-    const int Hk = kept(a->height, a->stride, a->keep), Wk = kept(a->width, a->stride, a->keep);
-    const long long rows = (long long)a->batch * a->channels * Hk;
-    const dim3 block(32, 8);
-    const long long blocks = (rows + block.y - 1) / block.y;
-    if (blocks > 0x7fffffffLL) return VMK_ERR_UNSUPPORTED;
-    cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
-    if (a->dtype == VMK_FLOAT16)
-        quartermap_down_kernel<__half><<<(unsigned)blocks, block, 0, s>>>(
-            static_cast<const __half*>(a->x), static_cast<__half*>(a->y), rows, a->height, a->width, Hk, Wk, a->stride, a->keep);
-    else
-        quartermap_down_kernel<float><<<(unsigned)blocks, block, 0, s>>>(
-            static_cast<const float*>(a->x), static_cast<float*>(a->y), rows, a->height, a->width, Hk, Wk, a->stride, a->keep);
-    return launch_status();
+    if (a->height > kMaxSide || a->width > kMaxSide) return VMK_ERR_UNSUPPORTED;
+    QmParams p{};
+    p.x = a->x;
+    p.y = a->y;
+    p.in_h = a->height;
+    p.in_w = a->width;
+    p.out_h = kept(a->height, a->stride, a->keep);
+    p.out_w = kept(a->width, a->stride, a->keep);
+    p.rows = (long long)a->batch * a->channels * p.out_h;
+    p.stride = a->stride;
+    p.keep = a->keep;
+    return launch_quartermap(p, a->dtype, false, reinterpret_cast<cudaStream_t>(stream));
 }
 
 vmk_status_t vmk_quartermap_up(const vmk_quartermap_up_args_t* a, vmk_stream_t stream)
@@ -873,20 +1005,17 @@ vmk_status_t vmk_quartermap_up(const vmk_quartermap_up_args_t* a, vmk_stream_t s
     if (a->batch <= 0 || a->channels <= 0 || a->in_height <= 0 || a->in_width <= 0 || a->out_height <= 0 ||
         a->out_width <= 0)
         return VMK_ERR_INVALID_ARGUMENT;
-    const long long rows = (long long)a->batch * a->channels * a->out_height;
-    const dim3 block(32, 8);
-    const long long blocks = (rows + block.y - 1) / block.y;
-    if (blocks > 0x7fffffffLL) return VMK_ERR_UNSUPPORTED;
-    cudaStream_t s = reinterpret_cast<cudaStream_t>(stream);
-    if (a->dtype == VMK_FLOAT16)
-        quartermap_up_kernel<__half><<<(unsigned)blocks, block, 0, s>>>(
-            static_cast<const __half*>(a->x), static_cast<__half*>(a->y), rows, a->in_height, a->in_width,
-            a->out_height, a->out_width);
-    else
-        quartermap_up_kernel<float><<<(unsigned)blocks, block, 0, s>>>(
-            static_cast<const float*>(a->x), static_cast<float*>(a->y), rows, a->in_height, a->in_width,
-            a->out_height, a->out_width);
-    return launch_status();
+    if (a->in_height > kMaxSide || a->in_width > kMaxSide || a->out_height > kMaxSide || a->out_width > kMaxSide)
+        return VMK_ERR_UNSUPPORTED;
+    QmParams p{};
+    p.x = a->x;
+    p.y = a->y;
+    p.in_h = a->in_height;
+    p.in_w = a->in_width;
+    p.out_h = a->out_height;
+    p.out_w = a->out_width;
+    p.rows = (long long)a->batch * a->channels * p.out_h;
+    return launch_quartermap(p, a->dtype, true, reinterpret_cast<cudaStream_t>(stream));
 }
 
 const char* vmk_status_string(vmk_status_t status)

@@ -331,7 +331,6 @@ def run(args) -> int:
         model, description, native_res, calib_default, arch_label = load_source_model(args)
     resolution = parse_resolution(args.resolution, (native_res, native_res))
     output = Path(args.output or f"{arch_label}.onnx")
-    original = model
     model, selection, calib_note = compress(args, model, calib_default, native_res, steps)
     forms = layer_forms(model)
 
@@ -381,7 +380,6 @@ def run(args) -> int:
                                                    onnx_dtype=np.float16 if args.precision == "fp16" else np.float32)
             report["latency"] = {"pytorch": pt.as_dict(), "onnxrt": ort_lat.as_dict(),
                                  "note": "PyTorch eager runs the float32 model"}
-    del original
     if args.report:
         report_path = Path(args.report)
         files["report"] = str(report_path)

@@ -75,6 +75,15 @@ CONFIGS = {
 }
 MEDMAMBA_CONFIGS = ["baseline", "vmeanba-k4+qm-k3"]
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+# runtime variants measured for VMamba-T only (--variants): appended to the configuration name
+VARIANT_SUFFIXES = ("", "+compile", "+tf32")
+
+
+def split_variant(config: str) -> tuple[str, str]:
+    for suffix in VARIANT_SUFFIXES[1:]:
+        if config.endswith(suffix):
+            return config[: -len(suffix)], suffix
+    return config, ""
 
 
 def log(*args) -> None:
@@ -204,15 +213,16 @@ def summary_rows(results, batch_large: int) -> list[dict]:
         for d in ("fp32", "fp16"):
             big = lookup(results, model, config, d, batch_large)
             one = lookup(results, model, config, d, 1)
-            base = lookup(results, model, "baseline", d, batch_large)
+            plain, suffix = split_variant(config)
+            base = lookup(results, model, "baseline" + suffix, d, batch_large)
             row[f"{d}_img_s"] = big["img_per_s"] if big else None
             row[f"{d}_b1_ms"] = one["median_ms"] if one else None
             row[f"{d}_vs_own"] = big["img_per_s"] / base["img_per_s"] if big and base else None
-            off = OFFICIAL.get(model, {}).get(d) if config == "baseline" else \
-                (OFFICIAL_COMPRESSED.get((model, config), (None, None))[0 if d == "fp32" else 1])
+            off = OFFICIAL.get(model, {}).get(d) if plain == "baseline" else \
+                (OFFICIAL_COMPRESSED.get((model, plain), (None, None))[0 if d == "fp32" else 1])
             row[f"{d}_official"] = off
             row[f"{d}_vs_official"] = big["img_per_s"] / off if big and off else None
-        row["official_b1_ms"] = OFFICIAL.get(model, {}).get("b1_ms") if config == "baseline" else None
+        row["official_b1_ms"] = OFFICIAL.get(model, {}).get("b1_ms") if config.startswith("baseline") else None
         rows.append(row)
     return rows
 
@@ -238,25 +248,27 @@ def markdown_table(rows, batch_large: int) -> str:
 def targets(results, batch_large: int) -> list[str]:
     out = []
     t = "vmamba_tiny_s1l8"
-    for d, anchor in (("fp32", 1169), ("fp16", 2859)):
-        r = lookup(results, t, "baseline", d, batch_large)
-        if r:
-            ratio = r["img_per_s"] / anchor
-            out.append(f"VMamba-T b{batch_large} {d}: {r['img_per_s']:.0f} img/s = {ratio:.2f}x official "
-                       f"{anchor} (target >= 1.5x): {'MET' if ratio >= 1.5 else 'MISSED'}")
-    for d in ("fp32", "fp16"):
-        r = lookup(results, t, "baseline", d, 1)
-        if r:
-            out.append(f"VMamba-T b1 {d} latency: {r['median_ms']:.3f} ms (target <= 1.5 ms, official 17.7 ms fp32): "
-                       f"{'MET' if r['median_ms'] <= 1.5 else 'MISSED'}")
+    for suffix in VARIANT_SUFFIXES:
+        for d, anchor in (("fp32", 1169), ("fp16", 2859)):
+            r = lookup(results, t, "baseline" + suffix, d, batch_large)
+            if r:
+                ratio = r["img_per_s"] / anchor
+                out.append(f"VMamba-T{suffix} b{batch_large} {d}: {r['img_per_s']:.0f} img/s = {ratio:.2f}x official "
+                           f"{anchor} (target >= 1.5x): {'MET' if ratio >= 1.5 else 'MISSED'}")
+        for d in ("fp32", "fp16"):
+            r = lookup(results, t, "baseline" + suffix, d, 1)
+            if r:
+                out.append(f"VMamba-T{suffix} b1 {d} latency: {r['median_ms']:.3f} ms (target <= 1.5 ms, official "
+                           f"17.7 ms fp32): {'MET' if r['median_ms'] <= 1.5 else 'MISSED'}")
     for model in VMAMBA_MODELS + MEDMAMBA_MODELS:
         for d in ("fp32", "fp16"):
-            base = lookup(results, model, "baseline", d, batch_large)
-            both = lookup(results, model, "vmeanba-k4+qm-k3", d, batch_large)
-            if base and both:
-                s = both["img_per_s"] / base["img_per_s"]
-                out.append(f"{model} {d}: VMeanba K=4 + QuarterMap k=3 = {s:.2f}x own baseline (target >= 1.3x): "
-                           f"{'MET' if s >= 1.3 else 'MISSED'}")
+            for suffix in VARIANT_SUFFIXES:
+                base = lookup(results, model, "baseline" + suffix, d, batch_large)
+                both = lookup(results, model, "vmeanba-k4+qm-k3" + suffix, d, batch_large)
+                if base and both:
+                    s = both["img_per_s"] / base["img_per_s"]
+                    out.append(f"{model}{suffix} {d}: VMeanba K=4 + QuarterMap k=3 = {s:.2f}x own baseline "
+                               f"(target >= 1.3x): {'MET' if s >= 1.3 else 'MISSED'}")
     return out
 
 
@@ -339,7 +351,9 @@ def explore(args) -> list[dict]:
 
 
 _CATEGORIES = [
-    ("SS2D scan kernels (project)", r"vmk|ss2d|scan|vmeanba|quartermap"),
+    ("project: ss2d_scan_kernel", r"ss2d_scan_kernel"),
+    ("project: xdbl_proj_kernel", r"xdbl_proj_kernel"),
+    ("project: VMeanba / QuarterMap kernels", r"vmeanba_|quartermap_kernel"),
     ("GEMM", r"gemm|xmma|cutlass|sm90_|ampere_|turing_|volta_|cublas|s1688|s16816|h16816|wgmma"),
     ("depthwise / conv", r"conv|depthwise|dgrad|implicit|winograd|fprop"),
     ("LayerNorm", r"layer_norm|layernorm|LayerNorm"),
@@ -350,22 +364,30 @@ _CATEGORIES = [
 
 
 def profile(args, out_dir: Path) -> None:
+    """Per-kernel GPU time of eager forwards (the same kernels the graph replays), by category."""
     from torch.profiler import ProfilerActivity, profile as tprofile
 
     name = "vmamba_tiny_s1l8"
     model = build(name)
     text = []
-    for label, kw in (("default runtime (channels_last, Linear2d as GEMM)", dict(channels_last=True, fast_linear=True)),
-                      ("model as written (NCHW, Linear2d as conv1x1)", dict(channels_last=False, fast_linear=False))):
-        rt = prepare_runtime(model, dtype=torch.float16, batch_size=128, image_size=args.image_size, mode="eager",
+    default = dict(channels_last=True, fast_linear=True)
+    cases = [
+        ("fp16", 128, "default runtime (channels_last, Linear2d as GEMM)", default),
+        ("fp16", 128, "model as written (NCHW, Linear2d as conv1x1)", dict(channels_last=False, fast_linear=False)),
+        ("fp32", 128, "default runtime, TF32 off", default),
+        ("fp16", 1, "default runtime", default),
+    ]
+    for dname, batch, label, kw in cases:
+        rt = prepare_runtime(model, dtype=DTYPES[dname], batch_size=batch, image_size=args.image_size, mode="eager",
                              inplace=True, **kw)
         x = rt.static_input
+        reps = 3
         with torch.inference_mode():
             for _ in range(2):
                 rt(x)
             torch.cuda.synchronize()
             with tprofile(activities=[ProfilerActivity.CUDA]) as prof:
-                for _ in range(3):
+                for _ in range(reps):
                     rt(x)
                 torch.cuda.synchronize()
         totals: dict[str, float] = {}
@@ -375,24 +397,64 @@ def profile(args, out_dir: Path) -> None:
             if t is None:
                 t = getattr(evt, "self_cuda_time_total", 0.0)
             if t and t > 0:
-                kernels.append((t / 3.0, evt.count // 3, evt.key))
+                kernels.append((t / reps, evt.count // reps, evt.key))
         kernels.sort(reverse=True)
         total = sum(k[0] for k in kernels)
         for t, _, key in kernels:
             cat = next((c for c, pat in _CATEGORIES if re.search(pat, key, re.I)), "other")
             totals[cat] = totals.get(cat, 0.0) + t
-        text.append(f"== VMamba-T (s1l8) batch 128 fp16, eager, {label}: {total / 1000:.2f} ms of GPU time per forward")
+        text.append(f"== VMamba-T (s1l8) batch {batch} {dname}, eager, {label}: {total / 1000:.2f} ms of GPU "
+                    f"(kernel) time per forward, {sum(k[1] for k in kernels)} launches")
         for cat, t in sorted(totals.items(), key=lambda kv: -kv[1]):
-            text.append(f"  {cat:32s} {t / 1000:8.3f} ms  {100 * t / total:5.1f}%")
+            text.append(f"  {cat:40s} {t / 1000:8.3f} ms  {100 * t / total:5.1f}%")
         text.append("  top kernels (ms per forward, launches per forward, name):")
-        for t, n, key in kernels[:25]:
-            text.append(f"  {t / 1000:8.3f} ms {n:5d}x  {key[:150]}")
+        for t, n, key in kernels[:16]:
+            text.append(f"  {t / 1000:8.3f} ms {n:5d}x  {key[:140]}")
         release(rt)
     del model
     release(None)
     report = "\n".join(text)
     log(report)
     (out_dir / "e2e_profile.txt").write_text(report + "\n")
+
+
+def run_variants(args) -> list[dict]:
+    """torch.compile and TF32 rows for VMamba-T (config names get a '+compile' / '+tf32' suffix)."""
+    rows = []
+    name = "vmamba_tiny_s1l8"
+    plan = [("+compile", d, dict(mode="compile")) for d in ("fp32", "fp16")] + [("+tf32", "fp32", dict(tf32=True))]
+    for suffix, dname, kw in plan:
+        model = build(name)
+        for config in ("baseline", "vmeanba-k4+qm-k3"):
+            layers = configure(model, config)
+            for batch in args.batch_sizes:
+                iters = args.iters if batch > 1 else args.latency_iters
+                row = {"model": name, "config": config + suffix, "dtype": dname, **layers}
+                try:
+                    torch._dynamo.reset()
+                    row.update(measure(model, DTYPES[dname], batch, iters, args.image_size, **kw))
+                    log(f"{name:20s} {config + suffix:26s} {dname} b{batch:<4d} {row['median_ms']:9.3f} ms "
+                        f"{row['img_per_s']:9.1f} img/s  (setup {row['setup_s']:.1f}s)")
+                except Exception as exc:
+                    row.update({"batch": batch, "error": f"{type(exc).__name__}: {exc}"})
+                    log(f"{name:20s} {config + suffix:26s} {dname} b{batch:<4d} ERROR {row['error'][:300]}")
+                rows.append(row)
+        del model
+        release(None)
+    set_tf32_off()
+    return rows
+
+
+def set_tf32_off() -> None:
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+def kernel_source_fingerprint() -> str:
+    import hashlib
+
+    src = Path(__file__).resolve().parents[1] / "trt_plugins_cpp" / "kernels" / "vmamba_kernels.cu"
+    return hashlib.sha256(src.read_bytes()).hexdigest()[:12] if src.is_file() else "unknown"
 
 
 # --------------------------------------------------------------------------- entry
@@ -411,6 +473,7 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="with --explore: also try torch.compile")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--no-grid", action="store_true")
+    ap.add_argument("--variants", action="store_true", help="with the grid: VMamba-T rows with torch.compile and TF32")
     args = ap.parse_args()
     if args.quick:
         args.models, args.configs = ["vmamba_tiny_s1l8"], ["baseline", "vmeanba-k4+qm-k3"]
@@ -422,7 +485,8 @@ def main() -> None:
     env = {"date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "device": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
            "python": platform.python_version(), "command": " ".join(["python"] + sys.argv),
-           "weights": "random (seeded); speed does not depend on weight values", "kernels": reason}
+           "weights": "random (seeded); speed does not depend on weight values", "kernels": reason,
+           "kernel_source_sha256": kernel_source_fingerprint()}
     log(json.dumps(env, indent=1))
     large = max(args.batch_sizes)
     payload = {"environment": env}
@@ -433,6 +497,8 @@ def main() -> None:
             traceback.print_exc()
     if not args.no_grid:
         results = run_grid(args)
+        if args.variants:
+            results += run_variants(args)
         rows = summary_rows(results, large)
         payload.update({"results": results, "summary": rows, "targets": targets(results, large)})
         table = markdown_table(rows, large)

@@ -3,7 +3,8 @@
 # end-to-end benchmark (benchmarks/bench_e2e.py). About 6-8 minutes on an H100.
 #
 #   bash benchmarks/run_device_e2e.sh                 # full benchmark grid
-#   E2E_ARGS="--quick --explore --profile" bash benchmarks/run_device_e2e.sh
+#   E2E_ARGS="--profile --variants" bash benchmarks/run_device_e2e.sh   # + profile, compile and TF32 rows
+#   E2E_ARGS="--quick --explore --compile" bash benchmarks/run_device_e2e.sh
 #   E2E_SKIP_TESTS=1 ...                              # benchmark only
 # Results (JSON, plot, logs) go to $OUT (default out/e2e).
 set -uo pipefail

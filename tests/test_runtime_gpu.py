@@ -192,3 +192,15 @@ def test_eager_mode_matches_and_accepts_other_shapes():
     graph = prepare_runtime(model, dtype=torch.float32, batch_size=2, image_size=64, mode="graph")
     with pytest.raises(ValueError, match="captured for input shape"):
         graph(x)
+
+
+@pytest.mark.gpu
+def test_compile_mode_matches():
+    """torch.compile (Inductor) treats the custom ops as opaque nodes (their register_fake gives the
+    shapes); the compiled, graph-captured forward must compute the same function."""
+    _require_kernels()
+    name, kw = SMALL["v2 r1 ds1"]
+    torch.manual_seed(7)
+    model = compress_mixed(perturb(create_model(name, num_classes=10, **kw).eval(), 7), literal=False)
+    torch._dynamo.reset()
+    _check(model, torch.float32, batch=2, hw=(64, 48), seed=8, bound=FP32_BOUND, mode="compile")

@@ -60,7 +60,7 @@ done
 python3 benchmarks/bench_kernels.py $BENCH_ARGS --json "$OUT_DIR/bench.json" --md "$OUT_DIR/bench.md" || status=1
 if [ $PROFILE -eq 1 ]; then
     step "Nsight Compute (stage 0, batch 128, fp32)"
-    ncu --clock-control none --section SpeedOfLight --section Occupancy --section LaunchStats \
+    ncu --clock-control none --kernel-name regex:"ss2d|xdbl|vmeanba|quartermap" --section SpeedOfLight --section Occupancy --section LaunchStats \
         --section WarpStateStats --section MemoryWorkloadAnalysis \
         python3 benchmarks/profile_kernels.py > "$OUT_DIR/ncu.txt" 2>&1 || echo "ncu failed"
     grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput|L2 Cache Throughput|L1/TEX Cache Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Stall" "$OUT_DIR/ncu.txt" | cut -c1-150 | head -120

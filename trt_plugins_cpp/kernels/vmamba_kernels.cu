@@ -28,6 +28,7 @@ constexpr int kTilePx = kTile * kTile;
 constexpr int kProjThreads = 256;   // 64 pixels x 4 output-row groups
 constexpr int kProjM = 32;          // output rows per GEMM pass
 constexpr int kProjK = 32;          // input channels per GEMM step
+constexpr int kProjWStride = kProjM + 4;  // transposed W tile row: 16-byte aligned, offset banks
 constexpr int kScanMaxThreads = 512;
 constexpr int kReducedThreads = 128;
 constexpr size_t kAlign = 256;
@@ -41,9 +42,36 @@ template <typename T> __device__ __forceinline__ T from_f32(float v);
 template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
 template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
 
-// torch.nn.functional.softplus: inputs above 20 pass through. log1pf keeps full relative accuracy
-// for the small steps (delta ~ 1e-3) that log(1 + e^v) would round away.
-__device__ __forceinline__ float softplus_f32(float v) { return v > 20.f ? v : log1pf(__expf(v)); }
+// 2^x on the special-function unit (relative error ~2^-22; results below 2^-126 flush to zero,
+// which only drops state contributions smaller than 1e-38).
+__device__ __forceinline__ float fast_exp2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// torch.nn.functional.softplus (inputs above 20 pass through), branch-free and accurate to ~3e-7
+// relative: softplus(v) = max(v, 0) + log1p(z), z = exp(-|v|) in (0, 1], and
+// log1p(z) = 2 atanh(s), s = z / (2 + z) <= 1/3, summed to s^15 (next term < 2e-9 relative).
+// (log1pf is as accurate but branches and costs ~4x the instructions; log(1 + z) loses the
+// small steps delta ~ 1e-3 that VMamba uses.)
+__device__ __forceinline__ float softplus_f32(float v)
+{
+    const float z = fast_exp2(-fabsf(v) * kLog2e);
+    const float s = __fdividef(z, 2.f + z);
+    const float t = s * s;
+    float poly = 1.f / 15.f;
+    poly = fmaf(poly, t, 1.f / 13.f);
+    poly = fmaf(poly, t, 1.f / 11.f);
+    poly = fmaf(poly, t, 1.f / 9.f);
+    poly = fmaf(poly, t, 1.f / 7.f);
+    poly = fmaf(poly, t, 1.f / 5.f);
+    poly = fmaf(poly, t, 1.f / 3.f);
+    poly = fmaf(poly, t, 1.f);
+    const float sp = fmaxf(v, 0.f) + 2.f * s * poly;
+    return v > 20.f ? v : sp;
+}
 
 // ------------------------------------------------------------------------------------------------
 // Projection of an 8x8 pixel tile: xd_s[m * (kTilePx + 1) + px] = sum_d W_x[m, d] * x[d, px] for
@@ -76,20 +104,28 @@ __device__ void project_tile(const T* __restrict__ xb, const T* __restrict__ wx,
                 const int mm = e >> 5, dd = e & 31;
                 float v = 0.f;
                 if (m0 + mm < M && d0 + dd < D) v = to_f32(wx[(size_t)(m0 + mm) * D + d0 + dd]);
-                w_s[mm * (kProjK + 1) + dd] = v;
+                w_s[dd * kProjWStride + mm] = v;  // transposed: a thread's 8 rows are 2 float4
             }
             __syncthreads();
 #pragma unroll 8
             for (int dd = 0; dd < kProjK; ++dd) {
                 const float xv = xk_s[dd * kTilePx + px];
-#pragma unroll
-                for (int t = 0; t < kProjM / 4; ++t) acc[t] = fmaf(w_s[(ty + 4 * t) * (kProjK + 1) + dd], xv, acc[t]);
+                const float4 wa = *reinterpret_cast<const float4*>(w_s + dd * kProjWStride + ty * 8);
+                const float4 wb = *reinterpret_cast<const float4*>(w_s + dd * kProjWStride + ty * 8 + 4);
+                acc[0] = fmaf(wa.x, xv, acc[0]);
+                acc[1] = fmaf(wa.y, xv, acc[1]);
+                acc[2] = fmaf(wa.z, xv, acc[2]);
+                acc[3] = fmaf(wa.w, xv, acc[3]);
+                acc[4] = fmaf(wb.x, xv, acc[4]);
+                acc[5] = fmaf(wb.y, xv, acc[5]);
+                acc[6] = fmaf(wb.z, xv, acc[6]);
+                acc[7] = fmaf(wb.w, xv, acc[7]);
             }
             __syncthreads();
         }
 #pragma unroll
         for (int t = 0; t < kProjM / 4; ++t) {
-            const int m = m0 + ty + 4 * t;
+            const int m = m0 + ty * 8 + t;
             if (m < M) xd_s[m * (kTilePx + 1) + px] = acc[t];
         }
     }
@@ -98,7 +134,7 @@ __device__ void project_tile(const T* __restrict__ xb, const T* __restrict__ wx,
 
 __host__ __device__ inline size_t proj_smem_floats(int M)
 {
-    return (size_t)M * (kTilePx + 1) + (size_t)kProjK * kTilePx + (size_t)kProjM * (kProjK + 1);
+    return (size_t)M * (kTilePx + 1) + (size_t)kProjK * kTilePx + (size_t)kProjK * kProjWStride;
 }
 
 // x_dbl for the scan. Row-major directions (k = 0, 2) are stored transposed, [b][k/2][c][j][i], so
@@ -113,7 +149,7 @@ __global__ void __launch_bounds__(kProjThreads) xdbl_proj_kernel(
     const int M = kDirs * C;
     float* xd_s = smem;
     float* xk_s = xd_s + (size_t)M * (kTilePx + 1);
-    float* w_s = xk_s + kProjK * kTilePx;
+    float* w_s = xk_s + kProjK * kTilePx;  // 16-byte aligned: M = 4C, so M * 65 floats is a multiple of 4
     const int b = blockIdx.z;
     const int i0 = blockIdx.y * kTile, j0 = blockIdx.x * kTile;
     const size_t L = (size_t)H * W;
@@ -183,8 +219,9 @@ struct DirConsts {
 };
 
 // A segment: T steps; x_dbl offset off0 + t * offstep, shared-memory u index u0 + t * ustep.
+// 32-bit offsets: one (image, direction) x_dbl block has C * L < 2^31 elements (checked on launch).
 struct Segment {
-    long long off0, offstep;
+    int off0, offstep;
     int u0, ustep, T;
 };
 
@@ -195,11 +232,11 @@ __device__ __forceinline__ Segment make_segment(const ScanParams& p, int fam, in
     if (fam == 0) {  // segment s = image row i; x_dbl transposed: offset j * H + i
         g.T = p.W;
         if (dir == 0) { g.off0 = s; g.offstep = p.H; g.u0 = s * p.Wp; g.ustep = 1; }
-        else { g.off0 = s + (long long)(p.W - 1) * p.H; g.offstep = -p.H; g.u0 = s * p.Wp + p.W - 1; g.ustep = -1; }
+        else { g.off0 = s + (p.W - 1) * p.H; g.offstep = -p.H; g.u0 = s * p.Wp + p.W - 1; g.ustep = -1; }
     } else {  // segment s = image column j; x_dbl row-major: offset i * W + j
         g.T = p.H;
         if (dir == 0) { g.off0 = s; g.offstep = p.W; g.u0 = s; g.ustep = p.Wp; }
-        else { g.off0 = s + (long long)(p.H - 1) * p.W; g.offstep = -p.W; g.u0 = s + (p.H - 1) * p.Wp; g.ustep = -p.Wp; }
+        else { g.off0 = s + (p.H - 1) * p.W; g.offstep = -p.W; g.u0 = s + (p.H - 1) * p.Wp; g.ustep = -p.Wp; }
     }
     return g;
 }
@@ -209,6 +246,54 @@ template <int NMAX> __host__ __device__ constexpr int scan_max_threads() { retur
 // Steps whose loads are issued together before any of them is used (hides L2 latency).
 template <int NMAX, int RREG> __host__ __device__ constexpr int scan_prefetch() { return NMAX > 1 ? 1 : (RREG > 8 ? 2 : 4); }
 
+// U consecutive steps of a segment: all their loads are issued before the first is used.
+template <typename T, int NMAX, int RREG, bool READOUT, int U>
+__device__ __forceinline__ void scan_steps(const DirConsts<T, NMAX, RREG>& dc, const float* __restrict__ xd,
+                                           int L, int N, int R, int off, int offstep, int ui, int ustep,
+                                           const float* xu, float* yu, float* h, float& dsum)
+{
+    constexpr int RP = RREG > 0 ? RREG : 1;
+    float dtl[U][RP], bv[U][NMAX], cv[U][NMAX], uv[U];
+#pragma unroll
+    for (int q = 0; q < U; ++q) {
+        const int o = off + q * offstep;
+        if (RREG > 0) {
+#pragma unroll
+            for (int r = 0; r < RP; ++r) dtl[q][r] = r < R ? __ldg(xd + r * L + o) : 0.f;
+        }
+#pragma unroll
+        for (int n = 0; n < NMAX; ++n) {
+            const bool live = NMAX == 1 || n < N;
+            bv[q][n] = live ? __ldg(xd + (R + n) * L + o) : 0.f;
+            if (READOUT) cv[q][n] = live ? __ldg(xd + (R + N + n) * L + o) : 0.f;
+        }
+        uv[q] = xu[ui + q * ustep];
+    }
+#pragma unroll
+    for (int q = 0; q < U; ++q) {
+        float v = dc.bias;
+        if (RREG > 0) {
+#pragma unroll
+            for (int r = 0; r < RP; ++r) v = fmaf(dc.wdt[r], dtl[q][r], v);
+        } else {
+            const int o = off + q * offstep;
+            for (int r = 0; r < R; ++r) v = fmaf(to_f32(dc.wdt_g[r]), __ldg(xd + r * L + o), v);
+        }
+        const float delta = softplus_f32(v);
+        const float du = delta * uv[q];
+        float y = 0.f;
+#pragma unroll
+        for (int n = 0; n < NMAX; ++n) {
+            if (NMAX == 1 || n < N) {
+                h[n] = fmaf(fast_exp2(delta * dc.A2[n]), h[n], du * bv[q][n]);
+                if (READOUT) y = fmaf(cv[q][n], h[n], y);
+            }
+        }
+        if (READOUT) yu[ui + q * ustep] += y;
+        else dsum += delta;
+    }
+}
+
 // Scan one segment from state h. READOUT: also add y = C . h at every step into yu (phase 3);
 // otherwise accumulate the segment's sum of delta (phase 1). Returns the state at its end in h.
 template <typename T, int NMAX, int RREG, bool READOUT>
@@ -217,49 +302,11 @@ __device__ __forceinline__ void scan_segment(const DirConsts<T, NMAX, RREG>& dc,
                                              const float* xu, float* yu, float* h, float& dsum)
 {
     constexpr int U = scan_prefetch<NMAX, RREG>();
-    constexpr int RP = RREG > 0 ? RREG : 1;
-    for (int t0 = 0; t0 < sg.T; t0 += U) {
-        float dtl[U][RP], bv[U][NMAX], cv[U][NMAX], uv[U];
-#pragma unroll
-        for (int q = 0; q < U; ++q) {
-            const int t = t0 + q < sg.T ? t0 + q : sg.T - 1;  // clamp: loads stay in bounds
-            const size_t off = (size_t)(sg.off0 + (long long)t * sg.offstep);
-            if (RREG > 0) {
-#pragma unroll
-                for (int r = 0; r < RP; ++r) dtl[q][r] = r < R ? __ldg(xd + (size_t)r * L + off) : 0.f;
-            }
-#pragma unroll
-            for (int n = 0; n < NMAX; ++n) {
-                bv[q][n] = n < N ? __ldg(xd + (size_t)(R + n) * L + off) : 0.f;
-                if (READOUT) cv[q][n] = n < N ? __ldg(xd + (size_t)(R + N + n) * L + off) : 0.f;
-            }
-            uv[q] = xu[sg.u0 + t * sg.ustep];
-        }
-#pragma unroll
-        for (int q = 0; q < U; ++q) {
-            if (t0 + q >= sg.T) break;
-            const size_t off = (size_t)(sg.off0 + (long long)(t0 + q) * sg.offstep);
-            float v = dc.bias;
-            if (RREG > 0) {
-#pragma unroll
-                for (int r = 0; r < RP; ++r) v = fmaf(dc.wdt[r], dtl[q][r], v);
-            } else {
-                for (int r = 0; r < R; ++r) v = fmaf(to_f32(dc.wdt_g[r]), __ldg(xd + (size_t)r * L + off), v);
-            }
-            const float delta = softplus_f32(v);
-            const float du = delta * uv[q];
-            float y = 0.f;
-#pragma unroll
-            for (int n = 0; n < NMAX; ++n) {
-                if (n < N) {
-                    h[n] = fmaf(exp2f(delta * dc.A2[n]), h[n], du * bv[q][n]);
-                    if (READOUT) y = fmaf(cv[q][n], h[n], y);
-                }
-            }
-            if (READOUT) yu[sg.u0 + (t0 + q) * sg.ustep] += y;
-            else dsum += delta;
-        }
-    }
+    int t = 0, off = sg.off0, ui = sg.u0;
+    for (; t + U <= sg.T; t += U, off += U * sg.offstep, ui += U * sg.ustep)
+        scan_steps<T, NMAX, RREG, READOUT, U>(dc, xd, (int)L, N, R, off, sg.offstep, ui, sg.ustep, xu, yu, h, dsum);
+    for (; t < sg.T; ++t, off += sg.offstep, ui += sg.ustep)
+        scan_steps<T, NMAX, RREG, READOUT, 1>(dc, xd, (int)L, N, R, off, sg.offstep, ui, sg.ustep, xu, yu, h, dsum);
 }
 
 // Shared-memory plane stride: threads of a warp are (segment, channel) pairs with the channel
@@ -352,7 +399,7 @@ __global__ void __launch_bounds__(scan_max_threads<NMAX>()) ss2d_scan_kernel(Sca
             const int idx = (dir * S + s) * p.G + g;
             const float hend = hs[(size_t)idx * N + n];
             hs[(size_t)idx * N + n] = carry;
-            carry = fmaf(exp2f(A2 * sd[idx]), carry, hend);
+            carry = fmaf(fast_exp2(A2 * sd[idx]), carry, hend);
         }
     }
     __syncthreads();
@@ -421,7 +468,7 @@ __device__ __forceinline__ int seq_index(int k, int i, int j, int H, int W)
     return k >= 2 ? L - 1 - l : l;
 }
 
-template <typename T>
+template <typename T, int NMAX>
 __global__ void __launch_bounds__(kProjThreads) vmeanba_stats_kernel(
     const T* __restrict__ x, const T* __restrict__ wx, const T* __restrict__ wdt,
     const float* __restrict__ dt_bias, const float* __restrict__ A2, int D, int H, int W, int N, int R,
@@ -445,9 +492,9 @@ __global__ void __launch_bounds__(kProjThreads) vmeanba_stats_kernel(
     if (i >= H || j >= W) return;
     const int px = pi * kTile + pj;
     const float* xdk = xd_s + (size_t)k * C * (kTilePx + 1) + px;  // row c at xdk[c * (kTilePx + 1)]
-    float se[16];
+    float se[NMAX];
 #pragma unroll
-    for (int n = 0; n < 16; ++n) se[n] = 0.f;
+    for (int n = 0; n < NMAX; ++n) se[n] = 0.f;
     float sdu = 0.f, sdelta = 0.f, su = 0.f;
     // dt_low of this pixel in registers when it is short (the common dt_rank <= 8), so the loads
     // of W_dt below are independent of each other and issue together
@@ -463,8 +510,7 @@ __global__ void __launch_bounds__(kProjThreads) vmeanba_stats_kernel(
         const T* wr = wdt + (size_t)r * R;
         if (R <= kRReg) {
 #pragma unroll
-            for (int q2 = 0; q2 < kRReg; ++q2)
-                if (q2 < R) v = fmaf(to_f32(wr[q2]), dtl[q2], v);
+            for (int q2 = 0; q2 < kRReg; ++q2) v = fmaf(q2 < R ? to_f32(wr[q2]) : 0.f, dtl[q2], v);
         } else {
 #pragma unroll 4
             for (int q2 = 0; q2 < R; ++q2) v = fmaf(to_f32(wr[q2]), xdk[q2 * (kTilePx + 1)], v);
@@ -477,8 +523,8 @@ __global__ void __launch_bounds__(kProjThreads) vmeanba_stats_kernel(
         } else {
             sdu = fmaf(delta, u, sdu);
 #pragma unroll
-            for (int n = 0; n < 16; ++n)
-                if (n < N) se[n] += exp2f(delta * __ldg(A2 + (size_t)r * N + n));
+            for (int n = 0; n < NMAX; ++n)
+                if (NMAX == 1 || n < N) se[n] += fast_exp2(delta * __ldg(A2 + (size_t)r * N + n));
         }
     }
     const int l = seq_index(k, i, j, H, W);
@@ -488,8 +534,8 @@ __global__ void __launch_bounds__(kProjThreads) vmeanba_stats_kernel(
         Qk[(size_t)(N + 1) * L] = su;
     } else {
 #pragma unroll
-        for (int n = 0; n < 16; ++n)
-            if (n < N) Qk[(size_t)n * L] = se[n];
+        for (int n = 0; n < NMAX; ++n)
+            if (NMAX == 1 || n < N) Qk[(size_t)n * L] = se[n];
         Qk[(size_t)N * L] = sdu;
     }
     for (int n = 0; n < N; ++n) {
@@ -561,7 +607,7 @@ __device__ __forceinline__ void reduced_coeffs(const float* __restrict__ Qb, con
                 sb += q[((size_t)k * F + N + 2 + n) * L];
                 sc += q[((size_t)k * F + 2 * N + 2 + n) * L];
             }
-            rc.a[n] = exp2f(delta_m * A_mean[n] * kLog2e);
+            rc.a[n] = fast_exp2(delta_m * A_mean[n] * kLog2e);
             rc.bu[n] = delta_m * u_m * (sb / kDirs);
             rc.c[n] = sc / kDirs;
         }
@@ -813,6 +859,7 @@ vmk_status_t ss2d_run(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream, c
 
     const size_t proj_smem = proj_smem_floats(kDirs * C) * sizeof(float);
     if (proj_smem > (size_t)dev.smem_optin) return VMK_ERR_UNSUPPORTED;
+    if ((size_t)C * L >= (1ull << 31)) return VMK_ERR_UNSUPPORTED;  // the scan's 32-bit offsets
     if (!allow_smem(xdbl_proj_kernel<T>, proj_smem)) return VMK_ERR_CUDA;
     dim3 pgrid((W + kTile - 1) / kTile, (H + kTile - 1) / kTile, B);
     xdbl_proj_kernel<T><<<pgrid, kProjThreads, proj_smem, stream>>>(
@@ -879,9 +926,10 @@ vmk_status_t vmeanba_run(const vmk_ss2d_args_t* a, int variant, void* ws, cudaSt
 
     const size_t smem = proj_smem_floats(kDirs * C) * sizeof(float);
     if (smem > (size_t)dev.smem_optin) return VMK_ERR_UNSUPPORTED;
-    if (!allow_smem(vmeanba_stats_kernel<T>, smem)) return VMK_ERR_CUDA;
+    auto stats = N == 1 ? vmeanba_stats_kernel<T, 1> : vmeanba_stats_kernel<T, 16>;
+    if (!allow_smem(stats, smem)) return VMK_ERR_CUDA;
     dim3 pgrid((W + kTile - 1) / kTile, (H + kTile - 1) / kTile, B);
-    vmeanba_stats_kernel<T><<<pgrid, kProjThreads, smem, stream>>>(
+    stats<<<pgrid, kProjThreads, smem, stream>>>(
         static_cast<const T*>(a->x), static_cast<const T*>(a->x_proj_weight),
         static_cast<const T*>(a->dt_projs_weight), a->dt_projs_bias, A2, D, H, W, N, R, variant, Q);
     if (launch_status() != VMK_OK) return VMK_ERR_CUDA;

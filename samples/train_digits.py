@@ -135,8 +135,11 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1 is robust on a shared machine; 2 is faster on an idle one)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # the long-decay scan products underflow; denormals slow CPUs badly
     for family in (CONFIGS if args.family == "all" else [args.family]):
         result = train(family, args.epochs, args.batch_size, args.lr)
         save(family, result, args.epochs, args.batch_size, args.lr)

@@ -30,6 +30,15 @@ LOGIT_REL_TOL = 1e-4
 VARIANTS = ("all-rows", "per-direction", "pre-discretisation")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP oversubscription on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # --------------------------------------------------------------------------- loop-level METHODS.md
 def scan_orders(H: int, W: int):
     """Pixel (i, j) visited at step l for k = 0 row-major, 1 column-major, 2 and 3 reversed."""

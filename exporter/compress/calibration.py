@@ -180,16 +180,19 @@ def load_calibration(source, family: str = "vmamba", *, resolution: int | None =
         raise ValueError(f"limit must be a positive number of samples, got {limit}")
     pre = family_preprocessing(family, resolution, mean, std)
     if isinstance(source, torch.Tensor):
-        return _from_array(source.detach().cpu().numpy(), None, "tensor", pre, limit)
+        source = source.detach().cpu().numpy()
+    if isinstance(source, np.ndarray):
+        return _from_array(source, None, "array", pre, limit)
     text = str(source)
     if text == "synthetic" or text.startswith("synthetic:"):
         count = int(text.split(":", 1)[1]) if ":" in text else 32
         return synthetic_calibration(count if limit is None else min(count, limit), pre, seed)
     if text == "digits" or text.startswith("digits:"):
-        from exporter.samples_data import digits_dataset
+        from exporter.samples_data import DIGITS_RESOLUTION, digits_dataset
 
         split = text.split(":", 1)[1] if ":" in text else "calibration"
-        images, labels = digits_dataset(split, family=family, resolution=resolution, mean=mean, std=std)
+        pre = family_preprocessing(family, resolution or DIGITS_RESOLUTION, mean, std)
+        images, labels = digits_dataset(split, family=family, resolution=pre.resolution, mean=mean, std=std)
         cal = CalibrationSet(images, labels, f"digits:{split}", pre.describe())
         return cal.subset(limit) if limit else cal
     path = Path(source)

@@ -131,7 +131,7 @@ def model_logits(model, images: torch.Tensor, batch_size: int = 64, progress: bo
 def select_vmeanba_layers(model, calibration, k: int | None = None, max_drop: float | None = None,
                           metric: str = "auto", *, variant: str = "all-rows", folded: bool | None = None,
                           candidates="all", family: str | None = None, batch_size: int = 64,
-                          curve: bool = True, progress: bool = True) -> SelectionResult:
+                          curve: bool = True, progress: bool = True, flush_denormal: bool = True) -> SelectionResult:
     """Choose VMeanba layers of ``model`` on ``calibration``.
 
     calibration: a CalibrationSet, or any source ``load_calibration`` accepts (loaded with the
@@ -139,8 +139,24 @@ def select_vmeanba_layers(model, calibration, k: int | None = None, max_drop: fl
     budget is DEFAULT_MAX_DROP. max_drop is in the metric's own units (a fraction for accuracy and
     agreement: 0.01 = 1 point; nats for kl). candidates: a layer spec limiting the layers
     considered. curve: also measure the joint metric of the first K layers in impact order for
-    every K (for the metric-vs-K plot). The model is not modified.
+    every K (for the metric-vs-K plot). flush_denormal: run with denormal floats flushed to zero
+    (the scan's long decay products underflow into denormals, which made CPU evaluation ~10x
+    slower on the digits models; the process-wide setting is switched back off afterwards).
+    The model is not modified.
     """
+    if not flush_denormal:
+        return _select(model, calibration, k, max_drop, metric, variant, folded, candidates, family, batch_size,
+                       curve, progress)
+    torch.set_flush_denormal(True)
+    try:
+        return _select(model, calibration, k, max_drop, metric, variant, folded, candidates, family, batch_size,
+                       curve, progress)
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _select(model, calibration, k, max_drop, metric, variant, folded, candidates, family, batch_size, curve,
+            progress) -> SelectionResult:
     start = time.time()
     cal = calibration if isinstance(calibration, CalibrationSet) else load_calibration(
         calibration, family or getattr(model, "family", "vmamba"))

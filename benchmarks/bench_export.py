@@ -59,6 +59,7 @@ def bench(arch: str, variant: str, precision: str, resolution: int, runs: int, w
         custom=result.custom_nodes, file_mb=round(path.stat().st_size / 2**20, 1),
         dynamic=",".join(result.dynamic_axes.values()), parity_max_abs=par.max_abs_error, parity_pass=par.passed,
         pytorch_ms=round(pt_lat.median_ms, 1), onnxrt_ms=round(ort_lat.median_ms, 1),
+        pytorch_min_ms=round(pt_lat.min_ms, 1), onnxrt_min_ms=round(ort_lat.min_ms, 1),
     )
     path.unlink()
     return row
@@ -91,7 +92,7 @@ def main() -> int:
                     f"torch {torch.__version__}, batch 1 at {args.resolution}x{args.resolution}, "
                     f"median of {args.runs} after {args.warmup} warm-up")
     cols = ["arch", "variant", "precision", "export_s", "nodes", "nodes_inlined", "custom", "file_mb", "dynamic",
-            "parity_max_abs", "pytorch_ms", "onnxrt_ms"]
+            "parity_max_abs", "pytorch_ms", "onnxrt_ms", "pytorch_min_ms", "onnxrt_min_ms"]
     for c in cols:
         t.add_column(c)
     for r in rows:

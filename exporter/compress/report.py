@@ -63,6 +63,8 @@ def write_selection_report(result: SelectionResult, out_dir, console=None, print
     ax.set_xticks(range(len(names)), [n.replace("layers.", "L").replace(".blocks.", ".") for n in names],
                   rotation=60, ha="right", fontsize=8)
     ax.axhline(0, color="black", lw=0.6)
+    chosen_x = [i for i, n in enumerate(names) if n in result.layers]
+    ax.scatter(chosen_x, [0] * len(chosen_x), marker="v", color="tab:green", zorder=3)  # visible at zero impact
     ax.set_ylabel(f"{result.metric} drop, VMeanba alone ({unit})")
     ax.set_title(f"VMeanba impact per layer (green: chosen){' [SYNTHETIC]' if result.synthetic else ''}", fontsize=10)
     fig.tight_layout()
@@ -80,6 +82,8 @@ def write_selection_report(result: SelectionResult, out_dir, console=None, print
             sign = 1 if result.metric == "kl" else -1
             ax.axhline(scale * (result.baseline + sign * result.max_drop), color="tab:red", lw=0.8, ls=":",
                        label="budget")
+        ax.scatter([len(result.layers)], [scale * result.joint], marker="*", s=160, color="tab:green", zorder=3,
+                   label="chosen set")
         ax.set_xlabel("K (VMeanba layers, smallest impact first)")
         ax.set_ylabel(result.metric + ("" if result.metric == "kl" else " (%)"))
         ax.set_title(f"{result.metric} vs K on {result.num_samples} calibration samples", fontsize=10)

@@ -131,7 +131,8 @@ def model_logits(model, images: torch.Tensor, batch_size: int = 64, progress: bo
 def select_vmeanba_layers(model, calibration, k: int | None = None, max_drop: float | None = None,
                           metric: str = "auto", *, variant: str = "all-rows", folded: bool | None = None,
                           candidates="all", family: str | None = None, batch_size: int = 64,
-                          curve: bool = True, progress: bool = True, flush_denormal: bool = True) -> SelectionResult:
+                          curve: bool = True, progress: bool = True, flush_denormal: bool = True,
+                          threads: int | None = None) -> SelectionResult:
     """Choose VMeanba layers of ``model`` on ``calibration``.
 
     calibration: a CalibrationSet, or any source ``load_calibration`` accepts (loaded with the
@@ -142,17 +143,22 @@ def select_vmeanba_layers(model, calibration, k: int | None = None, max_drop: fl
     every K (for the metric-vs-K plot). flush_denormal: run with denormal floats flushed to zero
     (the scan's long decay products underflow into denormals, which made CPU evaluation ~10x
     slower on the digits models; the process-wide setting is switched back off afterwards).
+    threads: torch CPU threads for the duration of the call (restored afterwards); on a loaded
+    2-core machine 1 thread ran the digits selection in 2.7 s where 2 threads took 87 s.
     The model is not modified.
     """
-    if not flush_denormal:
-        return _select(model, calibration, k, max_drop, metric, variant, folded, candidates, family, batch_size,
-                       curve, progress)
-    torch.set_flush_denormal(True)
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    if flush_denormal:
+        torch.set_flush_denormal(True)
     try:
         return _select(model, calibration, k, max_drop, metric, variant, folded, candidates, family, batch_size,
                        curve, progress)
     finally:
-        torch.set_flush_denormal(False)
+        if flush_denormal:
+            torch.set_flush_denormal(False)
+        torch.set_num_threads(previous_threads)
 
 
 def _select(model, calibration, k, max_drop, metric, variant, folded, candidates, family, batch_size, curve,

@@ -217,3 +217,13 @@ def test_auto_spec_runs_selection_inside_apply_vmeanba(digits):
     assert chosen == new.vmeanba_selection.layers and len(chosen) == 2
     assert all(s.vmeanba is None for s in model.ssm_layers().values())
     json.loads(new.vmeanba_selection.to_json())
+
+
+def test_synthetic_calibration_is_flagged_in_the_result(digits, tmp_path):
+    family, model = digits
+    with pytest.warns(UserWarning, match="MEANINGLESS"):
+        cal = load_calibration("synthetic:8", family, resolution=32)
+    result = select_vmeanba_layers(model, cal, k=1, max_drop=0.5, progress=False, curve=False)
+    assert result.synthetic and result.metric == "agreement" and len(result.layers) <= 1
+    write_selection_report(result, tmp_path, print_table=False)
+    assert json.loads((tmp_path / "selection.json").read_text())["synthetic"] is True

@@ -119,10 +119,12 @@ def _progress(iterable, progress: bool, **kwargs):
 @torch.no_grad()
 def model_logits(model, images: torch.Tensor, batch_size: int = 64, progress: bool = False,
                  desc: str = "batches") -> torch.Tensor:
-    """Logits of ``model`` on ``images`` in batches (float32, CPU)."""
+    """Logits of ``model`` on ``images`` in batches (float32, returned on the CPU); each batch is
+    moved to the model's device and dtype."""
     model.eval()
+    param = next(model.parameters())
     starts = range(0, images.shape[0], batch_size)
-    outs = [model(images[i:i + batch_size]).float().cpu()
+    outs = [model(images[i:i + batch_size].to(param.device, param.dtype)).float().cpu()
             for i in _progress(starts, progress, desc=desc, leave=False, total=len(starts))]
     return torch.cat(outs)
 

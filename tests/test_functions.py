@@ -177,3 +177,15 @@ def test_missing_function_body_is_rejected_by_stock_ort():
     F.strip_functions(model)
     with pytest.raises(Exception, match="QuarterMapUp"):
         ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def test_omitted_attributes_take_the_contract_defaults():
+    """A node without stride/keep (or variant) uses the FunctionProto defaults = contract defaults."""
+    model = F.standalone_model("QuarterMapDown", stride=3, keep=2)
+    node = model.graph.node[0]
+    kept = [a for a in node.attribute if a.name not in OPS["QuarterMapDown"].attribute_names]
+    del node.attribute[:]
+    node.attribute.extend(kept)
+    x = torch.randn(1, 2, 7, 9)
+    defaults = {a.name: a.default for a in OPS["QuarterMapDown"].attributes}
+    np.testing.assert_array_equal(_run(model, x=x), ref.quartermap_down(x, defaults["stride"], defaults["keep"]).numpy())

@@ -164,11 +164,13 @@ def measure(model, dtype, batch: int, iters: int, image_size: int, **runtime_kwa
 
 
 # --------------------------------------------------------------------------- main grid
-def run_grid(args) -> list[dict]:
+def run_grid(args, save=None) -> list[dict]:
+    """Every model x configuration x dtype x batch; ``save(results)`` after each model and dtype
+    (a run stopped by a time limit keeps what it measured)."""
     results = []
     models = [m for m in args.models if m in OFFICIAL or m in MEDMAMBA_MODELS]
     for name in models:
-        configs = MEDMAMBA_CONFIGS if name in MEDMAMBA_MODELS else list(CONFIGS)
+        configs = MEDMAMBA_CONFIGS if name in MEDMAMBA_MODELS or name in args.short_models else list(CONFIGS)
         if args.configs:
             configs = [c for c in configs if c in args.configs]
         for dname in args.dtypes:
@@ -191,7 +193,24 @@ def run_grid(args) -> list[dict]:
                             f"{row['img_per_s']:9.1f} img/s  (setup {row['setup_s']:.1f}s){'' if row['finite'] else '  NON-FINITE'}")
             del model
             release(None)
+            if save is not None:
+                save(results)
     return results
+
+
+_LOG_LINE = re.compile(r"^(\S+)\s+(\S+)\s+(fp32|fp16) b(\d+)\s+([\d.]+) ms\s+([\d.]+) img/s")
+
+
+def results_from_log(path: Path) -> list[dict]:
+    """Rebuild result rows from a bench_e2e log (for a run cut off before it wrote its JSON)."""
+    rows = []
+    for line in path.read_text().splitlines():
+        m = _LOG_LINE.match(line)
+        if m and not line.startswith("explore"):
+            model, config, dname, batch, ms, ips = m.groups()
+            rows.append({"model": model, "config": config, "dtype": dname, "batch": int(batch),
+                         "median_ms": float(ms), "img_per_s": float(ips), "source": f"log {path.name}"})
+    return rows
 
 
 def lookup(results, model, config, dtype, batch):
@@ -272,7 +291,7 @@ def targets(results, batch_large: int) -> list[str]:
     return out
 
 
-def plot(rows, path: Path, batch_large: int) -> None:
+def plot(rows, path: Path, batch_large: int, device: str | None = None) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -296,7 +315,8 @@ def plot(rows, path: Path, batch_large: int) -> None:
     ax.set_xticks(list(x))
     ax.set_xticklabels(labels, rotation=70, ha="right", fontsize=7)
     ax.set_ylabel(f"images / s (batch {batch_large}, 224x224)")
-    ax.set_title(f"End-to-end throughput, {torch.cuda.get_device_name()} (bars: this project; dark ticks: official)")
+    device = device or torch.cuda.get_device_name()
+    ax.set_title(f"End-to-end throughput, {device} (bars: this project; dark ticks: official)")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -427,7 +447,7 @@ def run_variants(args) -> list[dict]:
         model = build(name)
         for config in ("baseline", "vmeanba-k4+qm-k3"):
             layers = configure(model, config)
-            for batch in args.batch_sizes:
+            for batch in args.variant_batch_sizes or args.batch_sizes:
                 iters = args.iters if batch > 1 else args.latency_iters
                 row = {"model": name, "config": config + suffix, "dtype": dname, **layers}
                 try:
@@ -457,6 +477,21 @@ def kernel_source_fingerprint() -> str:
     return hashlib.sha256(src.read_bytes()).hexdigest()[:12] if src.is_file() else "unknown"
 
 
+def write_outputs(payload: dict, results: list[dict], out_dir: Path, large: int, device: str | None = None) -> None:
+    rows = summary_rows(results, large)
+    payload.update({"results": results, "summary": rows, "targets": targets(results, large)})
+    table = markdown_table(rows, large)
+    (out_dir / "e2e_results.json").write_text(json.dumps(payload, indent=1))
+    (out_dir / "e2e_table.md").write_text(table + "\n\n" + "\n".join(payload["targets"]) + "\n")
+    try:
+        plot(rows, out_dir / "e2e_throughput.png", large, device)
+    except Exception:
+        traceback.print_exc()
+    log("\n" + table + "\n")
+    for line in payload["targets"]:
+        log(line)
+
+
 # --------------------------------------------------------------------------- entry
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -473,12 +508,22 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="with --explore: also try torch.compile")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--no-grid", action="store_true")
+    ap.add_argument("--device-name", default=None, help="with --from-log: the GPU named in the plot title")
+    ap.add_argument("--from-log", default=None, help="no GPU work: rebuild JSON, table and plot from a bench_e2e log")
     ap.add_argument("--variants", action="store_true", help="with the grid: VMamba-T rows with torch.compile and TF32")
+    ap.add_argument("--variant-batch-sizes", nargs="+", type=int, default=None, help="batch sizes of --variants rows")
+    ap.add_argument("--short-models", nargs="+", default=[],
+                    help="models measured only uncompressed and with VMeanba K=4 + QuarterMap k=3")
     args = ap.parse_args()
     if args.quick:
         args.models, args.configs = ["vmamba_tiny_s1l8"], ["baseline", "vmeanba-k4+qm-k3"]
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if args.from_log:
+        results = results_from_log(Path(args.from_log))
+        write_outputs({"environment": {"source": args.from_log}}, results, out_dir, max(args.batch_sizes),
+                      device=args.device_name)
+        return
     ok, reason = kernel_status()
     if not ok:
         sys.exit(f"bench_e2e: the project's CUDA kernels are not usable, nothing to measure: {reason}")
@@ -496,21 +541,14 @@ def main() -> None:
         except Exception:
             traceback.print_exc()
     if not args.no_grid:
-        results = run_grid(args)
+        def save(partial):
+            (out_dir / "e2e_results.json").write_text(json.dumps({**payload, "results": partial, "partial": True}, indent=1))
+
+        results = run_grid(args, save)
+        save(results)
         if args.variants:
             results += run_variants(args)
-        rows = summary_rows(results, large)
-        payload.update({"results": results, "summary": rows, "targets": targets(results, large)})
-        table = markdown_table(rows, large)
-        (out_dir / "e2e_results.json").write_text(json.dumps(payload, indent=1))
-        (out_dir / "e2e_table.md").write_text(table + "\n\n" + "\n".join(payload["targets"]) + "\n")
-        try:
-            plot(rows, out_dir / "e2e_throughput.png", large)
-        except Exception:
-            traceback.print_exc()
-        log("\n" + table + "\n")
-        for line in payload["targets"]:
-            log(line)
+        write_outputs(payload, results, out_dir, large)
     # last: its torch.compile runs are the slowest and least predictable part
     if args.explore:
         payload["explore"] = explore(args)

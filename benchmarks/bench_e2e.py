@@ -206,7 +206,7 @@ def results_from_log(path: Path) -> list[dict]:
     rows = []
     for line in path.read_text().splitlines():
         m = _LOG_LINE.match(line)
-        if m and not line.startswith("explore"):
+        if m and m.group(1) in VMAMBA_MODELS + MEDMAMBA_MODELS:
             model, config, dname, batch, ms, ips = m.groups()
             rows.append({"model": model, "config": config, "dtype": dname, "batch": int(batch),
                          "median_ms": float(ms), "img_per_s": float(ips), "source": f"log {path.name}"})

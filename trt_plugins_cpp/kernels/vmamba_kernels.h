@@ -13,6 +13,9 @@
  *    the largest shapes you will run (TensorRT: the profile's max dims) and pass at least that.
  *  - Functions return VMK_OK or an error code; vmk_status_string() names it. A bad argument is
  *    reported before anything is launched.
+ *  - Limits of this build (VMK_ERR_UNSUPPORTED beyond them): d_state 1..16, batch <= 65535,
+ *    height and width <= 32768, (dt_rank + 2 * d_state) * height * width < 2^31. Results are
+ *    deterministic (no atomics): the same inputs give bitwise identical outputs.
  */
 #ifndef VMAMBA_KERNELS_H
 #define VMAMBA_KERNELS_H

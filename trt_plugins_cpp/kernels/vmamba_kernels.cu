@@ -242,9 +242,10 @@ __device__ __forceinline__ Segment make_segment(const ScanParams& p, int fam, in
 }
 
 // Block size cap: 512 threads for d_state 1; 256 for d_state 16 (its states need the registers).
-template <int NMAX> __host__ __device__ constexpr int scan_max_threads() { return NMAX > 1 ? kScanMaxThreads / 2 : kScanMaxThreads; }
+// Wide register tiles (dt_rank > 16) need the 255-register budget of a 256-thread block.
+template <int NMAX, int RREG> __host__ __device__ constexpr int scan_max_threads() { return (NMAX > 1 || RREG > 16) ? kScanMaxThreads / 2 : kScanMaxThreads; }
 // Steps whose loads are issued together before any of them is used (hides L2 latency).
-template <int NMAX, int RREG> __host__ __device__ constexpr int scan_prefetch() { return NMAX > 1 ? 1 : (RREG > 8 ? 2 : 4); }
+template <int NMAX, int RREG> __host__ __device__ constexpr int scan_prefetch() { return (NMAX > 1 || RREG > 16) ? 1 : (RREG > 8 ? 2 : 4); }
 
 // U consecutive steps of a segment: all their loads are issued before the first is used.
 template <typename T, int NMAX, int RREG, bool READOUT, int U>
@@ -321,7 +322,7 @@ __host__ __device__ inline int scan_plane_stride(int H, int Wp, int G)
 }
 
 template <typename T, int NMAX, int RREG>
-__global__ void __launch_bounds__(scan_max_threads<NMAX>()) ss2d_scan_kernel(ScanParams p)
+__global__ void __launch_bounds__(scan_max_threads<NMAX, RREG>()) ss2d_scan_kernel(ScanParams p)
 {
     extern __shared__ float smem[];
     const int b = blockIdx.y;
@@ -837,7 +838,7 @@ vmk_status_t launch_scan(const ScanParams& p, int batch, size_t smem, cudaStream
     if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
     const int units = p.G * 2 * (p.H > p.W ? p.H : p.W);
     int threads = ((units + 31) / 32) * 32;
-    if (threads > scan_max_threads<NMAX>()) threads = scan_max_threads<NMAX>();
+    if (threads > scan_max_threads<NMAX, RREG>()) threads = scan_max_threads<NMAX, RREG>();
     if (threads < 64) threads = 64;
     // 2-D block: x runs along image rows for the coalesced plane loads and stores
     const int bx = p.W >= 32 ? 32 : (p.W >= 16 ? 16 : 8);
@@ -880,12 +881,17 @@ vmk_status_t ss2d_run(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream, c
     ScanParams p{a->x, a->dt_projs_weight, a->dt_projs_bias, a->A_logs, a->Ds, xrow, xcol, a->y,
                  D, H, W, N, R, C, G, W | 1};
     const size_t smem = scan_smem_bytes(a, G);
+    // W_dt stays in registers up to dt_rank 64 for d_state 1 (VMamba-B stage 3), 32 for d_state 16; reading it from global memory at
+    // every step made stages 2-3 3-4x slower (docs/BENCHMARKS.md profile).
     if (N == 1) {
         if (R <= 8) return launch_scan<T, 1, 8>(p, B, smem, stream);
         if (R <= 16) return launch_scan<T, 1, 16>(p, B, smem, stream);
+        if (R <= 32) return launch_scan<T, 1, 32>(p, B, smem, stream);
+        if (R <= 64) return launch_scan<T, 1, 64>(p, B, smem, stream);
         return launch_scan<T, 1, 0>(p, B, smem, stream);
     }
     if (R <= 16) return launch_scan<T, 16, 16>(p, B, smem, stream);
+    if (R <= 32) return launch_scan<T, 16, 32>(p, B, smem, stream);  // 16 x 64 would spill
     return launch_scan<T, 16, 0>(p, B, smem, stream);
 }
 

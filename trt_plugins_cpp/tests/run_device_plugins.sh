@@ -49,7 +49,7 @@ probe="$(find "${build}" -name registry_probe -type f -perm -u+x | head -1)"
 plugins="$(find "${build}" -name libvmamba_trt_plugins.so -type f | head -1)"
 
 if [[ ! -f "${golden}/cases.txt" ]]; then
-  python3 "${root}/tests/make_plugin_golden.py" --out "${golden}" 2>&1 | tee -a "${summary}" || { note "FAIL: golden"; exit 4; }
+  PYTHONPATH="${root}${PYTHONPATH:+:${PYTHONPATH}}" python3 "${root}/tests/make_plugin_golden.py" --out "${golden}" 2>&1 | tee -a "${summary}" || { note "FAIL: golden"; exit 4; }
 fi
 
 status=0

@@ -14,7 +14,10 @@
 #include "vmamba_kernels.h"
 
 #include <cstdint>
+#include <exception>
+#include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace vmamba
@@ -77,6 +80,19 @@ inline bool dimsAgree(int64_t a, int64_t b) noexcept
 // its attributes, shape rules, workspace and enqueue. Inputs are described by the contract table
 // kInputIsFloat32: such inputs are always float32, the others share input 0's type (float32 or
 // float16), and the single output has input 0's type. Only the linear format is supported.
+// Every plugin's create(): construct without letting allocation failure throw; nullptr and an
+// error message when memory runs out.
+template <typename P, typename... Args>
+P* newPlugin(std::string& error, Args&&... args)
+{
+    P* plugin = new (std::nothrow) P(std::forward<Args>(args)...);
+    if (plugin == nullptr)
+    {
+        error = "out of memory";
+    }
+    return plugin;
+}
+
 class VmambaPluginBase : public nvinfer1::IPluginV3,
                          public nvinfer1::IPluginV3OneCore,
                          public nvinfer1::IPluginV3OneBuild,
@@ -121,6 +137,20 @@ protected:
         std::string& error) const;
     bool checkCounts(int32_t nbInputs, int32_t nbOutputs, char const* where) const noexcept;
     void fail(std::string const& message) const noexcept { logError(mOpName, mLayerName + ": " + message); }
+    // Every plugin's clone(): a copy of the concrete class, or nullptr with a logged error.
+    template <typename Derived>
+    nvinfer1::IPluginV3* cloneAs(Derived const& self) const noexcept
+    {
+        try
+        {
+            return new Derived(self);
+        }
+        catch (std::exception const& e)
+        {
+            fail(std::string("clone: ") + e.what());
+        }
+        return nullptr;
+    }
 
     std::string mLayerName;
     char const* mOpName;

@@ -21,12 +21,7 @@ QuarterMapDownPlugin* QuarterMapDownPlugin::create(std::string const& layerName,
         error = "keep (" + std::to_string(keep) + ") must be <= stride (" + std::to_string(stride) + ")";
         return nullptr;
     }
-    QuarterMapDownPlugin* plugin = new (std::nothrow) QuarterMapDownPlugin(layerName, stride, keep);
-    if (plugin == nullptr)
-    {
-        error = "out of memory";
-    }
-    return plugin;
+    return newPlugin<QuarterMapDownPlugin>(error, layerName, stride, keep);
 }
 
 QuarterMapDownPlugin::QuarterMapDownPlugin(std::string layerName, int32_t stride, int32_t keep)
@@ -39,15 +34,7 @@ QuarterMapDownPlugin::QuarterMapDownPlugin(std::string layerName, int32_t stride
 
 IPluginV3* QuarterMapDownPlugin::clone() noexcept
 {
-    try
-    {
-        return new QuarterMapDownPlugin(*this);
-    }
-    catch (std::exception const& e)
-    {
-        fail(std::string("clone: ") + e.what());
-    }
-    return nullptr;
+    return cloneAs(*this);
 }
 
 int64_t QuarterMapDownPlugin::keptSize(int64_t size) const noexcept

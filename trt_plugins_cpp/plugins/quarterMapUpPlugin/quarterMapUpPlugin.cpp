@@ -13,12 +13,7 @@ namespace plugin
 
 QuarterMapUpPlugin* QuarterMapUpPlugin::create(std::string const& layerName, int32_t const* /*values*/, std::string& error)
 {
-    QuarterMapUpPlugin* plugin = new (std::nothrow) QuarterMapUpPlugin(layerName);
-    if (plugin == nullptr)
-    {
-        error = "out of memory";
-    }
-    return plugin;
+    return newPlugin<QuarterMapUpPlugin>(error, layerName);
 }
 
 QuarterMapUpPlugin::QuarterMapUpPlugin(std::string layerName)
@@ -29,15 +24,7 @@ QuarterMapUpPlugin::QuarterMapUpPlugin(std::string layerName)
 
 IPluginV3* QuarterMapUpPlugin::clone() noexcept
 {
-    try
-    {
-        return new QuarterMapUpPlugin(*this);
-    }
-    catch (std::exception const& e)
-    {
-        fail(std::string("clone: ") + e.what());
-    }
-    return nullptr;
+    return cloneAs(*this);
 }
 
 int32_t QuarterMapUpPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const* /*shapeInputs*/,

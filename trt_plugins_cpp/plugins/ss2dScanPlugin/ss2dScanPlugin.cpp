@@ -12,12 +12,7 @@ namespace plugin
 
 SS2DScanPlugin* SS2DScanPlugin::create(std::string const& layerName, int32_t const* /*values*/, std::string& error)
 {
-    SS2DScanPlugin* plugin = new (std::nothrow) SS2DScanPlugin(layerName);
-    if (plugin == nullptr)
-    {
-        error = "out of memory";
-    }
-    return plugin;
+    return newPlugin<SS2DScanPlugin>(error, layerName);
 }
 
 SS2DScanPlugin::SS2DScanPlugin(std::string layerName)
@@ -28,15 +23,7 @@ SS2DScanPlugin::SS2DScanPlugin(std::string layerName)
 
 IPluginV3* SS2DScanPlugin::clone() noexcept
 {
-    try
-    {
-        return new SS2DScanPlugin(*this);
-    }
-    catch (std::exception const& e)
-    {
-        fail(std::string("clone: ") + e.what());
-    }
-    return nullptr;
+    return cloneAs(*this);
 }
 
 size_t SS2DScanPlugin::getWorkspaceSize(

@@ -12,12 +12,7 @@ namespace plugin
 
 VMeanbaScanPlugin* VMeanbaScanPlugin::create(std::string const& layerName, int32_t const* values, std::string& error)
 {
-    VMeanbaScanPlugin* plugin = new (std::nothrow) VMeanbaScanPlugin(layerName, values[0]);
-    if (plugin == nullptr)
-    {
-        error = "out of memory";
-    }
-    return plugin;
+    return newPlugin<VMeanbaScanPlugin>(error, layerName, values[0]);
 }
 
 VMeanbaScanPlugin::VMeanbaScanPlugin(std::string layerName, int32_t variant)
@@ -29,15 +24,7 @@ VMeanbaScanPlugin::VMeanbaScanPlugin(std::string layerName, int32_t variant)
 
 IPluginV3* VMeanbaScanPlugin::clone() noexcept
 {
-    try
-    {
-        return new VMeanbaScanPlugin(*this);
-    }
-    catch (std::exception const& e)
-    {
-        fail(std::string("clone: ") + e.what());
-    }
-    return nullptr;
+    return cloneAs(*this);
 }
 
 size_t VMeanbaScanPlugin::getWorkspaceSize(

@@ -473,8 +473,11 @@ def set_tf32_off() -> None:
 def kernel_source_fingerprint() -> str:
     import hashlib
 
-    src = Path(__file__).resolve().parents[1] / "trt_plugins_cpp" / "kernels" / "vmamba_kernels.cu"
-    return hashlib.sha256(src.read_bytes()).hexdigest()[:12] if src.is_file() else "unknown"
+    kernels = Path(__file__).resolve().parents[1] / "trt_plugins_cpp" / "kernels"
+    digest = hashlib.sha256()
+    for src in sorted(kernels.glob("*.cu*")):
+        digest.update(src.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def write_outputs(payload: dict, results: list[dict], out_dir: Path, large: int, device: str | None = None) -> None:

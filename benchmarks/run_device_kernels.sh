@@ -17,7 +17,7 @@ nvcc --version | tail -1
 
 step "build (trt_plugins_cpp/kernels on its own; the top-level CMake adds the TensorRT plugins)"
 BUILD=build/device-kernels
-if ! { cmake -S trt_plugins_cpp/kernels -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="80-real;90-real;90-virtual" \
+if ! { cmake -S trt_plugins_cpp/kernels -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90-real}" \
         > "$OUT_DIR/build.log" 2>&1 && cmake --build "$BUILD" -j16 --target vmamba_kernels vmk_sanitize_driver \
         >> "$OUT_DIR/build.log" 2>&1; }; then
     tail -40 "$OUT_DIR/build.log"; echo "BUILD FAILED"; exit 1
@@ -59,8 +59,8 @@ for arg in "$@"; do
 done
 python3 benchmarks/bench_kernels.py $BENCH_ARGS --json "$OUT_DIR/bench.json" --md "$OUT_DIR/bench.md" || status=1
 if [ $PROFILE -eq 1 ]; then
-    step "Nsight Compute (stage 0, batch 128, fp32)"
-    ncu --clock-control none --kernel-name regex:"ss2d|xdbl|vmeanba|quartermap" --section SpeedOfLight --section Occupancy --section LaunchStats \
+    step "Nsight Compute (VMamba-T stages 0 and 3, batch 128, fp16)"
+    ncu --clock-control none --kernel-name regex:"ss2d|vmeanba|quartermap" --section SpeedOfLight --section Occupancy --section LaunchStats \
         --section WarpStateStats --section MemoryWorkloadAnalysis \
         python3 benchmarks/profile_kernels.py > "$OUT_DIR/ncu.txt" 2>&1 || echo "ncu failed"
     grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput|L2 Cache Throughput|L1/TEX Cache Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Stall" "$OUT_DIR/ncu.txt" | cut -c1-150 | head -120

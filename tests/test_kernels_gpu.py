@@ -93,6 +93,8 @@ SCAN_SHAPES = [
     (3, 12, 14, 14, 1, 24),  # register-tiled W_dt paths: dt_rank 17..32 and 33..64
     (2, 8, 7, 7, 1, 48),
     (1, 6, 9, 7, 1, 64),
+    (1, 96, 56, 56, 1, 6),  # VMamba-T stage 0 at batch 1 (chunked, 16 slots) and stage 3 at batch 8
+    (8, 768, 7, 7, 1, 48),
 ]
 
 
@@ -117,6 +119,24 @@ def test_ss2d_scan_matches_reference(shape, dtype):
     # the registered CUDA kernel of the custom op is this kernel, bit for bit (deterministic)
     again = torch.ops.vmamba.ss2d_scan(x, *params.values())
     assert torch.equal(again, out)
+
+
+# Every decomposition the launcher can pick (VMK_SCAN_SLOTS forces it): unchunked, and 2..16 chunk
+# slots per super-chunk, on shapes where the windows end mid-row/column and channels are not a
+# multiple of 32 (dead lanes).
+@pytest.mark.parametrize("slots", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize("shape", [(2, 40, 23, 29, 1, 6), (1, 33, 56, 56, 1, 12), (3, 8, 14, 14, 1, 40)],
+                         ids=lambda s: "B{}_D{}_{}x{}_N{}_R{}".format(*s))
+def test_ss2d_scan_every_slot_count(shape, slots, monkeypatch):
+    B, D, H, W, N, R = shape
+    x, params = make_inputs(B, D, H, W, N, R, torch.float32, seed=11 + slots)
+    want = reference64(ref.ss2d_scan, x, params)
+    monkeypatch.setenv("VMK_SCAN_SLOTS", str(slots))
+    out = torch.full_like(x, float("nan"))
+    kernels.ss2d_scan(x, *params.values(), out=out)
+    err = rel_err(out, want)
+    print(f"ss2d slots={slots} {shape}: rel err {err:.2e}")
+    assert err < TOL[torch.float32]
 
 
 def test_ss2d_scan_without_skip_term():

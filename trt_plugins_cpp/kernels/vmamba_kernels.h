@@ -27,6 +27,13 @@
 extern "C" {
 #endif
 
+/* The library is built with hidden visibility; these are its only exported symbols. */
+#if defined(__GNUC__)
+#define VMK_API __attribute__((visibility("default")))
+#else
+#define VMK_API
+#endif
+
 typedef struct CUstream_st* vmk_stream_t; /* the same type as cudaStream_t */
 
 typedef enum {
@@ -64,13 +71,13 @@ typedef struct {
 } vmk_ss2d_args_t;
 
 /* Scratch bytes for these shapes (pointers are not read). */
-size_t vmk_ss2d_scan_workspace_size(const vmk_ss2d_args_t* args);
-vmk_status_t vmk_ss2d_scan(const vmk_ss2d_args_t* args, void* workspace, size_t workspace_bytes,
+VMK_API size_t vmk_ss2d_scan_workspace_size(const vmk_ss2d_args_t* args);
+VMK_API vmk_status_t vmk_ss2d_scan(const vmk_ss2d_args_t* args, void* workspace, size_t workspace_bytes,
                            vmk_stream_t stream);
 
 /* variant: 0 = all rows (the authors' default), 1 = per direction, 2 = pre-discretisation. */
-size_t vmk_vmeanba_scan_workspace_size(const vmk_ss2d_args_t* args, int32_t variant);
-vmk_status_t vmk_vmeanba_scan(const vmk_ss2d_args_t* args, int32_t variant, void* workspace,
+VMK_API size_t vmk_vmeanba_scan_workspace_size(const vmk_ss2d_args_t* args, int32_t variant);
+VMK_API vmk_status_t vmk_vmeanba_scan(const vmk_ss2d_args_t* args, int32_t variant, void* workspace,
                               size_t workspace_bytes, vmk_stream_t stream);
 
 /* QuarterMapDown: x (batch, channels, height, width) -> y (batch, channels, kept(height), kept(width)),
@@ -82,7 +89,7 @@ typedef struct {
     const void* x;
     void* y;
 } vmk_quartermap_down_args_t;
-vmk_status_t vmk_quartermap_down(const vmk_quartermap_down_args_t* args, vmk_stream_t stream);
+VMK_API vmk_status_t vmk_quartermap_down(const vmk_quartermap_down_args_t* args, vmk_stream_t stream);
 
 /* QuarterMapUp: x (batch, channels, in_height, in_width) -> y (batch, channels, out_height, out_width),
  * y[i, j] = x[(i * in_height) / out_height, (j * in_width) / out_width] (integer division). */
@@ -92,11 +99,11 @@ typedef struct {
     const void* x;
     void* y;
 } vmk_quartermap_up_args_t;
-vmk_status_t vmk_quartermap_up(const vmk_quartermap_up_args_t* args, vmk_stream_t stream);
+VMK_API vmk_status_t vmk_quartermap_up(const vmk_quartermap_up_args_t* args, vmk_stream_t stream);
 
-const char* vmk_status_string(vmk_status_t status);
+VMK_API const char* vmk_status_string(vmk_status_t status);
 /* 10000 * major + 100 * minor + patch of this kernel library. */
-int32_t vmk_version(void);
+VMK_API int32_t vmk_version(void);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,109 @@
+// Shared by the kernel files of libvmamba_kernels (one file per op family, c_api.cu for the C ABI):
+// numeric helpers, launch helpers, argument checks and the internal entry points.
+#ifndef VMAMBA_KERNELS_COMMON_CUH
+#define VMAMBA_KERNELS_COMMON_CUH
+
+#include "vmamba_kernels.h"
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+namespace vmk {
+
+constexpr int kDirs = 4;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr int kMaxDState = 16;
+constexpr int kMaxSide = 1 << 15;
+constexpr size_t kAlign = 256;
+
+inline size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+
+template <typename T> __device__ __forceinline__ float to_f32(T v);
+template <> __device__ __forceinline__ float to_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ float to_f32<__half>(__half v) { return __half2float(v); }
+template <typename T> __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
+
+// 2^x on the special-function unit (relative error ~2^-22; results below 2^-126 flush to zero,
+// which only drops state contributions smaller than 1e-38).
+__device__ __forceinline__ float fast_exp2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// torch.nn.functional.softplus (inputs above 20 pass through), branch-free and accurate to ~3e-7
+// relative: softplus(v) = max(v, 0) + log1p(z), z = exp(-|v|) in (0, 1], and
+// log1p(z) = 2 atanh(s), s = z / (2 + z) <= 1/3, summed to s^15 (next term < 2e-9 relative).
+// (log1pf is as accurate but branches and costs ~4x the instructions; log(1 + z) loses the
+// small steps delta ~ 1e-3 that VMamba uses.)
+__device__ __forceinline__ float softplus_f32(float v)
+{
+    const float z = fast_exp2(-fabsf(v) * kLog2e);
+    const float s = __fdividef(z, 2.f + z);
+    const float t = s * s;
+    float poly = 1.f / 15.f;
+    poly = fmaf(poly, t, 1.f / 13.f);
+    poly = fmaf(poly, t, 1.f / 11.f);
+    poly = fmaf(poly, t, 1.f / 9.f);
+    poly = fmaf(poly, t, 1.f / 7.f);
+    poly = fmaf(poly, t, 1.f / 5.f);
+    poly = fmaf(poly, t, 1.f / 3.f);
+    poly = fmaf(poly, t, 1.f);
+    const float sp = fmaxf(v, 0.f) + 2.f * s * poly;
+    return v > 20.f ? v : sp;
+}
+
+// Position of pixel (i, j) in direction k's sequence: row-major, column-major, and both reversed.
+__host__ __device__ __forceinline__ int seq_index(int k, int i, int j, int H, int W)
+{
+    const int L = H * W;
+    const int l = (k & 1) ? j * H + i : i * W + j;
+    return k >= 2 ? L - 1 - l : l;
+}
+
+struct DeviceInfo {
+    int sms = 0, smem_optin = 0;
+};
+
+inline bool device_info(DeviceInfo* info)
+{
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&info->sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&info->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+        return false;
+    return true;
+}
+
+inline vmk_status_t launch_status()
+{
+    return cudaGetLastError() == cudaSuccess ? VMK_OK : VMK_ERR_CUDA;
+}
+
+template <typename K>
+inline bool allow_smem(K kernel, size_t bytes)
+{
+    if (bytes <= 48 * 1024) return true;
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes) == cudaSuccess;
+}
+
+inline bool valid_dtype(vmk_dtype_t t) { return t == VMK_FLOAT32 || t == VMK_FLOAT16; }
+
+// Internal entry points behind the C ABI (arguments already checked by c_api.cu).
+size_t ss2d_workspace_bytes(const vmk_ss2d_args_t* a);
+vmk_status_t ss2d_run(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream, const DeviceInfo& dev);
+size_t vmeanba_workspace_bytes(const vmk_ss2d_args_t* a);
+vmk_status_t vmeanba_run(const vmk_ss2d_args_t* a, int variant, void* ws, cudaStream_t stream,
+                         const DeviceInfo& dev);
+vmk_status_t quartermap_down_run(const vmk_quartermap_down_args_t* a, cudaStream_t stream);
+vmk_status_t quartermap_up_run(const vmk_quartermap_up_args_t* a, cudaStream_t stream);
+
+}  // namespace vmk
+
+#endif  // VMAMBA_KERNELS_COMMON_CUH

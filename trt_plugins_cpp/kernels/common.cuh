@@ -37,25 +37,26 @@ __device__ __forceinline__ float fast_exp2(float x)
     return y;
 }
 
-// torch.nn.functional.softplus (inputs above 20 pass through), branch-free and accurate to ~3e-7
-// relative: softplus(v) = max(v, 0) + log1p(z), z = exp(-|v|) in (0, 1], and
-// log1p(z) = 2 atanh(s), s = z / (2 + z) <= 1/3, summed to s^15 (next term < 2e-9 relative).
-// (log1pf is as accurate but branches and costs ~4x the instructions; log(1 + z) loses the
-// small steps delta ~ 1e-3 that VMamba uses.)
+__device__ __forceinline__ float fast_log2(float x)
+{
+    float y;
+    asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// torch.nn.functional.softplus (inputs above 20 pass through), branch-free:
+// softplus(v) = max(v, 0) + log1p(z), z = exp(-|v|) in (0, 1]. log1p(z) = log(w) * z / (w - 1),
+// w = 1 + z rounded (Goldberg's correction: exact to a few ulp even where w - 1 loses z's low bits,
+// which plain log(1 + z) does for the small steps delta ~ 1e-3 that VMamba uses); w == 1 means
+// z < 2^-24, where log1p(z) = z. About 10 instructions (the atanh series of v3 took 16).
 __device__ __forceinline__ float softplus_f32(float v)
 {
+    constexpr float kLn2 = 0.6931471805599453f;
     const float z = fast_exp2(-fabsf(v) * kLog2e);
-    const float s = __fdividef(z, 2.f + z);
-    const float t = s * s;
-    float poly = 1.f / 15.f;
-    poly = fmaf(poly, t, 1.f / 13.f);
-    poly = fmaf(poly, t, 1.f / 11.f);
-    poly = fmaf(poly, t, 1.f / 9.f);
-    poly = fmaf(poly, t, 1.f / 7.f);
-    poly = fmaf(poly, t, 1.f / 5.f);
-    poly = fmaf(poly, t, 1.f / 3.f);
-    poly = fmaf(poly, t, 1.f);
-    const float sp = fmaxf(v, 0.f) + 2.f * s * poly;
+    const float w = 1.f + z;
+    const float wm1 = w - 1.f;
+    const float l1p = wm1 == 0.f ? z : fast_log2(w) * kLn2 * __fdividef(z, wm1);
+    const float sp = fmaxf(v, 0.f) + l1p;
     return v > 20.f ? v : sp;
 }
 

@@ -465,17 +465,10 @@ def set_tf32_off() -> None:
 
 
 def kernel_source_fingerprint() -> str:
-    """sha256 (12 hex digits) over the kernel library's sources (trt_plugins_cpp/kernels)."""
     import hashlib
 
-    root = Path(__file__).resolve().parents[1] / "trt_plugins_cpp" / "kernels"
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".cu", ".cuh", ".h", ".hpp", ".cpp", ".txt"))
-    if not files:
-        return "unknown"
-    h = hashlib.sha256()
-    for path in files:
-        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()[:12]
+    src = Path(__file__).resolve().parents[1] / "trt_plugins_cpp" / "kernels" / "vmamba_kernels.cu"
+    return hashlib.sha256(src.read_bytes()).hexdigest()[:12] if src.is_file() else "unknown"
 
 
 def write_outputs(payload: dict, results: list[dict], out_dir: Path, large: int, device: str | None = None,

@@ -4,8 +4,8 @@ Assumes the library is built (benchmarks/run_device_kernels.sh builds, tests and
 CUDA events around each call, median of --iters after --warmup; inputs rotate among enough copies
 to exceed the L2 cache. "min bytes" = x read once + y written once (weights are negligible);
 GB/s = min bytes / time, compared with a device-to-device copy measured in the same run.
-The official code is measured in the same process by benchmarks/bench_side_by_side.py (no official
-number is hard-coded here).
+"vs official" = the official oflex selective-scan kernel's time (ANCHORS.md, fp32, same shape, the
+scan alone without its cross-scan/merge/dt materialisation) divided by this kernel's time.
 
     python benchmarks/bench_kernels.py [--quick] [--json out.json] [--md out.md]
 """
@@ -24,6 +24,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from plugins import kernels  # noqa: E402
 
+# ANCHORS.md: official oflex scan, fp32, K=4, d_state 1, VMamba-T s1l8 shapes, H100.
+OFFICIAL_MS = {(128, 0): 1.198, (128, 1): 0.619, (128, 2): 0.346, (128, 3): 0.322,
+               (1, 0): 0.045, (1, 1): 0.045, (1, 2): 0.045, (1, 3): 0.045}
 SIDES = [56, 28, 14, 7]
 MODELS = {  # name: (dims of stage 0, ssm_ratio, d_state); dt_rank = ceil(dims / 16)
     "T-s1l8": (96, 1, 1),
@@ -94,9 +97,11 @@ def main() -> int:
 
     def record(op, model, stage, B, D, H, W, N, R, dtype, ms, min_bytes):
         gbs = min_bytes / ms / 1e6
+        official = OFFICIAL_MS.get((B, stage)) if (model == "T-s1l8" and dtype == torch.float32 and op == "ss2d") else None
         rows.append(dict(op=op, model=model, stage=stage, batch=B, D=D, H=H, W=W, d_state=N, dt_rank=R,
                          dtype=str(dtype).replace("torch.", ""), ms=ms, min_bytes=min_bytes, gbs=gbs,
-                         copy_frac=gbs / bw))
+                         copy_frac=gbs / bw, official_ms=official,
+                         vs_official=(official / ms) if official else None))
 
     stages = [0] if args.quick else [0, 1, 2, 3]
     models = ["T-s1l8"] if args.quick else list(MODELS)
@@ -142,12 +147,14 @@ def main() -> int:
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"Device: {dev}; torch {torch.__version__}; {date}; D2D copy {bw:.0f} GB/s (read+write); "
              f"median of {args.iters} after {args.warmup} warm-up; command: python benchmarks/bench_kernels.py",
-             "", "| op | model | stage | batch | D | HxW | N | R | dtype | time ms | min bytes MB | GB/s | % copy |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "", "| op | model | stage | batch | D | HxW | N | R | dtype | time ms | min bytes MB | GB/s | % copy | official ms | speed-up vs official |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
+        off = f"{r['official_ms']:.3f}" if r["official_ms"] else "-"
+        vs = f"{r['vs_official']:.1f}x" if r["vs_official"] else "-"
         lines.append(f"| {r['op']} | {r['model']} | {r['stage']} | {r['batch']} | {r['D']} | {r['H']}x{r['W']} | "
                      f"{r['d_state']} | {r['dt_rank']} | {r['dtype']} | {r['ms']:.4f} | {r['min_bytes'] / 1e6:.1f} | "
-                     f"{r['gbs']:.0f} | {100 * r['copy_frac']:.0f}% |")
+                     f"{r['gbs']:.0f} | {100 * r['copy_frac']:.0f}% | {off} | {vs} |")
     lines += ["", "SS2D scan channels per block (T-s1l8 stage 0, batch 128, fp32): " +
               ", ".join(f"G<={cap}: {ms:.3f} ms" for cap, ms in sweep)]
     table = "\n".join(lines)

@@ -160,7 +160,7 @@ def copy_needed(root: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
 
 # --------------------------------------------------------------------------- CUDA 13 patches
 LANE_ID_HELPER = (
-    "\n// added by vm-deploy benchmarks/official.py: cub::LaneId() was removed in CUDA 13\n"
+    "\n// added by vm-deploy benchmarks/official.py: CUB removed its lane-id helper in CUDA 13\n"
     "__device__ __forceinline__ unsigned int vmd_lane_id() {\n"
     "    unsigned int lane;\n"
     "    asm volatile(\"mov.u32 %0, %%laneid;\" : \"=r\"(lane));\n"

@@ -498,7 +498,7 @@ def measure_official(args) -> list[dict]:
     rows = []
     for name in sbs.e2e_models(args.models):
         torch.manual_seed(0)
-        model = code.model(name).cuda().eval()
+        model = code.model(name)
         for dname, prec in (("fp32", sbs.PRECISIONS["fp32-default"]), ("fp16", sbs.PRECISIONS["fp16"])):
             if dname not in args.dtypes:
                 continue

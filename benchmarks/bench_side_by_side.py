@@ -271,32 +271,29 @@ def kernel_rows(code, shape: dict, batches, precisions, args, bw_gbs: float, bud
             copies = max(1, min(4, math.ceil(2 * l2 / x_bytes)))
             ours_w = (weights[0].to(prec.dtype), weights[1].to(prec.dtype), weights[2].float(),
                       weights[3].float(), weights[4].float())
-            try:
-                with precision_flags(prec), torch.no_grad():
-                    xs = [torch.randn(batch, D, H, W, device="cuda").to(prec.dtype) for _ in range(copies)]
+            with precision_flags(prec), torch.no_grad():
+                xs = [torch.randn(batch, D, H, W, device="cuda").to(prec.dtype) for _ in range(copies)]
+                inputs = [(x,) for x in xs]
+                row["reps"] = reps = max(len(xs), args.reps if batch == 1 else 1)
 
-                    def official(x, graph_safe=True):
-                        with _autocast(prec, graph_safe):
-                            return core(x)
+                def official(x, graph_safe=True):
+                    with _autocast(prec, graph_safe):
+                        return core(x)
 
-                    def ours(x):
-                        return torch.ops.vmamba.ss2d_scan(x, *ours_w)
+                def ours(x):
+                    return torch.ops.vmamba.ss2d_scan(x, *ours_w)
 
-                    ref = official(xs[0], graph_safe=False)
-                    row["max_rel_err"] = max_rel_err(ours(xs[0]), ref)
-                    del ref
-                    inputs = [(x,) for x in xs]
-                    row["reps"] = reps = max(len(xs), args.reps if batch == 1 else 1)
-                    row["official_ms"] = graph_replay_ms(official, inputs, args.iters, reps, args.warmup)
+                def scan_inputs():
                     with _autocast(prec, graph_safe=False):
-                        scan_inputs = [core.scan_inputs(x) for x in xs]
-                    row["oflex_ms"] = graph_replay_ms(code.scan, scan_inputs, args.iters, reps, args.warmup)
-                    del scan_inputs
-                    row["ours_ms"] = graph_replay_ms(ours, inputs, args.iters, reps, args.warmup)
-                    del xs, inputs
-            except Exception as exc:  # one failing shape must not hide the others
-                row["error"] = f"{type(exc).__name__}: {exc}"[:500]
-                traceback.print_exc()
+                        return [core.scan_inputs(x) for x in xs]
+
+                # each measurement on its own: one that fails must not hide the others
+                attempt(row, "max_rel_err", lambda: max_rel_err(ours(xs[0]), official(xs[0], graph_safe=False)))
+                attempt(row, "official_ms", lambda: graph_replay_ms(official, inputs, args.iters, reps, args.warmup))
+                attempt(row, "oflex_ms", lambda: graph_replay_ms(code.scan, scan_inputs(), args.iters, reps,
+                                                                 args.warmup))
+                attempt(row, "ours_ms", lambda: graph_replay_ms(ours, inputs, args.iters, reps, args.warmup))
+                del xs, inputs
             torch.cuda.empty_cache()
             log(f"kernels {row['shapes']:18s} stage {row['stage']} D={D:<4d} {H}x{W} R={R:<2d} N={N:<2d} "
                 f"b{batch:<4d} {prec.name:12s} " + format_kernel_progress(row) + f"  ({budget.left():.0f} s left)")
@@ -305,14 +302,24 @@ def kernel_rows(code, shape: dict, batches, precisions, args, bw_gbs: float, bud
     return rows
 
 
+def attempt(row: dict, key: str, measure) -> None:
+    """``row[key] = measure()``; an exception is kept in ``row["errors"][key]`` instead."""
+    try:
+        row[key] = measure()
+    except Exception as exc:
+        row.setdefault("errors", {})[key] = f"{type(exc).__name__}: {exc}"[:500]
+        traceback.print_exc()
+
+
 def format_kernel_progress(row: dict) -> str:
-    if "error" in row:
-        return "ERROR " + row["error"][:200]
     if "skipped" in row:
         return "skipped (" + row["skipped"] + ")"
-    return (f"official {fmt(row.get('official_ms'), '.4f')} ms, oflex {fmt(row.get('oflex_ms'), '.4f')}, "
+    text = (f"official {fmt(row.get('official_ms'), '.4f')} ms, oflex {fmt(row.get('oflex_ms'), '.4f')}, "
             f"ours {fmt(row.get('ours_ms'), '.4f')}, floor {fmt(row.get('floor_ms'), '.4f')}, "
             f"max rel err {fmt(row.get('max_rel_err'), '.1e')}")
+    for key, err in (row.get("errors") or {}).items():
+        text += f"; {key} ERROR {err[:200]}"
+    return text
 
 
 # --------------------------------------------------------------------------- (b) end to end
@@ -363,7 +370,7 @@ def e2e_section(code, args, budget: Budget, results: dict, save) -> None:
             log(f"e2e {name}: skipped (time budget)")
             continue
         torch.manual_seed(0)
-        official_model = code.model(name).cuda().eval()
+        official_model = code.model(name)
         state = official_model.state_dict()
         for batch in args.batch:
             iters = args.e2e_iters if batch > 1 else args.latency_iters
@@ -447,7 +454,7 @@ def kernel_markdown(rows: list[dict]) -> str:
             "| floor ms | official / ours | ours / floor | max rel err |")
     lines = [head, "| " + " | ".join(["---"] * 15) + " |"]
     for r in rows:
-        note = r.get("error") and "error" or r.get("skipped") and "skipped"
+        note = ("failed: " + ", ".join(r["errors"])) if r.get("errors") else r.get("skipped") and "skipped"
         lines.append(
             f"| {r['shapes']} | {r['stage']} | {r['D']} | {r['H']}x{r['W']} | {r['R']} | {r['N']} | {r['batch']} "
             f"| {r['precision']} | {fmt(r.get('official_ms'), '.4f')} | {fmt(r.get('oflex_ms'), '.4f')} "
@@ -469,7 +476,7 @@ def kernel_verdicts(rows: list[dict]) -> list[str]:
     """The issue's SS2DScan targets against this run's rows (shapes without the rows needed are left out)."""
     out = []
     for r in rows:
-        if r.get("ours_ms") is None or "error" in r or "skipped" in r:
+        if r.get("ours_ms") is None or "skipped" in r:
             continue
         where = f"{r['shapes']} stage {r['stage']} b{r['batch']} {r['precision']}"
         if r["batch"] == 1:

@@ -312,6 +312,10 @@ def build_oflex(src: Path, work_dir: Path, build: str = "forward", arch: str = "
         sources = [src / OFLEX_BINDING] + forward_sources(work_dir / "gen")
         build_dir = work_dir / f"ext-forward-sm{arch.replace('.', '')}"
         build_dir.mkdir(parents=True, exist_ok=True)
+        lock = build_dir / "lock"  # left behind by a build that was killed; torch would wait on it forever
+        if lock.exists():
+            _log(f"removing a stale build lock {lock}")
+            lock.unlink()
         try:
             with _Env(_arch_env(arch, jobs)):
                 module = cpp_extension.load(
@@ -491,13 +495,17 @@ class OfficialCode:
             raise OfficialBuildError("the oflex extension was not built (with_extension=False)")
         return self.oflex.fwd(u, delta, A, B, C, D, delta_bias, True, 1, True)[0]
 
-    def model(self, name: str):
-        """An official end-to-end model from its factory (``vmamba_tiny_s1l8`` ...), random weights."""
+    def model(self, name: str, device="cuda"):
+        """An official end-to-end model from its factory (``vmamba_tiny_s1l8`` ...), random weights,
+        built directly on ``device`` (much faster on a GPU than initialising on the CPU), eval mode."""
+        import torch
+
         factory = getattr(self.models, name, None)
         if not callable(factory):
             known = sorted(n for n in dir(self.models) if n.startswith(("vmamba_", "vanilla_vmamba_")))
             raise OfficialCodeError(f"the official vmamba.py has no factory {name!r}; it has: {', '.join(known)}")
-        return factory()
+        with torch.device(device):
+            return factory().to(device).eval()
 
 
 def checkout_fingerprint(root: Path) -> str:

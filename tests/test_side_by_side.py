@@ -310,7 +310,7 @@ def test_official_core_matches_this_projects_reference_op(official_code, monkeyp
 def test_official_factory_weights_load_into_this_projects_model(official_code):
     from exporter.models import create_model
 
-    theirs = official_code.model("vmamba_tiny_s1l8")
+    theirs = official_code.model("vmamba_tiny_s1l8", device="cpu")
     ours = create_model("vmamba_tiny_s1l8")
     ours.load_state_dict(theirs.state_dict(), strict=True)
     with pytest.raises(official.OfficialCodeError, match="no factory"):

@@ -315,3 +315,17 @@ def test_official_factory_weights_load_into_this_projects_model(official_code):
     ours.load_state_dict(theirs.state_dict(), strict=True)
     with pytest.raises(official.OfficialCodeError, match="no factory"):
         official_code.model("vmamba_huge")
+
+
+def test_bench_e2e_compares_with_the_official_code_only_when_measured_in_the_same_run():
+    import bench_e2e
+
+    ours = [{"model": "vmamba_tiny_s1l8", "config": "baseline", "dtype": d, "batch": 128, "img_per_s": v,
+             "median_ms": 128000 / v} for d, v in (("fp32", 1400.0), ("fp16", 2200.0))]
+    alone = bench_e2e.summary_rows(ours, 128)
+    assert alone[0]["fp16_official"] is None and alone[0]["fp16_vs_official"] is None
+    assert all("official not measured" in t for t in bench_e2e.targets(ours, 128) if "b128" in t)
+    official_rows = [{**r, "img_per_s": r["img_per_s"] / 2, "median_ms": r["median_ms"] * 2} for r in ours]
+    both = bench_e2e.summary_rows(ours, 128, official_rows)
+    assert both[0]["fp16_official"] == 1100.0 and both[0]["fp16_vs_official"] == pytest.approx(2.0)
+    assert [t.endswith("MET") for t in bench_e2e.targets(ours, 128, official_rows) if "b128" in t] == [True, True]

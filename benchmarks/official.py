@@ -33,7 +33,8 @@ Command line (no GPU needed for ``prepare``):
     python benchmarks/official.py prepare --official /path/to/VMamba [--dest third_party/VMamba]
     python benchmarks/official.py build --official third_party/VMamba [--work-dir DIR] [--build forward|setup]
 
-Exit codes: 0 success, 2 bad input (checkout missing or incomplete), 3 build or import failed.
+Exit codes: 0 success, 2 bad input (checkout missing or incomplete), 3 the extension did not build,
+5 the official modules did not import.
 """
 from __future__ import annotations
 
@@ -94,7 +95,11 @@ class OfficialCodeError(RuntimeError):
 
 
 class OfficialBuildError(RuntimeError):
-    """The oflex extension did not build or the official modules did not import (exit code 3)."""
+    """The oflex extension did not build (exit code 3) or the official modules did not import."""
+
+
+class OfficialImportError(OfficialBuildError):
+    """The official modules did not import, e.g. a package they need is missing (exit code 5)."""
 
 
 def _log(msg: str) -> None:
@@ -410,8 +415,9 @@ def import_models(src: Path) -> types.ModuleType:
     try:
         module = importlib.import_module(f"{PACKAGE_NAME}.vmamba")
     except Exception as exc:
-        raise OfficialBuildError(f"importing the official vmamba.py from {pkg} failed: {type(exc).__name__}: "
-                                 f"{exc}") from exc
+        raise OfficialImportError(f"importing the official vmamba.py from {pkg} failed: {type(exc).__name__}: "
+                                  f"{exc} (it needs torch, triton, einops; fvcore and timm are stood in for "
+                                  f"when missing)") from exc
     finally:
         sys.path.remove(str(pkg_root))
         for name in stand_ins:
@@ -543,6 +549,9 @@ def main(argv: list[str] | None = None) -> int:
     except OfficialCodeError as exc:
         print(f"official.py: {exc}", file=sys.stderr)
         return 2
+    except OfficialImportError as exc:
+        print(f"official.py: {exc}", file=sys.stderr)
+        return 5
     except OfficialBuildError as exc:
         print(f"official.py: {exc}", file=sys.stderr)
         return 3

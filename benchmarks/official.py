@@ -31,6 +31,8 @@ this module
 Command line (no GPU needed for ``prepare``):
 
     python benchmarks/official.py prepare --official /path/to/VMamba [--dest third_party/VMamba]
+      (from a bare git mirror: git --git-dir MIRROR archive HEAD classification/models
+       kernels/selective_scan LICENSE | tar -x -C /tmp/vmamba, then --official /tmp/vmamba)
     python benchmarks/official.py build --official third_party/VMamba [--work-dir DIR] [--build forward|setup]
 
 Exit codes: 0 success, 2 bad input (checkout missing or incomplete), 3 the extension did not build,

@@ -95,6 +95,8 @@ SCAN_SHAPES = [
     (1, 6, 9, 7, 1, 64),
     (1, 96, 56, 56, 1, 6),  # VMamba-T stage 0 at batch 1 (chunked, 16 slots) and stage 3 at batch 8
     (8, 768, 7, 7, 1, 48),
+    (1, 192, 56, 56, 16, 6),  # v0 / MedMamba stage 0 at batch 1: chunked two-pass d_state 16
+    (1, 768, 7, 7, 1, 48),    # small-tile projection (few blocks)
 ]
 
 
@@ -122,10 +124,11 @@ def test_ss2d_scan_matches_reference(shape, dtype):
 
 
 # Every decomposition the launcher can pick (VMK_SCAN_SLOTS forces it): unchunked, and 2..16 chunk
-# slots per super-chunk, on shapes where the windows end mid-row/column and channels are not a
+# slots per super-chunk (d_state 1; d_state 16 takes up to 8, a larger request falls back to auto), on shapes where the windows end mid-row/column and channels are not a
 # multiple of 32 (dead lanes).
 @pytest.mark.parametrize("slots", [1, 2, 4, 8, 16])
-@pytest.mark.parametrize("shape", [(2, 40, 23, 29, 1, 6), (1, 33, 56, 56, 1, 12), (3, 8, 14, 14, 1, 40)],
+@pytest.mark.parametrize("shape", [(2, 40, 23, 29, 1, 6), (1, 33, 56, 56, 1, 12), (3, 8, 14, 14, 1, 40),
+                                   (1, 40, 23, 29, 16, 6), (1, 24, 28, 28, 16, 24)],
                          ids=lambda s: "B{}_D{}_{}x{}_N{}_R{}".format(*s))
 def test_ss2d_scan_every_slot_count(shape, slots, monkeypatch):
     B, D, H, W, N, R = shape

@@ -26,7 +26,6 @@ namespace {
 constexpr int kPrepPx = 64;        // pixels per prep block: a run of the row-major order
 constexpr int kPrepThreads = 256;  // 16 row groups x 16 pixel groups, 4 pixels per thread
 constexpr int kPrepK = 32;         // input channels per tile
-constexpr int kPrepXStride = kPrepPx + 4;  // x tile row: float4-aligned, transposed reads 4-way at most
 constexpr int kSteps = 16;         // T: steps per thread per super-chunk
 constexpr int kWindowSub = 4;      // unchunked scans stage 4 * T steps of x_dbl at a time
 constexpr int kMergeThreads = 256;
@@ -69,36 +68,36 @@ Ss2dLayout ss2d_layout(const vmk_ss2d_args_t* a)
 // 1. prep: a tiled SIMT GEMM per image, x_dbl[m, p] = sum_d W_x[m, d] x[d, p] for m = k * Cp + c
 // (rows of all four directions at once), block tile BM rows x 64 pixels, 32 channels per step,
 // 4 x (BM / 16) outputs per thread. The blocks of the first row tile also write x channels-last.
-template <typename T, int BM>
+template <typename T, int BM, int BN>
 __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_kernel(
     const T* __restrict__ x, const T* __restrict__ wx, int D, int H, int W, int C, int Cp,
     T* __restrict__ xt, float* __restrict__ xdbl)
 {
-    constexpr int TM = BM / 16;
-    __shared__ __align__(16) float xs[kPrepK][kPrepXStride];
+    constexpr int TM = BM / 16, TN = BN / 16;
+    __shared__ __align__(16) float xs[kPrepK][BN + 4];
     __shared__ __align__(16) float ws[kPrepK][BM + 4];
-    __shared__ float out_s[BM][kPrepPx + 1];
-    __shared__ int seq_s[kDirs][kPrepPx];
+    __shared__ float out_s[BM][BN + 1];
+    __shared__ int seq_s[kDirs][BN];
     const int b = blockIdx.z;
     const int L = H * W;
-    const int p0 = blockIdx.x * kPrepPx, m0 = blockIdx.y * BM;
-    const int npx = min(kPrepPx, L - p0);
+    const int p0 = blockIdx.x * BN, m0 = blockIdx.y * BM;
+    const int npx = min(BN, L - p0);
     const int M = kDirs * Cp;
     const int tid = threadIdx.x, tn = tid & 15, tm = tid >> 4;
     const T* xb = x + (size_t)b * D * L;
-    const bool vec = npx == kPrepPx && (L * sizeof(T)) % 16 == 0;
-    if (tid < kDirs * kPrepPx) {  // each direction's sequence index of the block's pixels
-        const int k = tid / kPrepPx, pp = tid % kPrepPx, p = p0 + pp;
+    const bool vec = npx == BN && (L * sizeof(T)) % 16 == 0;
+    for (int e = tid; e < kDirs * BN; e += kPrepThreads) {  // each direction's sequence index of the block's pixels
+        const int k = e / BN, pp = e % BN, p = p0 + pp;
         seq_s[k][pp] = pp < npx ? seq_index(k, p / W, p % W, H, W) : 0;
     }
-    float acc[TM][4];
+    float acc[TM][TN];
 #pragma unroll
     for (int a = 0; a < TM; ++a)
 #pragma unroll
-        for (int q = 0; q < 4; ++q) acc[a][q] = 0.f;
+        for (int q = 0; q < TN; ++q) acc[a][q] = 0.f;
     for (int d0 = 0; d0 < D; d0 += kPrepK) {
         if (vec) {  // 16-byte loads: a full tile of an image whose rows of L elements stay aligned
-            constexpr int V = 16 / sizeof(T), PER_ROW = kPrepPx / V;
+            constexpr int V = 16 / sizeof(T), PER_ROW = BN / V;
             for (int e = tid; e < kPrepK * PER_ROW; e += kPrepThreads) {
                 const int dd = e / PER_ROW, pv = (e % PER_ROW) * V;
                 float v[V];
@@ -116,8 +115,8 @@ __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_kernel(
                     *reinterpret_cast<float4*>(&xs[dd][pv + q]) = make_float4(v[q], v[q + 1], v[q + 2], v[q + 3]);
             }
         } else {
-            for (int e = tid; e < kPrepK * kPrepPx; e += kPrepThreads) {
-                const int dd = e >> 6, pp = e & (kPrepPx - 1);
+            for (int e = tid; e < kPrepK * BN; e += kPrepThreads) {
+                const int dd = e / BN, pp = e % BN;
                 xs[dd][pp] = (d0 + dd < D && pp < npx) ? to_f32(xb[(size_t)(d0 + dd) * L + p0 + pp]) : 0.f;
             }
         }
@@ -129,40 +128,44 @@ __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_kernel(
         }
         __syncthreads();
         if (blockIdx.y == 0) {  // channels-last copy of x, coalesced along channels
-            for (int e = tid; e < kPrepK * kPrepPx; e += kPrepThreads) {
+            for (int e = tid; e < kPrepK * BN; e += kPrepThreads) {
                 const int pp = e >> 5, dd = e & 31;
                 if (pp < npx && d0 + dd < D) xt[((size_t)b * L + p0 + pp) * D + d0 + dd] = from_f32<T>(xs[dd][pp]);
             }
         }
 #pragma unroll 8
         for (int dd = 0; dd < kPrepK; ++dd) {
-            const float4 xv = *reinterpret_cast<const float4*>(&xs[dd][tn * 4]);
+            float xv[TN];
+            if (TN == 4) {
+                const float4 x4 = *reinterpret_cast<const float4*>(&xs[dd][tn * 4]);
+                xv[0] = x4.x; xv[TN > 1 ? 1 : 0] = x4.y; xv[TN > 2 ? 2 : 0] = x4.z; xv[TN > 3 ? 3 : 0] = x4.w;
+            } else {
+#pragma unroll
+                for (int q = 0; q < TN; ++q) xv[q] = xs[dd][tn * TN + q];
+            }
             float wv[TM];
             if (TM == 4) {
                 const float4 w4 = *reinterpret_cast<const float4*>(&ws[dd][tm * 4]);
-                wv[0] = w4.x; wv[1] = w4.y; wv[TM > 2 ? 2 : 0] = w4.z; wv[TM > 3 ? 3 : 0] = w4.w;
+                wv[0] = w4.x; wv[TM > 1 ? 1 : 0] = w4.y; wv[TM > 2 ? 2 : 0] = w4.z; wv[TM > 3 ? 3 : 0] = w4.w;
             } else {
-                const float2 w2 = *reinterpret_cast<const float2*>(&ws[dd][tm * 2]);
-                wv[0] = w2.x; wv[1] = w2.y;
+#pragma unroll
+                for (int a = 0; a < TM; ++a) wv[a] = ws[dd][tm * TM + a];
             }
 #pragma unroll
-            for (int a = 0; a < TM; ++a) {
-                acc[a][0] = fmaf(wv[a], xv.x, acc[a][0]);
-                acc[a][1] = fmaf(wv[a], xv.y, acc[a][1]);
-                acc[a][2] = fmaf(wv[a], xv.z, acc[a][2]);
-                acc[a][3] = fmaf(wv[a], xv.w, acc[a][3]);
-            }
+            for (int a = 0; a < TM; ++a)
+#pragma unroll
+                for (int q = 0; q < TN; ++q) acc[a][q] = fmaf(wv[a], xv[q], acc[a][q]);
         }
         __syncthreads();
     }
 #pragma unroll
     for (int a = 0; a < TM; ++a)
 #pragma unroll
-        for (int q = 0; q < 4; ++q) out_s[tm * TM + a][tn * 4 + q] = acc[a][q];
+        for (int q = 0; q < TN; ++q) out_s[tm * TM + a][tn * TN + q] = acc[a][q];
     __syncthreads();
     // each (pixel, direction) row of x_dbl is Cp contiguous floats: m runs fastest
     const int mcount = min(BM, M - m0);
-    for (int e = tid; e < BM * kPrepPx; e += kPrepThreads) {
+    for (int e = tid; e < BM * BN; e += kPrepThreads) {
         const int mm = e % BM, pp = e / BM;
         if (pp >= npx || mm >= mcount) continue;
         const int m = m0 + mm;
@@ -220,9 +223,9 @@ struct Walk {
     }
 };
 
-template <bool CHUNKED, int RREG> __host__ __device__ constexpr int scan_threads_max()
+template <bool CHUNKED, int RREG, int NMAX> __host__ __device__ constexpr int scan_threads_max()
 {
-    return CHUNKED && RREG > 0 && RREG <= 16 ? 512 : 256;
+    return CHUNKED && NMAX == 1 && RREG > 0 && RREG <= 16 ? 512 : 256;
 }
 
 // dt = bias + W_dt[r] . dt_low for one staged x_dbl row (register tile: no guards; see xdbl_stride).
@@ -302,9 +305,8 @@ __device__ __forceinline__ void unchunked_steps(const float* xd_s, const int* of
 }
 
 template <typename T, int NMAX, int RREG, bool CHUNKED>
-__global__ void __launch_bounds__(scan_threads_max<CHUNKED, RREG>()) ss2d_chunk_scan_kernel(ScanParams p)
+__global__ void __launch_bounds__(scan_threads_max<CHUNKED, RREG, NMAX>()) ss2d_chunk_scan_kernel(ScanParams p)
 {
-    static_assert(!CHUNKED || NMAX == 1, "chunk slots keep per-step state in registers: d_state 1 only");
     using PT = typename Partial<T>::type;
     extern __shared__ __align__(16) float smem[];
     const int S = CHUNKED ? p.S : 1;
@@ -319,7 +321,8 @@ __global__ void __launch_bounds__(scan_threads_max<CHUNKED, RREG>()) ss2d_chunk_
     const int window = CHUNKED ? S * kSteps : kWindowSub * kSteps;
     float* xd_s = smem;                        // [window][Cp]
     int* off_s = reinterpret_cast<int*>(xd_s + (size_t)window * Cp);  // [window + T] pixel offsets
-    float* sum_s = reinterpret_cast<float*>(off_s + window + kSteps);  // CHUNKED: [GW][S][32] x (P, h)
+    // CHUNKED chunk summaries: [GW][S][32] x (P, h) for d_state 1, x (sum of delta, h[N]) otherwise
+    float* sum_s = reinterpret_cast<float*>(off_s + window + kSteps);
 
     const int r = k * p.D + dc;
     float A2[NMAX];
@@ -377,7 +380,7 @@ __global__ void __launch_bounds__(scan_threads_max<CHUNKED, RREG>()) ss2d_chunk_
         }
         __syncthreads();
 
-        if (CHUNKED) {
+        if (CHUNKED && NMAX == 1) {
             const int s0 = slot * kSteps;  // this thread's chunk within the window
             const bool full = s0 + kSteps <= cnt;
             float u[kSteps];
@@ -401,6 +404,65 @@ __global__ void __launch_bounds__(scan_threads_max<CHUNKED, RREG>()) ss2d_chunk_
             for (int q = 0; q < kSteps; ++q) {
                 const PT yv = from_f32<PT>(xd_s[(s0 + q) * Cp + R + 1] * fmaf(Pl[q], hin, hl[q]));
                 if (live && (full || s0 + q < cnt)) ysb[off_s[s0 + q]] = yv;
+            }
+        } else if (CHUNKED) {
+            // d_state > 1: N local states per step do not fit in registers, so each slot scans its
+            // T steps twice: from zero for its summary (end state, and the sum of delta, whose
+            // exp2(A2 * sum) is the chunk's decay), then from its true incoming state with readout.
+            const int s0 = slot * kSteps;
+            float u[kSteps];
+#pragma unroll
+            for (int q = 0; q < kSteps; ++q) u[q] = s0 + q < cnt ? to_f32(xtb[off_s[s0 + q]]) : 0.f;
+            float h[NMAX], dsum = 0.f;
+#pragma unroll
+            for (int n = 0; n < NMAX; ++n) h[n] = 0.f;
+#pragma unroll
+            for (int q = 0; q < kSteps; ++q) {
+                if (s0 + q >= cnt) break;  // uniform per warp: the slot's steps past the end
+                const float* row = xd_s + (s0 + q) * Cp;
+                const float delta = softplus_f32(dt_of<T, RREG>(row, wdt, wdt_g, bias, R));
+                const float du = delta * u[q];
+                dsum += delta;
+#pragma unroll
+                for (int n = 0; n < NMAX; ++n)
+                    if (n < N) h[n] = fmaf(fast_exp2(delta * A2[n]), h[n], du * row[R + n]);
+            }
+            const int stride = NMAX + 1;
+            float* mine = sum_s + ((size_t)(gw * S + slot) * 32 + lane) * stride;
+            mine[0] = dsum;
+#pragma unroll
+            for (int n = 0; n < NMAX; ++n) mine[1 + n] = h[n];
+            __syncthreads();
+            const float* chain = sum_s + ((size_t)gw * S * 32 + lane) * stride;
+            float hin[NMAX];
+#pragma unroll
+            for (int n = 0; n < NMAX; ++n) hin[n] = carry[n];
+            for (int s2 = 0; s2 < S; ++s2) {
+                if (s2 == slot) {
+#pragma unroll
+                    for (int n = 0; n < NMAX; ++n) hin[n] = carry[n];
+                }
+                const float* e = chain + (size_t)s2 * 32 * stride;
+#pragma unroll
+                for (int n = 0; n < NMAX; ++n)
+                    if (n < N) carry[n] = fmaf(fast_exp2(A2[n] * e[0]), carry[n], e[1 + n]);
+            }
+#pragma unroll
+            for (int q = 0; q < kSteps; ++q) {
+                if (s0 + q >= cnt) break;
+                const float* row = xd_s + (s0 + q) * Cp;
+                const float delta = softplus_f32(dt_of<T, RREG>(row, wdt, wdt_g, bias, R));
+                const float du = delta * u[q];
+                float y = 0.f;
+#pragma unroll
+                for (int n = 0; n < NMAX; ++n) {
+                    if (n < N) {
+                        hin[n] = fmaf(fast_exp2(delta * A2[n]), hin[n], du * row[R + n]);
+                        y = fmaf(row[R + N + n], hin[n], y);
+                    }
+                }
+                const PT yv = from_f32<PT>(y);
+                if (live) ysb[off_s[s0 + q]] = yv;
             }
         } else {
             // u of the next T steps is loaded while the current T steps compute (the loads' latency
@@ -502,7 +564,10 @@ __global__ void __launch_bounds__(kMergeThreads) ss2d_merge_kernel(const typenam
 
 // ------------------------------------------------------------------------------------------------
 // host
-inline int scan_threads_max_host(bool chunked, int rreg) { return chunked && rreg > 0 && rreg <= 16 ? 512 : 256; }
+inline int scan_threads_max_host(bool chunked, int rreg, int nmax)
+{
+    return chunked && nmax == 1 && rreg > 0 && rreg <= 16 ? 512 : 256;
+}
 
 template <typename T, int NMAX, int RREG, bool CHUNKED>
 vmk_status_t launch_scan(const ScanParams& p, int B, cudaStream_t stream)
@@ -510,10 +575,11 @@ vmk_status_t launch_scan(const ScanParams& p, int B, cudaStream_t stream)
     auto kernel = ss2d_chunk_scan_kernel<T, NMAX, RREG, CHUNKED>;
     const int S = CHUNKED ? p.S : 1;
     const int window = CHUNKED ? S * kSteps : kWindowSub * kSteps;
-    const size_t smem = ((size_t)window * p.Cp + window + kSteps + (CHUNKED ? (size_t)p.GW * S * 64 : 0)) * sizeof(float);
+    const size_t sums = CHUNKED ? (size_t)p.GW * S * 32 * (NMAX == 1 ? 2 : NMAX + 1) : 0;
+    const size_t smem = ((size_t)window * p.Cp + window + kSteps + sums) * sizeof(float);
     if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
     const int threads = 32 * p.GW * S;
-    if (threads > scan_threads_max<CHUNKED, RREG>()) return VMK_ERR_UNSUPPORTED;
+    if (threads > scan_threads_max<CHUNKED, RREG, NMAX>()) return VMK_ERR_UNSUPPORTED;
     kernel<<<dim3(kDirs * p.ngroups, B), threads, smem, stream>>>(p);
     return launch_status();
 }
@@ -544,12 +610,18 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
     auto* ys = reinterpret_cast<typename Partial<T>::type*>(base + lay.ys);
 
     const int M = kDirs * Cp;
-    if (M <= 32)
-        ss2d_prep_kernel<T, 32><<<dim3((L + kPrepPx - 1) / kPrepPx, 1, B), kPrepThreads, 0, stream>>>(
-            static_cast<const T*>(a->x), static_cast<const T*>(a->x_proj_weight), D, H, W, C, Cp, xt, xdbl);
+    const T* xin = static_cast<const T*>(a->x);
+    const T* wx = static_cast<const T*>(a->x_proj_weight);
+    const long long big_blocks = (long long)((L + kPrepPx - 1) / kPrepPx) * ((M + 63) / 64) * B;
+    if (big_blocks < 2LL * dev.sms)  // few images, short sequences: small tiles for parallelism
+        ss2d_prep_kernel<T, 16, 16><<<dim3((L + 15) / 16, (M + 15) / 16, B), kPrepThreads, 0, stream>>>(
+            xin, wx, D, H, W, C, Cp, xt, xdbl);
+    else if (M <= 32)
+        ss2d_prep_kernel<T, 32, kPrepPx><<<dim3((L + kPrepPx - 1) / kPrepPx, 1, B), kPrepThreads, 0, stream>>>(
+            xin, wx, D, H, W, C, Cp, xt, xdbl);
     else
-        ss2d_prep_kernel<T, 64><<<dim3((L + kPrepPx - 1) / kPrepPx, (M + 63) / 64, B), kPrepThreads, 0, stream>>>(
-            static_cast<const T*>(a->x), static_cast<const T*>(a->x_proj_weight), D, H, W, C, Cp, xt, xdbl);
+        ss2d_prep_kernel<T, 64, kPrepPx><<<dim3((L + kPrepPx - 1) / kPrepPx, (M + 63) / 64, B), kPrepThreads, 0,
+                                            stream>>>(xin, wx, D, H, W, C, Cp, xt, xdbl);
     if (launch_status() != VMK_OK) return VMK_ERR_CUDA;
 
     // Chunk slots only where rows are too few to keep ~4 warps per SM busy: the unchunked scan does
@@ -557,18 +629,18 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
     // (measured, docs/KERNELS.md: VMamba-T stage 0 batch 128, 1536 row warps: unchunked 1.6x faster).
     const int groups32 = (D + 31) / 32;
     const long long row_warps = (long long)B * kDirs * groups32;
-    const int max_slots = rank_regs(R) > 0 && rank_regs(R) <= 16 ? 16 : 8;
+    // d_state > 1 chunks scan their steps twice (no room for N local states per step): even fewer.
+    const int max_slots = N == 1 && rank_regs(R) > 0 && rank_regs(R) <= 16 ? 16 : 8;
     int S = 1;
-    if (N == 1)
-        while (S < max_slots && row_warps * S < 4LL * dev.sms && 2 * S * kSteps <= L) S *= 2;
+    while (S < max_slots && row_warps * S < 4LL * dev.sms && 2 * S * kSteps <= L) S *= 2;
     // Tuning and test knob: VMK_SCAN_SLOTS forces the slot count (a power of two; 1 = unchunked).
     if (const char* env = getenv("VMK_SCAN_SLOTS")) {
         const int want = atoi(env);
-        if (want >= 1 && want <= max_slots && (want & (want - 1)) == 0 && (N == 1 || want == 1)) S = want;
+        if (want >= 1 && want <= max_slots && (want & (want - 1)) == 0) S = want;
     }
     // Channel groups per block: the largest divisor of the group count that fits the block (no
     // dead warps), at most 8 warps unchunked.
-    const int max_warps = (S > 1 ? scan_threads_max_host(true, rank_regs(R)) : 256) / 32;
+    const int max_warps = (S > 1 ? scan_threads_max_host(true, rank_regs(R), N == 1 ? 1 : kMaxDState) : 256) / 32;
     int GW = 1;
     for (int g = 1; g <= groups32 && g * S <= max_warps && g * S <= 16; ++g)
         if (groups32 % g == 0) GW = g;
@@ -576,7 +648,8 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
                  D, H, W, N, R, Cp, S, GW, (groups32 + GW - 1) / GW};
     vmk_status_t st;
     if (N == 1) st = S > 1 ? launch_scan_rank<T, 1, true>(p, B, stream) : launch_scan_rank<T, 1, false>(p, B, stream);
-    else st = launch_scan_rank<T, kMaxDState, false>(p, B, stream);
+    else st = S > 1 ? launch_scan_rank<T, kMaxDState, true>(p, B, stream)
+                    : launch_scan_rank<T, kMaxDState, false>(p, B, stream);
     if (st != VMK_OK) return st;
 
     const dim3 mgrid((L + 63) / 64, (D + 31) / 32, B);

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import onnx
+from onnx import inliner
 
 # Exit codes for a command line that builds engines (exporter/cli.py uses 0-5).
 EXIT_NO_BUILDER = 6
@@ -146,7 +147,7 @@ class EngineBuildResult:
         return {kind: self.count(kind) for kind in CHECKED_WARNINGS}
 
     def as_dict(self) -> dict:
-        return {"path": str(self.path), "builder": self.builder, "builder_version": self.builder_version,
+        return {"path": str(self.path) if self.path else None, "builder": self.builder, "builder_version": self.builder_version,
                 "num_layers": self.num_layers, "engine_bytes": self.engine_bytes,
                 "parse_seconds": round(self.parse_seconds, 3), "build_seconds": round(self.build_seconds, 3),
                 "plugin_library": str(self.plugin_library) if self.plugin_library else None,
@@ -256,6 +257,10 @@ def count_plugin_nodes(model: onnx.ModelProto) -> tuple[int, int]:
     return len(nodes), sum((n.domain, n.op_type) not in bodies for n in nodes)
 
 
+def _bodies(model: onnx.ModelProto) -> list[str]:
+    return [f.name for f in model.functions if f.domain == PLUGIN_DOMAIN]
+
+
 def _dynamic_inputs(model: onnx.ModelProto) -> dict[str, list]:
     out = {}
     inits = {i.name for i in model.graph.initializer}
@@ -346,7 +351,15 @@ def build_engine(
     network = trt_builder.create_network(0)  # strongly typed (the only mode of TRT 11 / TRT-RTX)
     parser = trt.OnnxParser(network, logger)
     t0 = time.perf_counter()
-    ok = parser.parse_from_file(str(onnx_path))
+    if n_plugin and plugin_path is None:
+        # No plugins: TensorRT would inline the custom ops' bodies itself, but its parser names a
+        # function's nodes after the FunctionProto (shared by every instance) and warns once per
+        # node per repeated instance ("A node named ... already exists"). onnx's inliner gives
+        # every instance's nodes unique names; the layers are the same.
+        inlined = inliner.inline_selected_functions(model, [(PLUGIN_DOMAIN, op) for op in _bodies(model)])
+        ok = parser.parse(inlined.SerializeToString(), str(onnx_path))
+    else:
+        ok = parser.parse_from_file(str(onnx_path))
     parse_seconds = time.perf_counter() - t0
     parse_errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
     if not ok:

@@ -20,8 +20,22 @@ has ``vmamba.trt`` nodes without function bodies (a ``.trt.onnx``), or when ``pl
 given. The engine is written atomically (temporary file beside the target, then rename).
 
 Errors are :class:`EngineError` subclasses carrying the documented exit code a command line
-returns for them: :data:`EXIT_NO_BUILDER` (no builder installed), :data:`EXIT_ENGINE` (bad input
-for the build, the parser or the builder failed).
+returns for them: :data:`EXIT_NO_BUILDER` (6: no builder installed), :data:`EXIT_ENGINE` (7: bad
+input for the build, the parser or the builder failed). :func:`runtime_support` says in plain
+words whether this machine's GPU could execute the engine (TensorRT-RTX refuses sm_90, the H200).
+
+Without the plugin library the custom ops' function bodies are inlined with ``onnx.inliner``
+before parsing (TensorRT would otherwise give every instance's nodes the same names and warn for
+each, docs/EXPORT.md section 7).
+
+Why not Polygraphy's loaders (``NetworkFromOnnxPath``, ``CreateConfig``, ``EngineBytesFromNetwork``):
+they choose TensorRT or TensorRT-RTX once, at import, from ``POLYGRAPHY_USE_TENSORRT_RTX``, and
+import the RTX module under the name ``tensorrt_rtx`` only (``pip install --no-deps
+tensorrt-rtx-cu13==1.7.1.116``); they route the parser's messages into Polygraphy's logger, where
+the warning counts this module reports are not available; and none of them would apply the
+library-name fix below before the wheel loads. The calls they wrap are the few used here. For
+Polygraphy on the command line: ``POLYGRAPHY_USE_TENSORRT_RTX=1 polygraphy convert model.onnx -o
+model.engine --trt-min-shapes ...`` works for graphs without plugin nodes.
 
 TensorRT-RTX wheel quirk (the cause of the plugin-import abort, docs/PLUGINS.md): when the parser
 imports an IPluginV3 node it ``dlopen``s ``libtensorrt_rtx.so`` (the unversioned development name)
@@ -249,6 +263,36 @@ def _make_logger(trt, verbose: bool):
     return CollectingLogger()
 
 
+# Compute capabilities the TensorRT-RTX 1.7 runtime accepts, from its own refusal on the H200:
+# "Supported compute capabilities: 8.0 8.6 8.9 12.0 12.1 >12.0".
+RTX_RUNTIME_CAPABILITIES = ((8, 0), (8, 6), (8, 9), (12, 0), (12, 1))
+
+
+@dataclass(frozen=True)
+class RuntimeSupport:
+    can_run: bool
+    reason: str  # plain words, for a report or a --verify message
+
+
+def runtime_support(builder: str, capability: tuple[int, int] | None = None) -> RuntimeSupport:
+    """Whether an engine from ``builder`` can be executed on this machine's GPU 0 (``capability``
+    overrides the detected one). Nothing is run; this only says whether trying makes sense."""
+    if capability is None:
+        try:
+            import torch
+
+            if not torch.cuda.is_available():
+                return RuntimeSupport(False, "no CUDA GPU is visible here, so the engine cannot be executed")
+            capability = torch.cuda.get_device_capability(0)
+        except Exception as exc:  # noqa: BLE001 - any CUDA probing failure means "cannot run"
+            return RuntimeSupport(False, f"the GPU could not be queried ({exc}), so the engine cannot be executed")
+    cc = f"{capability[0]}.{capability[1]}"
+    if builder == "tensorrt_rtx" and not (tuple(capability) in RTX_RUNTIME_CAPABILITIES or capability[0] > 12):
+        return RuntimeSupport(False, f"TensorRT-RTX cannot run engines on this GPU (compute capability {cc}; it "
+                                     "supports 8.0, 8.6, 8.9, 12.0 and newer): the engine was built but not executed")
+    return RuntimeSupport(True, f"{builder} can run on this GPU (compute capability {cc})")
+
+
 # ----------------------------------------------------------------------------------- the graph
 def count_plugin_nodes(model: onnx.ModelProto) -> tuple[int, int]:
     """(custom-domain nodes, those without a function body): the latter need the plugin library."""
@@ -318,8 +362,6 @@ def build_engine(
     if unknown:
         raise EngineError(f"shape profile for {unknown[0]!r}, which is not an input of {onnx_path}")
 
-    b = import_builder(builder)
-    trt = b.module
     plugin_path = None
     if plugin_library is not None or n_bodiless:
         if plugin_library is None:
@@ -334,6 +376,9 @@ def build_engine(
             plugin_path = Path(plugin_library)
         if not plugin_path.is_file():
             raise EngineError(f"plugin library {plugin_path} not found: build it (docs/PLUGINS.md)")
+    b = import_builder(builder)
+    trt = b.module
+    if plugin_path is not None:
         if not b.plugin_import_safe and n_plugin:
             raise EngineError(
                 f"the TensorRT-RTX wheel was loaded before exporter.engine could provide {RTX_UNVERSIONED_NAME}, "

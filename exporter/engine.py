@@ -213,6 +213,9 @@ def _import_rtx() -> Builder:
         module = importlib.import_module("tensorrt_rtx")  # pip install --no-deps tensorrt-rtx-cu13 (Polygraphy's name)
     except ImportError:
         module = importlib.import_module("tensorrt_rtx_bindings")
+        # The name Polygraphy imports (POLYGRAPHY_USE_TENSORRT_RTX=1); the metapackage's
+        # tensorrt_rtx package does nothing but re-export the bindings.
+        sys.modules.setdefault("tensorrt_rtx", module)
     return Builder("tensorrt_rtx", module, module.__version__, plugin_import_safe=safe)
 
 

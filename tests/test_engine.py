@@ -153,3 +153,26 @@ def test_runtime_support_says_in_plain_words_where_an_engine_cannot_run():
     if not torch.cuda.is_available():
         here = E.runtime_support("tensorrt_rtx")
         assert not here.can_run and "no CUDA GPU" in here.reason
+
+
+@pytest.mark.trt_rtx
+def test_without_the_metapackage_the_bindings_serve_as_tensorrt_rtx(rtx):
+    """Polygraphy imports ``tensorrt_rtx``; with only the two wheels installed, import_builder makes
+    that name the bindings (what the no-deps metapackage would re-export)."""
+    script = (
+        "import sys\n"
+        "class Hide:\n"
+        "    @staticmethod\n"
+        "    def find_spec(name, path=None, target=None):\n"
+        "        if name == 'tensorrt_rtx':\n"
+        "            raise ModuleNotFoundError('No module named tensorrt_rtx (hidden by the test)')\n"
+        "sys.meta_path.insert(0, Hide)\n"
+        "from exporter.engine import import_builder\n"
+        "b = import_builder('tensorrt_rtx')\n"
+        "sys.meta_path.remove(Hide)\n"
+        "import tensorrt_rtx, tensorrt_rtx_bindings\n"
+        "print('ALIAS', b.module is tensorrt_rtx_bindings is tensorrt_rtx, b.plugin_import_safe)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=300)
+    assert "ALIAS True True" in r.stdout, r.stdout + r.stderr

@@ -63,12 +63,14 @@ from typing import Any, Sequence
 import onnx
 from onnx import inliner
 
+from plugins.contract import DOMAIN
+
 # Exit codes for a command line that builds engines (exporter/cli.py uses 0-5).
 EXIT_NO_BUILDER = 6
 EXIT_ENGINE = 7
 
 BUILDERS = ("tensorrt", "tensorrt_rtx")
-PLUGIN_DOMAIN = "vmamba.trt"
+PLUGIN_DOMAIN = DOMAIN  # the custom ops' domain (plugins/contract)
 # Parser warnings that mean our graph is not clean (tests assert there are none).
 DUPLICATE_NODE_WARNING = "already exists, the output tensors of this new instance will not be queryable"
 ZERO_PLACEHOLDER_WARNING = "IShuffleLayer with zeroIsPlaceHolder=true"

@@ -101,7 +101,7 @@ def _loop_scan(a, b, c):
 def test_chunked_scan_matches_sequential_loop(L):
     """functions.scan_readout alone (three Scan loops over ~sqrt(L) chunks) vs the plain loop."""
     g = F._Builder("t")
-    y = F.scan_readout(g, "a", "b", "c")
+    y = F.scan_readout(g, "a", "b", "c", rank=3)
     g.nodes.append(helper.make_node("Identity", [y], ["y"]))
     graph = helper.make_graph(
         g.nodes, "scan", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [None, None, None]) for n in "abc"],

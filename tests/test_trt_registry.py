@@ -60,6 +60,22 @@ def _find(build: Path, name: str) -> Path | None:
     return hits[0] if hits else None
 
 
+def build_plugin_targets(build: Path, include: Path, targets: list[str]) -> None:
+    """Configure (TensorRT headers in ``include``) and build ``targets`` in ``build``; skips
+    without cmake, nvcc or g++. Also used by tests/test_trt_rtx.py (same build folder)."""
+    for tool in ("cmake", "nvcc", "g++"):
+        if shutil.which(tool) is None and not (tool == "nvcc" and Path("/usr/local/cuda/bin/nvcc").exists()):
+            pytest.skip(f"{tool} not found: cannot build the plugin library")
+    configure = ["cmake", "-S", str(REPO), "-B", str(build), f"-DTensorRT_ROOT={include.parent}",
+                 "-DCMAKE_BUILD_TYPE=RelWithDebInfo", "-DCMAKE_CUDA_ARCHITECTURES=90-real"]
+    if shutil.which("nvcc") is None:
+        configure.append("-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc")
+    steps = [configure, ["cmake", "--build", str(build), "-j", str(os.cpu_count() or 2), "--target", *targets]]
+    for cmd in steps:
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+
+
 @pytest.fixture(scope="module")
 def built() -> dict[str, Path]:
     include = _trt_include_dir()
@@ -74,18 +90,7 @@ def built() -> dict[str, Path]:
     prebuilt = os.environ.get("VMAMBA_TRT_PLUGIN_BUILD_DIR")
     build = Path(prebuilt) if prebuilt else REPO / "build/trt_registry_test"
     if not prebuilt:
-        for tool in ("cmake", "nvcc", "g++"):
-            if shutil.which(tool) is None and not (tool == "nvcc" and Path("/usr/local/cuda/bin/nvcc").exists()):
-                pytest.skip(f"{tool} not found: cannot build the plugin library")
-        configure = ["cmake", "-S", str(REPO), "-B", str(build), f"-DTensorRT_ROOT={include.parent}",
-                     "-DCMAKE_BUILD_TYPE=RelWithDebInfo", "-DCMAKE_CUDA_ARCHITECTURES=90-real"]
-        if shutil.which("nvcc") is None:
-            configure.append("-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc")
-        steps = [configure, ["cmake", "--build", str(build), "-j", str(os.cpu_count() or 2), "--target",
-                             "vmamba_trt_plugins", "vmamba_trt_plugins_static_reg", "registry_probe"]]
-        for cmd in steps:
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            assert r.returncode == 0, f"{' '.join(cmd)} failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+        build_plugin_targets(build, include, ["vmamba_trt_plugins", "vmamba_trt_plugins_static_reg", "registry_probe"])
     found = {k: _find(build, v) for k, v in names.items()}
     missing = [names[k] for k, v in found.items() if v is None]
     assert not missing, f"not built in {build}: {missing}"

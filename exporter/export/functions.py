@@ -80,6 +80,15 @@ class _Builder:
     def mean(self, x: str, axes: list[int], keepdims: int = 0) -> str:
         return self.op("ReduceMean", x, self.const(axes), keepdims=keepdims, hint="mean")
 
+    def reshape(self, x: str, shape: str, hint: str = "reshape") -> str:
+        """Reshape to explicit sizes: ``allowzero=1`` so a 0 is a real (empty) size, never
+        "copy this input dim" (TensorRT then need not guess, and warns about nothing)."""
+        return self.op("Reshape", x, shape, allowzero=1, hint=hint)
+
+    def swap01(self, x: str, rank: int) -> str:
+        """Transpose the first two axes (Scan loops over axis 0 only, for every consumer)."""
+        return self.op("Transpose", x, perm=[1, 0, *range(2, rank)], hint="swap01")
+
 
 def _value(name: str, elem_type=FLOAT) -> onnx.ValueInfoProto:
     """A subgraph input/output with element type only (shapes are dynamic)."""
@@ -117,9 +126,11 @@ def _carry_body(prefix: str) -> GraphProto:
     )
 
 
-def scan_readout(g: _Builder, a: str, b: str, c: str) -> str:
-    """ONNX form of ``reference.scan_readout``: a, b (L, *S, N), c broadcastable to them,
-    time-major; returns y (L, *S) with h_t = a_t h_{t-1} + b_t, y_t = <c_t, h_t>.
+def scan_readout(g: _Builder, a: str, b: str, c: str, rank: int) -> str:
+    """ONNX form of ``reference.scan_readout``: a, b (L, *S, N) of rank ``rank``, c
+    broadcastable to them, time-major; returns y (L, *S) with h_t = a_t h_{t-1} + b_t,
+    y_t = <c_t, h_t>. Every Scan loops over axis 0 (the chunks are transposed to (T, n, ...)),
+    the only form some consumers (onnx.reference) implement.
 
     Chunk length T = floor(sqrt(L - 1)) + 1 (as the reference), n = ceil(L / T) chunks; the
     padded steps have a = 1, b = 0, c = 0 and are cut off at the end."""
@@ -137,13 +148,14 @@ def scan_readout(g: _Builder, a: str, b: str, c: str) -> str:
         tail = g.op("Slice", g.op("Shape", x), one, g.const([2**62]), g.const([0]))
         filler = g.op("Expand", fill, g.op("Concat", pad, tail, axis=0))
         full = g.op("Concat", x, filler, axis=0)
-        return g.op("Reshape", full, g.op("Concat", n_chunks, T, tail, axis=0), hint="chunked")
+        return g.reshape(full, g.op("Concat", n_chunks, T, tail, axis=0), hint="chunked")
 
     a_c, b_c, c_c = padded(a, one_f), padded(b, zero_f), padded(c, zero_f)  # (n, T, *S, N)
+    a_t, b_t, c_t = (g.swap01(t, rank + 1) for t in (a_c, b_c, c_c))  # (T, n, *S, N)
     zeros_nS = g.op("Expand", zero_f, g.op("Concat", n_chunks, rest, axis=0), hint="zeros")
     # pass 1: each chunk's end state from a zero start
     h_end = g.op(
-        "Scan", zeros_nS, a_c, b_c, hint="chunk_end", num_scan_inputs=2, scan_input_axes=[1, 1],
+        "Scan", zeros_nS, a_t, b_t, hint="chunk_end", num_scan_inputs=2,
         body=_scan_body(g.name("pass1"), with_readout=False),
     )
     decay = g.op("ReduceProd", a_c, g.const([1]), keepdims=0, hint="decay")  # (n, *S, N)
@@ -155,11 +167,12 @@ def scan_readout(g: _Builder, a: str, b: str, c: str) -> str:
     )
     # pass 3: re-run every chunk from its incoming state and read out y
     _, y = g.op(
-        "Scan", incoming, a_c, b_c, c_c, n_out=2, hint="readout", num_scan_inputs=3, scan_input_axes=[1, 1, 1],
-        scan_output_axes=[1], body=_scan_body(g.name("pass3"), with_readout=True),
-    )  # (n, T, *S)
+        "Scan", incoming, a_t, b_t, c_t, n_out=2, hint="readout", num_scan_inputs=3,
+        body=_scan_body(g.name("pass3"), with_readout=True),
+    )  # (T, n, *S)
+    y = g.swap01(y, rank)  # (n, T, *S)
     rest_y = g.op("Slice", rest, g.const([0]), g.const([-1]), g.const([0]))  # *S
-    y = g.op("Reshape", y, g.op("Concat", g.op("Mul", n_chunks, T), rest_y, axis=0))
+    y = g.reshape(y, g.op("Concat", g.op("Mul", n_chunks, T), rest_y, axis=0))
     return g.op("Slice", y, g.const([0]), L, g.const([0]), hint="y")
 
 
@@ -180,9 +193,9 @@ class _Core:
         self.R = g.dim(g.op("Shape", dtw), 2)
         self.N = g.dim(g.op("Shape", a_logs), 1)
         # cross-scan: (B, 4, D, L)
-        minus1, zero = g.const([-1]), g.const([0])
-        row = g.op("Reshape", x, g.op("Concat", zero, zero, minus1, axis=0), hint="row")
-        col = g.op("Reshape", g.op("Transpose", x, perm=[0, 1, 3, 2]), g.op("Concat", zero, zero, minus1, axis=0), hint="col")
+        flat = g.op("Concat", self.B, self.D, g.op("Mul", self.H, self.W), axis=0, hint="flat")  # (B, D, L)
+        row = g.reshape(x, flat, hint="row")
+        col = g.reshape(g.op("Transpose", x, perm=[0, 1, 3, 2]), flat, hint="col")
         parts = [g.unsq(t, [1]) for t in (row, col, g.flip(row, 2), g.flip(col, 2))]
         self.xs = g.op("Concat", *parts, axis=1, hint="xs")
         # projections per direction: MatMul broadcasts (4, C, D) @ (B, 4, D, L) -> (B, 4, C, L)
@@ -195,7 +208,7 @@ class _Core:
         # torch's softplus passes values above 20 through; ONNX Softplus is log(1 + exp(x))
         self.delta = g.op("Where", g.op("Greater", pre, g.const(20.0, FLOAT)), pre, g.op("Softplus", pre), hint="delta")
         four = g.const([4])
-        self.A = g.op("Neg", g.op("Exp", g.op("Reshape", a_logs, g.op("Concat", four, self.D, self.N, axis=0))), hint="A")
+        self.A = g.op("Neg", g.op("Exp", g.reshape(a_logs, g.op("Concat", four, self.D, self.N, axis=0))), hint="A")
 
     def merge(self, ys: str) -> str:
         """Cross-merge (B, 4, D, L) -> (B, D, H, W), then cast back to x's type."""
@@ -203,8 +216,8 @@ class _Core:
         y0, y1, y2, y3 = (g.index(ys, k, 1) for k in range(4))  # (B, D, L)
         row = g.op("Add", y0, g.flip(y2, 2))
         col = g.op("Add", y1, g.flip(y3, 2))
-        row = g.op("Reshape", row, g.op("Concat", self.B, self.D, self.H, self.W, axis=0))
-        col = g.op("Transpose", g.op("Reshape", col, g.op("Concat", self.B, self.D, self.W, self.H, axis=0)), perm=[0, 1, 3, 2])
+        row = g.reshape(row, g.op("Concat", self.B, self.D, self.H, self.W, axis=0))
+        col = g.op("Transpose", g.reshape(col, g.op("Concat", self.B, self.D, self.W, self.H, axis=0)), perm=[0, 1, 3, 2])
         merged = g.op("Add", row, col)
         g.nodes.append(helper.make_node("CastLike", [merged, "x"], ["y"]))
         return "y"
@@ -212,7 +225,7 @@ class _Core:
     def skip(self) -> str:
         """Ds[r] * u_r as (B, 4, D, L)."""
         g = self.g
-        ds = g.op("Reshape", self.ds, g.op("Concat", g.const([1, 4]), self.D, g.const([1]), axis=0))
+        ds = g.reshape(self.ds, g.op("Concat", g.const([1, 4]), self.D, g.const([1]), axis=0))
         return g.op("Mul", ds, self.xs, hint="skip")
 
 
@@ -225,7 +238,7 @@ def _ss2d_scan_nodes(g: _Builder) -> None:
     C_t = g.unsq(g.op("Transpose", core.Cs, perm=[3, 0, 1, 2]), [3])
     a = g.op("Exp", g.op("Mul", delta_t, core.A), hint="abar")  # (L, B, 4, D, N)
     b = g.op("Mul", du_t, B_t, hint="bu")
-    y = scan_readout(g, a, b, C_t)  # (L, B, 4, D)
+    y = scan_readout(g, a, b, C_t, rank=5)  # (L, B, 4, D)
     ys = g.op("Add", g.op("Transpose", y, perm=[1, 2, 3, 0]), core.skip())
     core.merge(ys)
 
@@ -293,7 +306,7 @@ def _vmeanba_scan_nodes(g: _Builder) -> None:
     to_time_major = [3, 0, 1, 2]
     y_m = scan_readout(
         g, g.op("Transpose", a_m, perm=to_time_major), g.op("Transpose", bu_m, perm=to_time_major),
-        g.op("Transpose", c_m, perm=to_time_major),
+        g.op("Transpose", c_m, perm=to_time_major), rank=4,
     )  # (L, B, G)
     y_m = g.unsq(g.op("Transpose", y_m, perm=[1, 2, 0]), [2])  # (B, G, 1, L)
     core.merge(g.op("Add", y_m, core.skip()))

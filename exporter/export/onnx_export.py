@@ -126,6 +126,34 @@ def _name_custom_nodes(model: onnx.ModelProto) -> None:
         node.name = name if seen[name] == 1 else f"{name}_{seen[name] - 1}"
 
 
+def unfreeze_value_info(model: onnx.ModelProto) -> int:
+    """Clear every value_info dimension the exporter fixed although it follows from a dynamic
+    input dimension. torch.export specialises sizes that are 1 in the example (a 32x32 input
+    makes VMamba's stage-3 map 1x1), so its annotations can say 1 where the file declares a
+    dynamic height/width; ONNX Runtime then plans buffers from the wrong sizes ("Shape mismatch
+    attempting to re-use buffer") at other resolutions. The reference here is ONNX's own shape
+    inference from the declared (symbolic) input: a dimension it cannot prove constant keeps its
+    inferred symbol (or none). In place; returns how many dimensions were cleared."""
+    probe = copy.deepcopy(model)
+    del probe.graph.value_info[:]
+    inferred = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(probe, data_prop=True).graph.value_info}
+    cleared = 0
+    for vi in model.graph.value_info:
+        ref = inferred.get(vi.name)
+        if ref is None or not vi.type.HasField("tensor_type") or not ref.type.tensor_type.HasField("shape"):
+            continue
+        dims, ref_dims = vi.type.tensor_type.shape.dim, ref.type.tensor_type.shape.dim
+        if len(dims) != len(ref_dims):
+            continue
+        for d, r in zip(dims, ref_dims):
+            if d.HasField("dim_value") and not (r.HasField("dim_value") and r.dim_value == d.dim_value):
+                d.Clear()
+                if r.HasField("dim_param"):
+                    d.dim_param = r.dim_param
+                cleared += 1
+    return cleared
+
+
 def atomic_save(model: onnx.ModelProto, path: Path) -> None:
     """Serialise to a temporary file beside ``path`` and move it into place (no partial file)."""
     path = Path(path)
@@ -236,6 +264,8 @@ def export_onnx(
     _rename_dims(proto, names)
     _name_custom_nodes(proto)
     attach_functions(proto)
+    if names:
+        unfreeze_value_info(proto)
     try:
         onnx.checker.check_model(proto, full_check=True)
         proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)

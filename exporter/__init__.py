@@ -3,7 +3,7 @@
 Pipeline: ``exporter.models`` (official-compatible models) -> ``exporter.compress`` (VMeanba,
 QuarterMap) -> ``exporter.export`` (ONNX with custom ops) -> ``exporter.verify`` (Polygraphy parity).
 """
-from exporter.checkpoint import load_model
+from exporter.models.loader import load_model
 from exporter.models import create_model, list_models
 
 __version__ = "0.1.0"

@@ -51,12 +51,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from exporter.models.layers import Linear2d
-from exporter.models.ss2d import SS2D
+from exporter.models.ss2d import SS2D, cast_model  # noqa: F401  (cast_model: part of this module's API)
+from plugins.contract import FLOAT32_SCAN_INPUTS
 
 CUSTOM_OPS = ("ss2d_scan", "vmeanba_scan", "quartermap_down", "quartermap_up")
 MODES = ("eager", "graph", "compile")
-# parameters the kernels always read as float32 (vmamba_kernels.h)
-FLOAT32_SSM_PARAMS = ("A_logs", "Ds", "dt_projs_bias")
+# parameters the kernels always read as float32 (the op contract's float32 scan inputs)
+FLOAT32_SSM_PARAMS = FLOAT32_SCAN_INPUTS
 
 
 # --------------------------------------------------------------------------- kernel availability
@@ -128,18 +129,6 @@ def _swap_class(model: nn.Module, old: type, new: type) -> int:
             m.__class__ = new
             n += 1
     return n
-
-
-def cast_model(model: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """``model.to(dtype)`` except the SSM parameters the kernels read as float32."""
-    model.to(dtype)
-    if dtype != torch.float32:
-        for m in model.modules():
-            if isinstance(m, SS2D):
-                for name in FLOAT32_SSM_PARAMS:
-                    p = getattr(m, name)
-                    p.data = p.data.float()
-    return model
 
 
 def set_tf32(enabled: bool) -> None:

@@ -231,5 +231,5 @@ def _select(model, calibration, k, max_drop, metric, variant, folded, candidates
         baseline=baseline, layer_scores=layer_scores, impacts=impacts, order=order, joint=joint,
         joint_drop=_drop(metric, baseline, joint), curve=curve_points, k=k, max_drop=max_drop, variant=variant,
         calibration=cal.describe(), num_samples=len(cal), synthetic=cal.synthetic, seconds=time.time() - start,
-        model=getattr(model, "arch_name", type(model).__name__),
+        model=type(model).__name__,
     )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import _compat_pickle
 import dataclasses
 import logging
-import math
 import os
 import pickle
 import pickletools
@@ -28,7 +27,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn as nn
 
 logger = logging.getLogger("exporter")
 

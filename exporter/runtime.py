@@ -73,22 +73,12 @@ def kernel_status() -> tuple[bool, str]:
     missing = [op for op in CUSTOM_OPS
                if not torch._C._dispatch_has_kernel_for_dispatch_key(f"vmamba::{op}", "CUDA")]
     if missing:
-        detail = ""
-        for name in ("status", "kernel_status", "library_status", "load_error"):
-            fn = getattr(plugins.kernels, name, None)
-            if callable(fn):
-                try:
-                    detail = f" ({fn()})"
-                except Exception:  # a diagnostic only
-                    pass
-                break
+        _, library = plugins.kernels.kernels_available()  # why the library did (not) load: the real reason
         return False, (f"no CUDA kernel registered for vmamba::{', vmamba::'.join(missing)}; build the kernel "
-                       f"library (cmake -S . -B build && cmake --build build) so plugins.kernels can load it{detail}")
+                       f"library (cmake -S . -B build && cmake --build build) so plugins.kernels can load it "
+                       f"({library})")
     return True, "CUDA kernels registered for " + ", ".join(f"vmamba::{op}" for op in CUSTOM_OPS)
 
-
-def kernels_available() -> bool:
-    return kernel_status()[0]
 
 
 # --------------------------------------------------------------------------- equivalent rewrites

@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from exporter.models.registry import ASSETS_DIR, bundled_info, load_pretrained
+from exporter.models.registry import ASSETS_DIR, bundled_info, load_pretrained  # noqa: F401  (ASSETS_DIR: API)
 from exporter.preprocess import Preprocessing, family_preprocessing, preprocess_image
 
 SPLIT_SEED = 0

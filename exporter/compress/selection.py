@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from exporter.compress.calibration import CalibrationSet, load_calibration
-from exporter.compress.layers import parse_layer_spec
+from exporter.compress.layer_specs import parse_layer_spec
 from exporter.models.ss2d import VMeanbaSpec
 
 METRICS = ("auto", "accuracy", "agreement", "kl")

@@ -9,7 +9,7 @@ import copy
 
 import torch.nn as nn
 
-from exporter.compress.layers import AutoLayers, parse_layer_spec
+from exporter.compress.layer_specs import AutoLayers, parse_layer_spec
 from exporter.models.ss2d import QuarterMapSpec, VMeanbaSpec
 from plugins.contract import QUARTERMAP_DOWN, VMEANBA_VARIANTS
 

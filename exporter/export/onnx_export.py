@@ -174,7 +174,7 @@ def export_onnx(
     *,
     precision: str = "fp32",
     batch: int = 1,
-    resolution: tuple[int, int] = (224, 224),
+    resolution: tuple[int, int] | None = None,
     dynamic: bool = True,
     opset: int = DEFAULT_OPSET,
     trt_onnx: bool = False,
@@ -182,6 +182,7 @@ def export_onnx(
 ) -> ExportResult:
     """Export ``model`` to ``path`` (and ``<stem>.trt.onnx`` when ``trt_onnx``).
 
+    resolution: the example (H, W); default: the model family's pretrained input size (``default_cfg``).
     dynamic: batch, height and width dynamic. If the exporter cannot keep height/width dynamic
     for this model, the export falls back to a static resolution (dynamic batch only) and says so
     in ``ExportResult.notes``.
@@ -189,7 +190,7 @@ def export_onnx(
     if opset < 18:
         raise ValueError(f"opset must be >= 18, got {opset}")
     path = Path(path)
-    H, W = resolution
+    H, W = resolution or type(model).default_cfg.input_size[1:]
     prepared = prepare_for_precision(model, precision)
     dtype = torch.float16 if precision == "fp16" else torch.float32
     example = torch.randn(batch, 3, H, W, dtype=dtype)

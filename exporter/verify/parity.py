@@ -134,7 +134,7 @@ def check_parity(
     onnx_path: str | Path,
     *,
     precision: str = "fp32",
-    input_shape: tuple = (1, 3, 224, 224),
+    input_shape: tuple | None = None,
     iterations: int = 2,
     seed: int = 0,
     tolerance: Tolerance | None = None,
@@ -151,6 +151,7 @@ def check_parity(
     from polygraphy.comparator import Comparator, RunResults
     from polygraphy.json import save_json
 
+    input_shape = input_shape or (1, *type(reference_model).default_cfg.input_size)  # the pretrained size
     tol = tolerance or TOLERANCES[precision]
     dtype = np.float16 if precision == "fp16" else np.float32
     feeds = make_feeds(tuple(input_shape), iterations, seed, dtype)

@@ -139,7 +139,7 @@ def options_from_args(args):
 
 
 # --------------------------------------------------------------------------- printing
-class Console:
+class Terminal:
     """Progress and summary on a terminal (rich); plain lines, no escape codes, no wrapping otherwise."""
 
     def __init__(self, quiet: bool):
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         from exporter import pipeline
 
-        console = Console(args.quiet)
+        console = Terminal(args.quiet)
         options = options_from_args(args)
         options.progress = console.interactive
         result = pipeline.run(options, step=console.step)

@@ -50,28 +50,16 @@ class PipelineError(Exception):
     label = ""
 
 
-class UsageError(PipelineError):
-    exit_code = EXIT_BAD_ARGS
+def _failure(name: str, exit_code: int, label: str, doc: str) -> type:
+    return type(name, (PipelineError,), {"exit_code": exit_code, "label": label, "__doc__": doc,
+                                         "__module__": __name__})
 
 
-class CheckpointFailure(PipelineError):
-    exit_code = EXIT_CHECKPOINT
-    label = "checkpoint error"
-
-
-class ExportFailure(PipelineError):
-    exit_code = EXIT_EXPORT
-    label = "export failed"
-
-
-class OutputFailure(PipelineError):
-    exit_code = EXIT_OUTPUT
-    label = "cannot write output"
-
-
-class Interrupted(PipelineError):
-    exit_code = EXIT_INTERRUPTED
-    label = "interrupted"
+UsageError = _failure("UsageError", EXIT_BAD_ARGS, "", "Bad arguments or input.")
+CheckpointFailure = _failure("CheckpointFailure", EXIT_CHECKPOINT, "checkpoint error", "The checkpoint is unusable.")
+ExportFailure = _failure("ExportFailure", EXIT_EXPORT, "export failed", "ONNX export or its checks failed.")
+OutputFailure = _failure("OutputFailure", EXIT_OUTPUT, "cannot write output", "An output cannot be written.")
+Interrupted = _failure("Interrupted", EXIT_INTERRUPTED, "interrupted", "Ctrl-C: nothing was written.")
 
 
 # --------------------------------------------------------------------------- options
@@ -359,6 +347,20 @@ def compress(o: Options, source: Source) -> Compression:
     return Compression(model, layer_forms(model), selection, calib_note)
 
 
+def plugin_limit_warnings(model) -> list[str]:
+    """What the exported file will not do with the TensorRT plugins (the contract's dim limits):
+    the function bodies still run in ONNX Runtime, so this is a warning, not an error."""
+    from plugins.contract import SS2D_SCAN
+
+    for name, ss2d in model.ssm_layers().items():
+        try:
+            SS2D_SCAN.check_dim("N", ss2d.d_state)
+        except ValueError as exc:
+            return [f"{name}: {exc}: the .onnx runs in ONNX Runtime (function bodies) but not with the TensorRT "
+                    "plugins"]
+    return []
+
+
 # --------------------------------------------------------------------------- step 3: export
 _ANSI = None
 
@@ -458,6 +460,13 @@ def build_report(o: Options, source: Source, comp: Compression, exported, ver: V
     return _json_safe(report)
 
 
+def _section(title: str, *paragraphs: str) -> list[str]:
+    body = []
+    for p in paragraphs:
+        body += ["", p]
+    return ["", f"## {title}", *body]
+
+
 def report_markdown(report: dict) -> str:
     ex = report["export"]
     lines = [f"# vm-export report: {report['arch']}", "", f"- model: {report['model']}",
@@ -478,20 +487,19 @@ def report_markdown(report: dict) -> str:
             lines += ["", "**Calibration was synthetic noise: the selection says nothing about accuracy.**"]
     lines += ["", "## Layers", "", "| layer | exported as |", "|---|---|"]
     lines += [f"| {name} | {form} |" for name, form in report["layers"].items()]
-    par = report.get("parity")
+    par, lat = report.get("parity"), report.get("latency")
     if par:
-        lines += ["", "## Parity (ONNX Runtime vs PyTorch, Polygraphy)", "",
-                  f"{'PASS' if par['passed'] else 'FAIL'}: max abs {par['max_abs_error']}, max rel "
-                  f"{par['max_rel_error']} (atol {par['atol']:g}, rtol {par['rtol']:g}) over {par['iterations']} "
-                  f"inputs of shapes {par['input_shapes']}"]
-    lat = report.get("latency")
+        verdict = "PASS" if par["passed"] else "FAIL"
+        lines += _section("Parity (ONNX Runtime vs PyTorch, Polygraphy)",
+                          f"{verdict}: max abs {par['max_abs_error']}, max rel {par['max_rel_error']} (atol "
+                          f"{par['atol']:g}, rtol {par['rtol']:g}) over {par['iterations']} inputs of shapes "
+                          f"{par['input_shapes']}")
     if lat:
-        lines += ["", "## Latency (median, CPU)", "",
-                  f"PyTorch eager {lat['pytorch']['median_ms']:.2f} ms, ONNX Runtime {lat['onnxrt']['median_ms']:.2f} ms "
-                  f"(input {lat['pytorch']['input_shape']}, {lat['pytorch']['runs']} runs, "
-                  f"{lat['pytorch']['threads']} threads)"]
-        if lat.get("warning"):
-            lines += ["", f"**Warning:** {lat['warning']}"]
+        pt = lat["pytorch"]
+        lines += _section("Latency (median, CPU)",
+                          f"PyTorch eager {pt['median_ms']:.2f} ms, ONNX Runtime {lat['onnxrt']['median_ms']:.2f} ms "
+                          f"(input {pt['input_shape']}, {pt['runs']} runs, {pt['threads']} threads)",
+                          *([f"**Warning:** {lat['warning']}"] if lat.get("warning") else []))
     lines += ["", "## Files", ""] + [f"- {label}: `{path}`" for label, path in report["files"].items()]
     return "\n".join(lines) + "\n"
 
@@ -604,6 +612,7 @@ def run(o: Options, step: Callable[[str], ContextManager] | None = None) -> Resu
             raise
     package = str(Path(__file__).resolve().parent)
     caught = list(dict.fromkeys(str(r.message) for r in records if str(r.filename).startswith(package)))
+    caught += plugin_limit_warnings(comp.model)
     if ver is not None and ver.latency and ver.latency.get("warning"):
         caught.append(ver.latency["warning"])
     return Result(source, comp, final_export, ver, plan, report, caught)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import pickle
+import shlex
 import signal
 import stat
 
@@ -77,37 +78,40 @@ def _fail(work, capsys, argv, code, problem, fix):
 
 
 # --------------------------------------------------------------------------- bad values (exit 2)
-BAD_VALUES = [
-    (["--vmeanba-layers", "auto", "--max-drop", "nan"], "finite fraction", "0.01 = 1 point"),
-    (["--vmeanba-layers", "auto", "--max-drop", "inf"], "finite fraction", "0.01 = 1 point"),
-    (["--vmeanba-layers", "auto", "--max-drop", "1"], "100% drop", "--max-drop 0.01"),
-    (["--vmeanba-layers", "auto", "--max-drop", "-0.1"], ">= 0", "0.01 = 1 point"),
-    (["--vmeanba-layers", "auto", "--max-drop", "abc"], "expected a fraction", "vm-export --help"),
-    (["--max-drop", "0.1"], "only applies to --vmeanba-layers auto or k=N", "add one of them"),
-    (["--arch", "vmamba_tiny_s1l8", "--num-classes", "0"], "--num-classes must be a positive", "got 0"),
-    (["--arch", "vmamba_tiny_s1l8", "--num-classes", "-3"], "--num-classes must be a positive", "got -3"),
-    (["--num-classes", "7"], "does not apply to the bundled digits_vmamba", "drop --num-classes"),
-    (["--quartermap", "every:100"], "selects no layer", "choose a spec"),
-    (["--quartermap-stride", "3"], "does nothing without --quartermap", "add --quartermap"),
-    (["--quartermap-keep", "2"], "does nothing without --quartermap", "add --quartermap"),
-    (["--calib", "digits"], "only applies to --vmeanba-layers auto or k=N", "drop --calib"),
-    (["--calib-limit", "5"], "only applies to --vmeanba-layers auto or k=N", "drop --calib-limit"),
-    (["--vmeanba-variant", "per-direction"], "does nothing without --vmeanba-layers", "add --vmeanba-layers"),
-    (["--quartermap", "--quartermap-stride", "2", "--quartermap-keep", "2"], "keep == stride", "use keep < stride"),
-    (["--quartermap", "--quartermap-stride", "2", "--quartermap-keep", "3"], "keep <= stride", "--quartermap-keep"),
-    (["--quartermap", "--quartermap-stride", "65"], "above its maximum 64", "--quartermap-stride"),
-    (["--opset", "99"], "--opset 99 is not supported", "from 18 to 25"),
-    (["--opset", "17"], "--opset 17 is not supported", "from 18 to 25"),
-    (["--vmeanba-layers", "bogus"], "unknown layer 'bogus'", "valid specs"),
-    (["--vmeanba-layers", "99"], "out of range", "indices 0..7"),
-    (["--resolution", "0x5"], "--resolution", "positive integers"),
-    (["--batch", "0"], "--batch must be >= 1", "got 0"),
-    (["--threads", "0"], "--threads must be >= 1", "got 0"),
-    (["--precision", "fp8"], "invalid choice: 'fp8'", "vm-export --help"),
-    (["--arch", "no_such_model"], "unknown --arch 'no_such_model'", "--list-models"),
-    (["--arch", "vmamba_tiny_s1l8", "--vmeanba-layers", "auto"], "chooses layers on calibration data", "pass --calib"),
-    (["--no-such-flag"], "unrecognized arguments", "vm-export --help"),
-]
+# argv | what the message must name (the problem) | and the fix it must give
+BAD_VALUES_TABLE = """
+    --vmeanba-layers auto --max-drop nan | finite fraction | 0.01 = 1 point
+    --vmeanba-layers auto --max-drop inf | finite fraction | 0.01 = 1 point
+    --vmeanba-layers auto --max-drop 1 | 100% drop | --max-drop 0.01
+    --vmeanba-layers auto --max-drop -0.1 | >= 0 | 0.01 = 1 point
+    --vmeanba-layers auto --max-drop abc | expected a fraction | vm-export --help
+    --max-drop 0.1 | only applies to --vmeanba-layers auto or k=N | add one of them
+    --arch vmamba_tiny_s1l8 --num-classes 0 | --num-classes must be a positive | got 0
+    --arch vmamba_tiny_s1l8 --num-classes -3 | --num-classes must be a positive | got -3
+    --num-classes 7 | does not apply to the bundled digits_vmamba | drop --num-classes
+    --quartermap every:100 | selects no layer | choose a spec
+    --quartermap-stride 3 | does nothing without --quartermap | add --quartermap
+    --quartermap-keep 2 | does nothing without --quartermap | add --quartermap
+    --calib digits | only applies to --vmeanba-layers auto or k=N | drop --calib
+    --calib-limit 5 | only applies to --vmeanba-layers auto or k=N | drop --calib-limit
+    --vmeanba-variant per-direction | does nothing without --vmeanba-layers | add --vmeanba-layers
+    --quartermap --quartermap-stride 2 --quartermap-keep 2 | keep == stride | use keep < stride
+    --quartermap --quartermap-stride 2 --quartermap-keep 3 | keep <= stride | --quartermap-keep
+    --quartermap --quartermap-stride 65 | above its maximum 64 | --quartermap-stride
+    --opset 99 | --opset 99 is not supported | from 18 to 25
+    --opset 17 | --opset 17 is not supported | from 18 to 25
+    --vmeanba-layers bogus | unknown layer 'bogus' | valid specs
+    --vmeanba-layers 99 | out of range | indices 0..7
+    --resolution 0x5 | --resolution | positive integers
+    --batch 0 | --batch must be >= 1 | got 0
+    --threads 0 | --threads must be >= 1 | got 0
+    --precision fp8 | invalid choice: 'fp8' | vm-export --help
+    --arch no_such_model | unknown --arch 'no_such_model' | --list-models
+    --arch vmamba_tiny_s1l8 --vmeanba-layers auto | chooses layers on calibration data | pass --calib
+    --no-such-flag | unrecognized arguments | vm-export --help
+"""
+BAD_VALUES = [(shlex.split(argv), problem.strip(), fix.strip())
+              for argv, problem, fix in (line.split(" | ") for line in BAD_VALUES_TABLE.strip().splitlines())]
 
 
 @pytest.mark.parametrize("argv,problem,fix", BAD_VALUES, ids=[" ".join(a) for a, _, _ in BAD_VALUES])

@@ -209,3 +209,17 @@ def test_checkpoint_filter_runs_once(tmp_path, monkeypatch):
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded.model(x), model(x))
+
+
+def test_d_state_beyond_the_plugin_limit_is_a_warning():
+    from exporter.models import VMamba
+    from plugins.contract import MAX_D_STATE
+
+    def small(d_state):
+        return VMamba(depths=[1, 1], dims=8, num_classes=3, ssm_d_state=d_state, ssm_ratio=1.0,
+                      forward_type="v05_noz", mlp_ratio=2.0, downsample_version="v3", patchembed_version="v2",
+                      norm_layer="ln2d")
+
+    assert pipeline.plugin_limit_warnings(small(MAX_D_STATE)) == []
+    (warning,) = pipeline.plugin_limit_warnings(small(MAX_D_STATE + 1))
+    assert f"d_state = {MAX_D_STATE + 1} is outside 1..{MAX_D_STATE}" in warning and "ONNX Runtime" in warning

@@ -223,3 +223,35 @@ def test_d_state_beyond_the_plugin_limit_is_a_warning():
     assert pipeline.plugin_limit_warnings(small(MAX_D_STATE)) == []
     (warning,) = pipeline.plugin_limit_warnings(small(MAX_D_STATE + 1))
     assert f"d_state = {MAX_D_STATE + 1} is outside 1..{MAX_D_STATE}" in warning and "ONNX Runtime" in warning
+
+
+def _header_structs(header: str) -> dict[str, list[tuple[str, str]]]:
+    """{struct name: [(field, C type or "pointer")]} of the ``typedef struct {...} name;`` blocks."""
+    structs = {}
+    for body, name in re.findall(r"typedef struct \{(.*?)\}\s*(\w+);", header, flags=re.S):
+        fields = []
+        for decl in filter(None, (" ".join(d.split()) for d in body.split(";"))):
+            ctype, stars, names = re.fullmatch(r"(?:const )?(\w+)\s*(\**)\s*(.*)", decl).groups()
+            fields += [(n.strip(), "pointer" if stars else ctype) for n in names.split(",")]
+        structs[name] = fields
+    return structs
+
+
+def test_ctypes_structs_and_contract_match_the_kernel_header_layout():
+    """plugins/kernels.py's ctypes structs are field for field the C structs of vmamba_kernels.h, and the
+    scan struct's input pointers are the contract's inputs in order, float32 exactly where the contract says."""
+    import ctypes
+
+    from plugins import kernels
+    from plugins.contract import FLOAT32_SCAN_INPUTS, SS2D_SCAN
+
+    header = (REPO / "trt_plugins_cpp" / "kernels" / "vmamba_kernels.h").read_text()
+    structs = _header_structs(header)
+    c_types = {"int32_t": ctypes.c_int32, "vmk_dtype_t": ctypes.c_int, "pointer": ctypes.c_void_p}
+    for cls, c_name in ((kernels.Ss2dArgs, "vmk_ss2d_args_t"), (kernels.QuarterMapDownArgs, "vmk_quartermap_down_args_t"),
+                        (kernels.QuarterMapUpArgs, "vmk_quartermap_up_args_t")):
+        assert [(n, c_types[t]) for n, t in structs[c_name]] == list(cls._fields_), c_name
+    pointers = [n for n, t in structs["vmk_ss2d_args_t"] if t == "pointer" and n != "y"]
+    assert pointers == [t.name for t in SS2D_SCAN.inputs]
+    float_ptrs = tuple(n for n in pointers if re.search(rf"const float\* {n};", header))
+    assert float_ptrs == FLOAT32_SCAN_INPUTS  # the header's float* fields are the contract's float32 inputs

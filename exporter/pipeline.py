@@ -571,12 +571,13 @@ def run(o: Options, step: Callable[[str], ContextManager] | None = None) -> Resu
         except OSError as exc:
             raise OutputFailure(describe_os_error(exc) + "; nothing was written") from exc
 
+    import torch
+
+    previous_threads = torch.get_num_threads()
     with _InterruptWatch() as watch, warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("default")
         try:
             if o.threads is not None:
-                import torch
-
                 torch.set_num_threads(o.threads)
             if o.output is not None:  # the paths do not depend on the model: refuse bad ones before loading
                 check_outputs(plan_outputs(o, "model"), o)
@@ -606,10 +607,12 @@ def run(o: Options, step: Callable[[str], ContextManager] | None = None) -> Resu
                 staging.commit()
         except BaseException as exc:
             staging.discard()
+            torch.set_num_threads(previous_threads)
             if watch.seen or isinstance(exc, KeyboardInterrupt):
                 raise Interrupted("stopped by Ctrl-C; nothing was written (outputs that existed are unchanged)") \
                     from exc
             raise
+    torch.set_num_threads(previous_threads)
     package = str(Path(__file__).resolve().parent)
     caught = list(dict.fromkeys(str(r.message) for r in records if str(r.filename).startswith(package)))
     caught += plugin_limit_warnings(comp.model)

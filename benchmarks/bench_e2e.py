@@ -79,7 +79,7 @@ def log(*args) -> None:
 # --------------------------------------------------------------------------- model set-up
 def quartermap_layers(model, spec: str) -> list[str]:
     try:
-        from exporter.compress.layers import parse_layer_spec
+        from exporter.compress import parse_layer_spec
     except ImportError:  # compression package not importable: same rule, written out
         k = int(spec.split(":")[1])
         names = list(model.ssm_layers())

@@ -51,12 +51,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from exporter.models.layers import Linear2d
-from exporter.models.ss2d import SS2D
+from exporter.models.ss2d import SS2D, cast_model  # noqa: F401  (cast_model: part of this module's API)
+from plugins.contract import FLOAT32_SCAN_INPUTS
 
 CUSTOM_OPS = ("ss2d_scan", "vmeanba_scan", "quartermap_down", "quartermap_up")
 MODES = ("eager", "graph", "compile")
-# parameters the kernels always read as float32 (vmamba_kernels.h)
-FLOAT32_SSM_PARAMS = ("A_logs", "Ds", "dt_projs_bias")
+# parameters the kernels always read as float32 (the op contract's float32 scan inputs)
+FLOAT32_SSM_PARAMS = FLOAT32_SCAN_INPUTS
 
 
 # --------------------------------------------------------------------------- kernel availability
@@ -72,22 +73,12 @@ def kernel_status() -> tuple[bool, str]:
     missing = [op for op in CUSTOM_OPS
                if not torch._C._dispatch_has_kernel_for_dispatch_key(f"vmamba::{op}", "CUDA")]
     if missing:
-        detail = ""
-        for name in ("status", "kernel_status", "library_status", "load_error"):
-            fn = getattr(plugins.kernels, name, None)
-            if callable(fn):
-                try:
-                    detail = f" ({fn()})"
-                except Exception:  # a diagnostic only
-                    pass
-                break
+        _, library = plugins.kernels.kernels_available()  # why the library did (not) load: the real reason
         return False, (f"no CUDA kernel registered for vmamba::{', vmamba::'.join(missing)}; build the kernel "
-                       f"library (cmake -S . -B build && cmake --build build) so plugins.kernels can load it{detail}")
+                       f"library (cmake -S . -B build && cmake --build build) so plugins.kernels can load it "
+                       f"({library})")
     return True, "CUDA kernels registered for " + ", ".join(f"vmamba::{op}" for op in CUSTOM_OPS)
 
-
-def kernels_available() -> bool:
-    return kernel_status()[0]
 
 
 # --------------------------------------------------------------------------- equivalent rewrites
@@ -128,18 +119,6 @@ def _swap_class(model: nn.Module, old: type, new: type) -> int:
             m.__class__ = new
             n += 1
     return n
-
-
-def cast_model(model: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """``model.to(dtype)`` except the SSM parameters the kernels read as float32."""
-    model.to(dtype)
-    if dtype != torch.float32:
-        for m in model.modules():
-            if isinstance(m, SS2D):
-                for name in FLOAT32_SSM_PARAMS:
-                    p = getattr(m, name)
-                    p.data = p.data.float()
-    return model
 
 
 def set_tf32(enabled: bool) -> None:

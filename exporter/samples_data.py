@@ -10,14 +10,14 @@ Splits (fixed, stratified, seed ``SPLIT_SEED``): 60% ``train`` (1078 images), 20
 """
 from __future__ import annotations
 
-import json
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import torch
 
-ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+from exporter.models.registry import ASSETS_DIR, bundled_info, load_pretrained  # noqa: F401  (ASSETS_DIR: API)
+from exporter.preprocess import Preprocessing, family_preprocessing, preprocess_image
+
 SPLIT_SEED = 0
 DIGITS_RESOLUTION = 32
 SPLITS = ("train", "calibration", "test", "heldout", "all")
@@ -50,14 +50,12 @@ def digits_images(split: str = "heldout") -> tuple[np.ndarray, np.ndarray]:
 
 
 def digits_dataset(split: str = "heldout", family: str = "vmamba", resolution: int | None = None,
-                   mean=None, std=None) -> tuple[torch.Tensor, torch.Tensor]:
+                   mean=None, std=None, *, pre: Preprocessing | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A digits split preprocessed exactly as ``load_calibration`` preprocesses image files for
-    ``family`` at the digits models' resolution (32): returns ((N, 3, R, R) float32, (N,) int64)."""
+    ``family`` at the digits models' resolution (32), or with ``pre``: ((N, 3, R, R) float32, (N,) int64)."""
     from PIL import Image
 
-    from exporter.compress.calibration import family_preprocessing, preprocess_image
-
-    pre = family_preprocessing(family, resolution or DIGITS_RESOLUTION, mean, std)
+    pre = pre or family_preprocessing(family, resolution or DIGITS_RESOLUTION, mean, std)
     images, labels = digits_images(split)
     tensors = torch.stack([preprocess_image(Image.fromarray(im), pre) for im in images])
     return tensors, torch.from_numpy(labels)
@@ -67,10 +65,7 @@ def digits_model_info(family: str = "vmamba") -> dict:
     """The JSON written by samples/train_digits.py (config, split seed, accuracies)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown digits model family {family!r}; choose one of {FAMILIES}")
-    path = ASSETS_DIR / f"digits_{family}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `python samples/train_digits.py` to create it")
-    return json.loads(path.read_text())
+    return bundled_info(f"digits_{family}")
 
 
 def build_digits_model(family: str = "vmamba", config: dict | None = None) -> torch.nn.Module:
@@ -82,11 +77,8 @@ def build_digits_model(family: str = "vmamba", config: dict | None = None) -> to
 
 
 def load_digits_model(family: str = "vmamba") -> torch.nn.Module:
-    """The trained digits model of ``family`` in eval mode (weights from exporter/assets)."""
-    from safetensors.torch import load_file
-
-    info = digits_model_info(family)
-    model = build_digits_model(family, info["config"])
-    model.load_state_dict(load_file(str(ASSETS_DIR / info["weights"])), strict=True)
-    model.digits_info = info
-    return model.eval()
+    """The trained digits model of ``family`` in eval mode (the registered ``digits_<family>`` with its
+    bundled weights)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown digits model family {family!r}; choose one of {FAMILIES}")
+    return load_pretrained(f"digits_{family}")

@@ -95,7 +95,8 @@ def vmeanba_scan(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, v
     return torch.ops.vmamba.vmeanba_scan(*args, int(variant))
 
 
-def quartermap_down(x: Tensor, stride: int = 2, keep: int = 1) -> Tensor:
+def quartermap_down(x: Tensor, stride: int = QUARTERMAP_DOWN.default("stride"),
+                    keep: int = QUARTERMAP_DOWN.default("keep")) -> Tensor:
     """Keep the first ``keep`` of every ``stride`` rows and columns (contract op QuarterMapDown)."""
     if torch.onnx.is_in_onnx_export():
         B, C, H, W = x.shape

@@ -13,6 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from plugins.contract import QUARTERMAP_DOWN
+
 K = 4
 # Bound on the elements of one (b, rows, N, L) scan tensor; larger problems are cut along rows so
 # that a batch of v0 (d_state 16) images at 224x224 does not need gigabytes at once.
@@ -218,15 +220,17 @@ def vmeanba_scan(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, v
     return cross_merge(ys, H, W).to(x.dtype)
 
 
-def kept_size(size: int, stride: int = 2, keep: int = 1) -> int:
+_QM_STRIDE, _QM_KEEP = QUARTERMAP_DOWN.default("stride"), QUARTERMAP_DOWN.default("keep")
+
+
+def kept_size(size: int, stride: int = _QM_STRIDE, keep: int = _QM_KEEP) -> int:
     """How many of ``size`` rows QuarterMap keeps: the first ``keep`` of every ``stride``."""
     return (size // stride) * keep + min(size % stride, keep)
 
 
-def quartermap_down(x: torch.Tensor, stride: int = 2, keep: int = 1) -> torch.Tensor:
+def quartermap_down(x: torch.Tensor, stride: int = _QM_STRIDE, keep: int = _QM_KEEP) -> torch.Tensor:
     """Contract op QuarterMapDown: keep rows/cols i with i % stride < keep."""
-    if not 1 <= keep <= stride:
-        raise ValueError(f"QuarterMap needs 1 <= keep <= stride, got keep={keep}, stride={stride}")
+    QUARTERMAP_DOWN.check(stride=stride, keep=keep)
     Bsz, C, H, W = x.shape
     Hp, Wp = -(-H // stride) * stride, -(-W // stride) * stride
     xp = F.pad(x, (0, Wp - W, 0, Hp - H))

@@ -20,22 +20,11 @@ from pathlib import Path
 import torch
 
 from plugins import reference as ref
-from plugins.contract import OPS
+from plugins.contract import OP_TOLERANCES, OPS
 
-# Tolerances, |out - golden| <= atol + rtol * |golden| elementwise:
-# - QuarterMapDown/Up are pure gathers: bit-exact (0, 0).
-# - float32 scans: kernel and reference are both float32 but sum in a different order (chunked
-#   scan and einsum here, a sequential scan there) and may use fast exp; 1e-4 is ~1000 float32 ulps
-#   at |y| ~ 1, far below any real bug (wrong direction, missing skip term: errors ~ 0.1 - 1).
-# - float16 scans: both sides compute in float32 from the same float16 inputs and round once at
-#   the end, so they differ by at most ~1 float16 ulp (2**-10 relative); 1e-3 + 1e-3 * |y| covers
-#   one ulp up to |y| = 4 with margin for a float32 difference that flips a rounding.
-TOLERANCES = {
-    ("gather", "float32"): (0.0, 0.0),
-    ("gather", "float16"): (0.0, 0.0),
-    ("scan", "float32"): (1e-4, 1e-4),
-    ("scan", "float16"): (1e-3, 1e-3),
-}
+# Tolerances per (kind, dtype), |out - golden| <= atol + rtol * |golden| elementwise: the op contract's
+# (plugins/contract/tolerances.yaml, where each is justified).
+TOLERANCES = {key: (t.atol, t.rtol) for key, t in OP_TOLERANCES.items()}
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 

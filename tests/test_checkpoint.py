@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import save_file
 
 import exporter
-from exporter.checkpoint import (CheckpointError, ConfigNode, infer_architecture, load_model, open_checkpoint,
-                                 read_checkpoint)
+from exporter.checkpoint import CheckpointError, ConfigNode, open_checkpoint, read_checkpoint
+from exporter.models.loader import infer_architecture, load_checkpoint_model, load_model
 from exporter.models import MedMamba, VMamba
 
 # small non-standard architectures (fast on CPU); each exercises settings the released ones do not
@@ -235,7 +235,8 @@ def test_package_exports_load_model(tmp_path, small_vmamba):
     path = tmp_path / "m.pth"
     torch.save(small_vmamba.state_dict(), path)
     model = exporter.load_model(path)
-    assert model.checkpoint_info["container_key"] is None and not model.training
+    assert load_checkpoint_model(path).info["container_key"] is None and not model.training
+    assert not hasattr(model, "checkpoint_info")  # results are returned, never stored on the model
 
 
 # --------------------------------------------------------------------------- broken files
@@ -322,9 +323,10 @@ def test_inference_rebuilds_nonstandard_medmamba(tmp_path, caplog):
     path = tmp_path / "med.pth"
     torch.save(original.state_dict(), path)
     with caplog.at_level(logging.INFO, logger="exporter"):
-        model = load_model(path)
+        loaded = load_checkpoint_model(path)
+    model = loaded.model
     assert "built custom architecture custom (medmamba medmamba): depths=[1, 2]" in caplog.text
-    info = model.checkpoint_info
+    info = loaded.info
     assert (info["path"], info["container_key"], info["arch"]) == (str(path), None, "custom")
     assert info["kwargs"]["dims"] == [16, 32] and info["kwargs"]["d_state"] == 4
     x = torch.randn(1, 3, 32, 32)
@@ -372,9 +374,9 @@ def test_wrong_arch_names_the_config_that_fits(tmp_path):
         load_model(path, arch="vmamba_small_s1l20")
     message = str(info.value)
     assert "missing: layers.2.blocks.8." in message and "(+" in message  # 12 blocks x keys, first few shown
-    assert "released config 'vmamba_tiny_s1l8' with num_classes=10" in message
-    model = load_model(path)
-    assert model.checkpoint_info["arch"] == "vmamba_tiny_s1l8" and model.num_classes == 10
+    assert "released config vmamba_tiny_s1l8 with 10 classes: pass --arch vmamba_tiny_s1l8" in message
+    loaded = load_checkpoint_model(path)
+    assert loaded.arch == "vmamba_tiny_s1l8" and loaded.model.num_classes == 10
 
 
 def test_unknown_arch_name(tmp_path, small_vmamba):

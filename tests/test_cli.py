@@ -59,7 +59,7 @@ def test_bad_arguments_exit_2_with_one_line(capsys, tmp_path, argv, needle):
 @pytest.mark.fixtures
 def test_checkpoint_errors_exit_3(capsys, tmp_path, fixtures_dir):
     code, _, err = _run(capsys, "--checkpoint", str(tmp_path / "missing.pth"), "--quiet")
-    assert code == cli.EXIT_CHECKPOINT and "does not exist" in err
+    assert code == cli.EXIT_CHECKPOINT and "no such file" in err
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"this is not a checkpoint")
     code, _, err = _run(capsys, "--checkpoint", str(garbage), "--quiet", "-o", str(tmp_path / "g.onnx"))

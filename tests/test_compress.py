@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from exporter.compress import apply_quartermap, apply_vmeanba, describe_compression, parse_layer_spec
-from exporter.compress.layers import AutoLayers
+from exporter.compress.layer_specs import AutoLayers
 from exporter.models import MedMamba, VMamba
 from exporter.models.vmamba import checkpoint_filter_fn
 

@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 
-from exporter.checkpoint import infer_architecture, load_model
+from exporter.models.loader import infer_architecture, load_checkpoint_model
 from exporter.models import MODEL_CONFIGS, MedMamba, VMamba, create_model
 
 pytestmark = pytest.mark.fixtures
@@ -59,8 +59,8 @@ def test_fixture_loads_strict_and_reproduces_official_logits(fixtures_dir, name)
 def test_load_model_infers_fixture_architecture(fixtures_dir, name):
     """load_model on the fixture file itself (container key 'state_dict'), no arch given."""
     fixture = _load_fixture(fixtures_dir, name)
-    model = load_model(fixtures_dir / f"{name}.pt")
-    info = model.checkpoint_info
+    loaded = load_checkpoint_model(fixtures_dir / f"{name}.pt")
+    model, info = loaded.model, loaded.info
     assert info["container_key"] == "state_dict"
     assert info["arch"] == "custom"  # depths [1,1,2,1] / dims 32 is no released config
     assert model.family == fixture["family"] and not model.training
@@ -75,9 +75,10 @@ def test_load_model_infers_fixture_architecture(fixtures_dir, name):
 def test_legacy_v0_container_loads_with_inference(fixtures_dir):
     """Official-style container: {'model': legacy v0 names, 'config': yacs CfgNode, optimizer, epoch...}."""
     reference = _load_fixture(fixtures_dir, "vmamba_v0_ds16")
-    model = load_model(fixtures_dir / "vmamba_v0_ds16_legacy_checkpoint.pth")
-    assert model.checkpoint_info["container_key"] == "model"
-    assert model.checkpoint_info["kwargs"]["forward_type"] == "v0"
+    loaded = load_checkpoint_model(fixtures_dir / "vmamba_v0_ds16_legacy_checkpoint.pth")
+    model = loaded.model
+    assert loaded.info["container_key"] == "model"
+    assert loaded.info["kwargs"]["forward_type"] == "v0"
     for key, value in model.state_dict().items():  # the legacy names mapped onto the same tensors
         assert torch.equal(value, reference["state_dict"][key]), key
     assert max(_max_abs_errors(model, reference["cases"])) <= FLOAT32_LOGIT_TOL

@@ -13,15 +13,8 @@ Sources accepted by :func:`load_calibration`:
 - ``"synthetic"`` / ``"synthetic:<N>"``: Gaussian noise. Allowed for smoke runs only: scores
   measured on noise say nothing about accuracy, and a loud warning says so.
 
-Preprocessing (PIL + torch, no torchvision):
-
-- VMamba (official ``build_transform`` at test time): resize the shorter side to
-  ``int(256 / 224 * resolution)`` with bicubic interpolation, centre-crop ``resolution``,
-  ImageNet mean/std.
-- MedMamba (official ``predict.py``/``train.py``): resize to ``resolution x resolution``
-  (bilinear, torchvision's default), mean = std = 0.5.
-
-``resolution``, ``mean`` and ``std`` override the family defaults.
+Preprocessing: the model's pretrained config (``cfg``, see :mod:`exporter.preprocess`), or the
+family's official evaluation transform; ``resolution``, ``mean`` and ``std`` override it.
 """
 from __future__ import annotations
 
@@ -34,86 +27,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from exporter.models.registry import PretrainedCfg
+from exporter.preprocess import (Preprocessing, family_default_cfg, family_preprocessing,  # noqa: F401  (API)
+                                 preprocess_image, preprocessing_for)
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclasses.dataclass(frozen=True)
-class Preprocessing:
-    """How one image becomes a (3, resolution, resolution) float tensor."""
-
-    resolution: int
-    mode: str  # "resize-crop" (shorter side to resize_size, centre crop) or "resize" (to resolution x resolution)
-    resize_size: int
-    interpolation: str  # "bicubic" | "bilinear"
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def describe(self) -> str:
-        if self.mode == "resize-crop":
-            geo = f"resize {self.resize_size} {self.interpolation}, centre crop {self.resolution}"
-        else:
-            geo = f"resize {self.resolution}x{self.resolution} {self.interpolation}"
-        return f"{geo}, mean {self.mean}, std {self.std}"
-
-
-def family_preprocessing(family: str, resolution: int | None = None, mean: Sequence[float] | None = None,
-                         std: Sequence[float] | None = None) -> Preprocessing:
-    """The official evaluation transform of a family, with optional overrides."""
-    if family == "vmamba":
-        res = int(resolution or 224)
-        pre = Preprocessing(res, "resize-crop", int(256 / 224 * res), "bicubic", IMAGENET_MEAN, IMAGENET_STD)
-    elif family == "medmamba":
-        res = int(resolution or 224)
-        pre = Preprocessing(res, "resize", res, "bilinear", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    else:
-        raise ValueError(f"unknown model family {family!r}; expected 'vmamba' or 'medmamba'")
-    if res < 1:
-        raise ValueError(f"resolution must be positive, got {resolution}")
-    if mean is not None:
-        pre = dataclasses.replace(pre, mean=_triple(mean, "mean"))
-    if std is not None:
-        pre = dataclasses.replace(pre, std=_triple(std, "std"))
-    if any(s <= 0 for s in pre.std):
-        raise ValueError(f"std must be positive, got {pre.std}")
-    return pre
-
-
-def _triple(values, what: str) -> tuple[float, float, float]:
-    values = tuple(float(v) for v in (values if isinstance(values, (list, tuple)) else [values]))
-    if len(values) == 1:
-        values = values * 3
-    if len(values) != 3:
-        raise ValueError(f"{what} needs 1 or 3 values, got {values}")
-    return values  # type: ignore[return-value]
-
-
-_PIL_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
-
-
-def preprocess_image(image: Image.Image, pre: Preprocessing) -> torch.Tensor:
-    """One PIL image -> normalised (3, R, R) float32 tensor."""
-    image = image.convert("RGB")
-    resample = _PIL_FILTERS[pre.interpolation]
-    if pre.mode == "resize":
-        image = image.resize((pre.resolution, pre.resolution), resample)
-    else:
-        w, h = image.size
-        short = pre.resize_size
-        # torchvision's Resize(int): the shorter side becomes `short`, the longer keeps the aspect ratio
-        new_w, new_h = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
-        image = image.resize((new_w, new_h), resample)
-        left = int(round((new_w - pre.resolution) / 2.0))
-        top = int(round((new_h - pre.resolution) / 2.0))
-        image = image.crop((left, top, left + pre.resolution, top + pre.resolution))
-    array = np.asarray(image, dtype=np.float32) / 255.0  # (R, R, 3)
-    tensor = torch.from_numpy(array.copy()).permute(2, 0, 1)
-    mean = torch.tensor(pre.mean).view(3, 1, 1)
-    std = torch.tensor(pre.std).view(3, 1, 1)
-    return (tensor - mean) / std
-
-
 @dataclasses.dataclass
 class CalibrationSet:
     """Preprocessed calibration inputs. ``labels`` is None where the source has none."""
@@ -168,17 +86,19 @@ SYNTHETIC_WARNING = (
 
 def load_calibration(source, family: str = "vmamba", *, resolution: int | None = None,
                      mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                     limit: int | None = None, seed: int = 0) -> CalibrationSet:
+                     limit: int | None = None, seed: int = 0, cfg: PretrainedCfg | None = None) -> CalibrationSet:
     """Load calibration data from ``source`` (see the module docstring for the accepted forms).
 
     ``limit`` keeps the first ``limit`` samples; ImageFolder classes are interleaved first so a
-    limited set still covers every class. ``seed`` only affects synthetic inputs.
+    limited set still covers every class. ``seed`` only affects synthetic inputs. ``cfg``: the
+    model's pretrained config (its transform is used instead of the family's).
     """
     if isinstance(source, CalibrationSet):
         return source.subset(limit) if limit else source
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of samples, got {limit}")
-    pre = family_preprocessing(family, resolution, mean, std)
+    cfg = cfg or family_default_cfg(family)
+    pre = preprocessing_for(cfg, resolution, mean, std)
     if isinstance(source, torch.Tensor):
         source = source.detach().cpu().numpy()
     if isinstance(source, np.ndarray):
@@ -191,8 +111,8 @@ def load_calibration(source, family: str = "vmamba", *, resolution: int | None =
         from exporter.samples_data import DIGITS_RESOLUTION, digits_dataset
 
         split = text.split(":", 1)[1] if ":" in text else "calibration"
-        pre = family_preprocessing(family, resolution or DIGITS_RESOLUTION, mean, std)
-        images, labels = digits_dataset(split, family=family, resolution=pre.resolution, mean=mean, std=std)
+        pre = preprocessing_for(cfg, resolution or DIGITS_RESOLUTION, mean, std)
+        images, labels = digits_dataset(split, pre=pre)
         cal = CalibrationSet(images, labels, f"digits:{split}", pre.describe())
         return cal.subset(limit) if limit else cal
     path = Path(source)
@@ -219,13 +139,7 @@ def load_calibration(source, family: str = "vmamba", *, resolution: int | None =
 
 
 def synthetic_calibration(count: int, pre: Preprocessing, seed: int = 0) -> CalibrationSet:
-    warnings.warn(SYNTHETIC_WARNING, stacklevel=3)
-    try:
-        from rich.console import Console
-
-        Console(stderr=True).print(f"[bold red]WARNING:[/] {SYNTHETIC_WARNING}")
-    except Exception:  # rich is a dependency; the warnings.warn above still fires without it
-        pass
+    warnings.warn(SYNTHETIC_WARNING, stacklevel=3)  # once; the CLI prints warnings as one line each
     gen = torch.Generator().manual_seed(seed)
     images = torch.randn(count, 3, pre.resolution, pre.resolution, generator=gen)
     return CalibrationSet(images, None, f"synthetic:{count}", "N(0, 1) noise", synthetic=True)
@@ -237,7 +151,7 @@ def _open(path: Path) -> Image.Image:
             im.load()
             return im.copy()
     except Exception as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
+        raise ValueError(f"cannot read image {path} ({exc}); replace or remove that file") from exc
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -262,8 +176,11 @@ def _from_directory(path: Path, pre: Preprocessing, limit: int | None) -> Calibr
         return CalibrationSet(images, labels, str(path), pre.describe(), class_names=class_names)
     files = _images_in(path)
     if not files:
+        others = sorted({p.suffix.lower() or p.name for p in path.rglob("*") if p.is_file()})
+        found = (f"holds no image files (it has only {', '.join(others[:8])} files)" if others
+                 else "is empty")
         raise ValueError(
-            f"calibration directory {path} is empty: expected images ({', '.join(IMAGE_EXTENSIONS)}) directly "
+            f"calibration directory {path} {found}: put images ({', '.join(IMAGE_EXTENSIONS)}) directly "
             "inside it, or one sub-folder of images per class (ImageFolder layout)"
         )
     if limit:

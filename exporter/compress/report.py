@@ -41,18 +41,15 @@ def print_selection_table(result: SelectionResult, console=None) -> None:
     console.print("chosen: " + (", ".join(result.layers) or "(none)"))
 
 
-def write_selection_report(result: SelectionResult, out_dir, console=None, print_table: bool = True) -> dict:
-    """Write ``selection.json``, ``impact_per_layer.png`` and (when the curve was measured)
-    ``metric_vs_k.png`` into ``out_dir``; print the table. Returns {"json", "impact_png", "curve_png"}."""
+def plot_selection(result: SelectionResult, impact_png, curve_png=None) -> dict:
+    """The impact-per-layer bar chart, and (when the curve was measured and ``curve_png`` is given)
+    the metric-vs-K plot. Returns {"impact_png", "curve_png"} (None where not written)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "selection.json", "impact_png": out / "impact_per_layer.png", "curve_png": None}
-    paths["json"].write_text(result.to_json() + "\n")
+    written = {"impact_png": str(impact_png), "curve_png": None}
     scale = 1.0 if result.metric == "kl" else 100.0
     unit = "nats" if result.metric == "kl" else "points"
     names = list(result.impacts)  # forward order
@@ -68,11 +65,11 @@ def write_selection_report(result: SelectionResult, out_dir, console=None, print
     ax.set_ylabel(f"{result.metric} drop, VMeanba alone ({unit})")
     ax.set_title(f"VMeanba impact per layer (green: chosen){' [SYNTHETIC]' if result.synthetic else ''}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(paths["impact_png"], dpi=110)
+    fig.savefig(impact_png, dpi=110, format="png")
     plt.close(fig)
 
-    if result.curve:
-        paths["curve_png"] = out / "metric_vs_k.png"
+    if result.curve and curve_png is not None:
+        written["curve_png"] = str(curve_png)
         ks = [0] + [p["k"] for p in result.curve]
         values = [scale * result.baseline] + [scale * p["metric"] for p in result.curve]
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
@@ -89,8 +86,19 @@ def write_selection_report(result: SelectionResult, out_dir, console=None, print
         ax.set_title(f"{result.metric} vs K on {result.num_samples} calibration samples", fontsize=10)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(paths["curve_png"], dpi=110)
+        fig.savefig(curve_png, dpi=110, format="png")
         plt.close(fig)
+    return written
+
+
+def write_selection_report(result: SelectionResult, out_dir, console=None, print_table: bool = True) -> dict:
+    """Write ``selection.json``, ``impact_per_layer.png`` and (when the curve was measured)
+    ``metric_vs_k.png`` into ``out_dir``; print the table. Returns {"json", "impact_png", "curve_png"}."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "selection.json").write_text(result.to_json() + "\n")
+    paths = {"json": str(out / "selection.json"),
+             **plot_selection(result, out / "impact_per_layer.png", out / "metric_vs_k.png")}
     if print_table:
         print_selection_table(result, console)
-    return {k: (str(v) if v is not None else None) for k, v in paths.items()}
+    return paths

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from exporter.compress.calibration import CalibrationSet, load_calibration
-from exporter.compress.layers import parse_layer_spec
+from exporter.compress.layer_specs import parse_layer_spec
 from exporter.models.ss2d import VMeanbaSpec
 
 METRICS = ("auto", "accuracy", "agreement", "kl")
@@ -231,5 +231,5 @@ def _select(model, calibration, k, max_drop, metric, variant, folded, candidates
         baseline=baseline, layer_scores=layer_scores, impacts=impacts, order=order, joint=joint,
         joint_drop=_drop(metric, baseline, joint), curve=curve_points, k=k, max_drop=max_drop, variant=variant,
         calibration=cal.describe(), num_samples=len(cal), synthetic=cal.synthetic, seconds=time.time() - start,
-        model=getattr(model, "arch_name", type(model).__name__),
+        model=type(model).__name__,
     )

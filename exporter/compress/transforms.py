@@ -9,9 +9,9 @@ import copy
 
 import torch.nn as nn
 
-from exporter.compress.layers import AutoLayers, parse_layer_spec
+from exporter.compress.layer_specs import AutoLayers, parse_layer_spec
 from exporter.models.ss2d import QuarterMapSpec, VMeanbaSpec
-from plugins.contract import VMEANBA_VARIANTS
+from plugins.contract import QUARTERMAP_DOWN, VMEANBA_VARIANTS
 
 
 def _resolve(model: nn.Module, layers, method: str):
@@ -28,7 +28,8 @@ def apply_vmeanba(model: nn.Module, layers, variant: str = "all-rows", folded: b
     scan elsewhere; True folds everywhere (ValueError naming the block if one cannot be folded);
     False runs the literal reduced scan (plugins.ops.vmeanba_scan) everywhere.
     For ``auto`` / ``k=N`` pass ``calibration`` (and optionally select_vmeanba_layers' keyword
-    arguments); the selection result is kept on the new model as ``vmeanba_selection``.
+    arguments). To keep the selection result, call :func:`select_vmeanba_layers` yourself and
+    pass its ``layers`` here.
     QuarterMap settings already on a block are kept (both may act on one block).
     """
     if variant not in VMEANBA_VARIANTS:
@@ -57,17 +58,20 @@ def apply_vmeanba(model: nn.Module, layers, variant: str = "all-rows", folded: b
             ss2d.configure(vmeanba=VMeanbaSpec(variant=variant, folded=fold))
         except ValueError as exc:
             raise ValueError(f"VMeanba on {name}: {exc}") from exc
-    if selection is not None:
-        new.vmeanba_selection = selection
     return new
 
 
-def apply_quartermap(model: nn.Module, layers="every:3", stride: int = 2, keep: int = 1) -> nn.Module:
+def apply_quartermap(model: nn.Module, layers="every:3", stride: int = QUARTERMAP_DOWN.default("stride"),
+                     keep: int = QUARTERMAP_DOWN.default("keep")) -> nn.Module:
     """A copy of ``model`` with QuarterMap on ``layers``: each block scans only the rows/columns
     i with i % stride < keep (default: the top-left pixel of every 2x2 block) and restores the
     full map by nearest-neighbour upsampling before out_norm. ``auto`` means ``every:3``, the
-    authors' default block choice. VMeanba settings already on a block are kept."""
-    spec = QuarterMapSpec(stride=stride, keep=keep)  # validates stride/keep with a clear message
+    authors' default block choice. VMeanba settings already on a block are kept.
+    keep == stride keeps every row and column, so it is refused (it would only add no-op nodes)."""
+    spec = QuarterMapSpec(stride=stride, keep=keep)  # validates stride/keep against the contract
+    if keep == stride:
+        raise ValueError(f"QuarterMap with keep == stride ({keep}) keeps every row and column and changes nothing; "
+                         "use keep < stride (e.g. stride 2, keep 1)")
     resolved = _resolve(model, layers, "quartermap")
     new = copy.deepcopy(model)
     blocks = new.ssm_layers()

@@ -17,7 +17,6 @@ import dataclasses
 import io
 import logging
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -25,14 +24,16 @@ from pathlib import Path
 import onnx
 import torch
 
+from exporter.files import atomic_write_bytes
+from exporter.models.ss2d import cast_model
 from exporter.export.functions import attach_functions, strip_functions, used_custom_ops
-from plugins.contract import DOMAIN, VMEANBA_VARIANTS
+from plugins.contract import DOMAIN, FLOAT32_SCAN_INPUTS, VMEANBA_VARIANTS
 
 DEFAULT_OPSET = 18
 INPUT_NAME = "x"
 OUTPUT_NAME = "logits"
-# The scan's float32-always inputs (contract: dt_projs_bias, A_logs, Ds are float32 for every T).
-FP32_SCAN_PARAMS = ("A_logs", "Ds", "dt_projs_bias")
+# The scan's float32-always inputs, from the contract (dt_projs_bias, A_logs, Ds for every T).
+FP32_SCAN_PARAMS = FLOAT32_SCAN_INPUTS
 PRECISIONS = ("fp32", "fp16")
 
 
@@ -86,14 +87,7 @@ def prepare_for_precision(model: torch.nn.Module, precision: str) -> torch.nn.Mo
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     model = copy.deepcopy(model).eval()
-    if precision == "fp32":
-        return model.float()
-    model = model.half()
-    for ss2d in model.ssm_layers().values():
-        for pname in FP32_SCAN_PARAMS:
-            p = getattr(ss2d, pname)
-            p.data = p.data.float()
-    return model
+    return cast_model(model, torch.float16 if precision == "fp16" else torch.float32)
 
 
 def _rename_dims(model: onnx.ModelProto, names: dict[int, str]) -> None:
@@ -156,20 +150,7 @@ def unfreeze_value_info(model: onnx.ModelProto) -> int:
 
 def atomic_save(model: onnx.ModelProto, path: Path) -> None:
     """Serialise to a temporary file beside ``path`` and move it into place (no partial file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(Path(path), model.SerializeToString())
 
 
 def trt_onnx_path_for(path: Path) -> Path:
@@ -221,7 +202,7 @@ def export_onnx(
     *,
     precision: str = "fp32",
     batch: int = 1,
-    resolution: tuple[int, int] = (224, 224),
+    resolution: tuple[int, int] | None = None,
     dynamic: bool = True,
     opset: int = DEFAULT_OPSET,
     trt_onnx: bool = False,
@@ -229,6 +210,7 @@ def export_onnx(
 ) -> ExportResult:
     """Export ``model`` to ``path`` (and ``<stem>.trt.onnx`` when ``trt_onnx``).
 
+    resolution: the example (H, W); default: the model family's pretrained input size (``default_cfg``).
     dynamic: batch, height and width dynamic. If the exporter cannot keep height/width dynamic
     for this model, the export falls back to a static resolution (dynamic batch only) and says so
     in ``ExportResult.notes``.
@@ -236,7 +218,7 @@ def export_onnx(
     if opset < 18:
         raise ValueError(f"opset must be >= 18, got {opset}")
     path = Path(path)
-    H, W = resolution
+    H, W = resolution or type(model).default_cfg.input_size[1:]
     prepared = prepare_for_precision(model, precision)
     dtype = torch.float16 if precision == "fp16" else torch.float32
     example = torch.randn(batch, 3, H, W, dtype=dtype)

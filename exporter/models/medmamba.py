@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
 
+from exporter.models.arch_inference import ArchGuess, common_value, require_shape, shape_of, ss2d_params, stage_block_counts
 from exporter.models.layers import DropPath, drop_path_rates
-from exporter.models.registry import register_model
+from exporter.models.registry import ASSETS_DIR, PretrainedCfg, bundled_info, register_model
 from exporter.models.ss2d import SS2D
 
 
@@ -94,6 +96,8 @@ class MedMamba(nn.Module):
 
     family = "medmamba"
     line = "medmamba"
+    # the official predict.py / train.py transform: resize to size x size (bilinear), mean = std = 0.5
+    default_cfg = PretrainedCfg(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear", crop_pct=1.0)
 
     def __init__(
         self,
@@ -155,6 +159,42 @@ class MedMamba(nn.Module):
         return self.head(torch.flatten(self.avgpool(x), 1))
 
 
+def owns_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a state dict is MedMamba's (its blocks' conv branch has no VMamba counterpart)."""
+    return any(".conv33conv33conv11." in k for k in state_dict)
+
+
+def checkpoint_filter_fn(state_dict: dict) -> dict:
+    """MedMamba's official key names are this module tree's names: nothing to map."""
+    return state_dict
+
+
+def infer_config(state_dict: Mapping[str, torch.Tensor]) -> ArchGuess:
+    """Every constructor argument of a MedMamba checkpoint, from key names and tensor shapes only
+    (``state_dict`` after :func:`checkpoint_filter_fn`)."""
+    sd = state_dict
+    notes: list[str] = []
+    depths = stage_block_counts(sd)
+    proj = require_shape(sd, "patch_embed.proj.weight", "MedMamba patch embedding")
+    dims = []
+    for i in range(len(depths)):
+        half = shape_of(sd, f"layers.{i}.blocks.0.ln_1.weight")
+        dims.append(2 * half[0] if half else (proj[0] if i == 0 else 2 * dims[-1]))
+    ssm = [ss2d_params(sd, f"layers.{i}.blocks.{j}.self_attention.", dims[i] // 2)
+           for i, depth in enumerate(depths) for j in range(depth)]
+    d_state = common_value([s["d_state"] for s in ssm], "d_state", notes) if ssm else 16
+    for s in ssm:
+        if s["ratio"] != 2.0 or not s["gate"] or s["conv"] != 3:
+            notes.append("SS2D differs from MedMamba's fixed expand=2 / z gate / 3x3 conv; the model will not load it")
+            break
+    head = shape_of(sd, "head.weight")
+    num_classes = head[0] if head else 0
+    kwargs = dict(patch_size=proj[-1], in_chans=proj[1], num_classes=num_classes, depths=depths, dims=list(dims),
+                  d_state=d_state, patch_norm="patch_embed.norm.weight" in sd, drop_path_rate=0.0)
+    return ArchGuess("medmamba", "medmamba", depths, dims, d_state, 2.0, "auto", num_classes, None, "ln", None, None,
+                     0.0, 3, True, proj[-1], proj[1], "patch_embed.norm.weight" in sd, kwargs, notes=notes)
+
+
 _MEDMAMBA = dict(patch_size=4, in_chans=3, num_classes=1000, d_state=16)
 
 
@@ -174,3 +214,9 @@ def medmamba_s():
 def medmamba_b():
     """MedMamba-B: [2,2,12,2], dims 128..1024, d_state 16."""
     return dict(_MEDMAMBA, depths=[2, 2, 12, 2], dims=[128, 256, 512, 1024])
+
+
+@register_model(MedMamba, input_size=(3, 32, 32), weights=ASSETS_DIR / "digits_medmamba.safetensors")
+def digits_medmamba():
+    """Bundled digits sample: small MedMamba, 32x32, 10 classes, TRAINED weights (samples/train_digits.py)."""
+    return bundled_info("digits_medmamba")["config"]

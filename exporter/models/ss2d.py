@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from exporter.models.layers import LayerNorm2d, Linear2d, SpatialSoftmax
 from plugins import ops
-from plugins.contract import VMEANBA_VARIANTS
+from plugins.contract import FLOAT32_SCAN_INPUTS, QUARTERMAP_DOWN, VMEANBA_VARIANTS
 
 K_DIRECTIONS = 4
 OUT_NORMS = ("layernorm", "none", "sigmoid", "softmax")
@@ -35,14 +35,14 @@ class VMeanbaSpec:
 
 @dataclasses.dataclass(frozen=True)
 class QuarterMapSpec:
-    """QuarterMap on one block: scan only rows/columns i with i % stride < keep."""
+    """QuarterMap on one block: scan only rows/columns i with i % stride < keep (limits: the
+    QuarterMapDown contract)."""
 
-    stride: int = 2
-    keep: int = 1
+    stride: int = QUARTERMAP_DOWN.default("stride")
+    keep: int = QUARTERMAP_DOWN.default("keep")
 
     def __post_init__(self):
-        if not (isinstance(self.stride, int) and isinstance(self.keep, int) and 1 <= self.keep <= self.stride <= 64):
-            raise ValueError(f"QuarterMap needs integers 1 <= keep <= stride <= 64, got stride={self.stride}, keep={self.keep}")
+        QUARTERMAP_DOWN.check(stride=self.stride, keep=self.keep)
 
 
 _UNCHANGED = object()
@@ -195,3 +195,16 @@ class SS2D(nn.Module):
         if z is not None:
             y = y * z
         return self.out_proj(y)
+
+
+def cast_model(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """``model.to(dtype)`` in place, except the SS2D parameters the op contract keeps float32
+    whatever the activation type (``FLOAT32_SCAN_INPUTS``: dt_projs_bias, A_logs, Ds)."""
+    model.to(dtype)
+    if dtype != torch.float32:
+        for m in model.modules():
+            if isinstance(m, SS2D):
+                for name in FLOAT32_SCAN_INPUTS:
+                    p = getattr(m, name)
+                    p.data = p.data.float()
+    return model

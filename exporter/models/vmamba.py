@@ -10,14 +10,19 @@ legacy v0 names. Only the cross-2D scan (the released ``cross2d`` mode) is imple
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from exporter.checkpoint import CheckpointError
+from exporter.models.arch_inference import (ArchGuess, common_value, compact_dims, require_shape, shape_of,
+                                            ss2d_params, stage_block_counts)
 from exporter.models.layers import DropPath, LayerNorm2d, Linear2d, Mlp, Permute, drop_path_rates
-from exporter.models.registry import register_model
+from exporter.models.registry import ASSETS_DIR, PretrainedCfg, bundled_info, register_model
 from exporter.models.ss2d import SS2D
 
 _NORM_LAYERS = {"ln": nn.LayerNorm, "ln2d": LayerNorm2d, "bn": nn.BatchNorm2d}
@@ -100,6 +105,8 @@ class VMamba(nn.Module):
     """The official ``VSSM`` classifier; accepts the official constructor keyword arguments."""
 
     family = "vmamba"
+    # the official test transform: resize 256/224 * size (bicubic), centre crop, ImageNet mean/std
+    default_cfg = PretrainedCfg()
 
     def __init__(
         self,
@@ -269,6 +276,107 @@ def checkpoint_filter_fn(state_dict: dict) -> dict:
     return out
 
 
+def owns_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """Whether a state dict looks like VMamba's (either line, legacy names included)."""
+    return any(k.startswith(("layers.", "patch_embed.")) for k in state_dict)
+
+
+def infer_config(state_dict: Mapping[str, torch.Tensor]) -> ArchGuess:
+    """Every constructor argument of a VMamba checkpoint, from key names and tensor shapes only.
+    ``state_dict`` has this module tree's names (after :func:`checkpoint_filter_fn`). Settings
+    without parameters cannot be seen; the released value is assumed and recorded in ``notes``."""
+    sd = state_dict
+    notes: list[str] = []
+    depths = stage_block_counts(sd)
+    if not depths:
+        raise CheckpointError(
+            "cannot infer the architecture: no 'layers.N.' keys; is this a VMamba/MedMamba checkpoint?")
+    if "pos_embed" in sd:
+        notes.append("pos_embed found: posembed models are not supported")
+
+    pe0 = require_shape(sd, "patch_embed.0.weight", "patch-embedding convolution")
+    in_chans = pe0[1]
+    if "patch_embed.5.weight" in sd:
+        patchembed_version, patch_size = "v2", 2 * (pe0[-1] - 1)
+        dim0 = shape_of(sd, "patch_embed.5.weight")[0]
+        patch_norm = "patch_embed.7.weight" in sd
+    else:
+        patchembed_version, patch_size, dim0 = "v1", pe0[-1], pe0[0]
+        patch_norm = "patch_embed.2.weight" in sd
+
+    dims = []
+    for i in range(len(depths)):
+        norm = shape_of(sd, f"layers.{i}.blocks.0.norm.weight") or shape_of(sd, f"layers.{i}.blocks.0.norm2.weight")
+        if norm is not None:
+            dims.append(norm[0])
+        elif i == 0:
+            dims.append(dim0)
+        else:
+            dims.append(dims[-1] * 2)
+            notes.append(f"stage {i} has no blocks; its width is assumed to double")
+
+    if shape_of(sd, "layers.0.downsample.reduction.weight"):
+        downsample_version = "v1"
+    elif shape_of(sd, "layers.0.downsample.1.weight"):
+        downsample_version = "v2" if shape_of(sd, "layers.0.downsample.1.weight")[-1] == 2 else "v3"
+    else:
+        downsample_version = "none"
+
+    batchnorm = any(k.endswith("running_mean") for k in sd if k.startswith(("layers.", "patch_embed.")))
+    ssm = [
+        ss2d_params(sd, f"layers.{i}.blocks.{j}.op.", dims[i])
+        for i, depth in enumerate(depths) for j in range(depth) if f"layers.{i}.blocks.{j}.op.A_logs" in sd
+    ]
+    mlp_ratios = [
+        shape_of(sd, f"layers.{i}.blocks.{j}.mlp.fc1.weight")[0] / dims[i]
+        for i, depth in enumerate(depths) for j in range(depth) if f"layers.{i}.blocks.{j}.mlp.fc1.weight" in sd
+    ]
+    mlp_ratio = float(common_value(mlp_ratios, "mlp_ratio", notes)) if mlp_ratios else 0.0
+    if ssm:
+        d_state = common_value([s["d_state"] for s in ssm], "d_state", notes)
+        ssm_ratio = float(common_value([s["ratio"] for s in ssm], "ssm_ratio", notes))
+        gate = common_value([s["gate"] for s in ssm], "z gate", notes)
+        ssm_conv = common_value([s["conv"] for s in ssm], "ssm_conv", notes)
+        ssm_conv_bias = common_value([s["conv_bias"] for s in ssm], "ssm_conv_bias", notes)
+        out_norm = common_value([s["out_norm"] for s in ssm], "out_norm", notes)
+        if any(s["in_bias"] for s in ssm):
+            notes.append("SS2D in_proj has a bias: no released VMamba has one; the model will not load it")
+        auto = all(
+            s["dt_rank"] == math.ceil(dims[i] / 16)
+            for s, i in zip(ssm, [i for i, d in enumerate(depths) for j in range(d)
+                                  if f"layers.{i}.blocks.{j}.op.A_logs" in sd])
+        )
+        dt_rank = "auto" if auto else common_value([s["dt_rank"] for s in ssm], "dt_rank", notes)
+    else:
+        d_state, ssm_ratio, gate, ssm_conv, ssm_conv_bias, out_norm, dt_rank = 1, 0.0, False, 3, False, True, "auto"
+
+    v0_line = (gate and not batchnorm and patchembed_version == "v1" and downsample_version == "v1"
+               and ssm_conv == 3 and ssm_conv_bias)
+    if v0_line:
+        line, forward_type, norm_layer = "v0", "v0", "ln"
+    else:
+        line = "v2"
+        forward_type = "v05" if gate else "v05_noz"
+        norm_layer = "bn" if batchnorm else "ln2d"  # ln would have the same parameters and the same arithmetic
+    if not out_norm:
+        forward_type += "_onnone"
+        notes.append("SS2D has no out_norm parameters: 'none' assumed (sigmoid/softmax ablations look the same)")
+
+    head = shape_of(sd, "classifier.head.weight")
+    if head is None:
+        raise CheckpointError("cannot infer the architecture: no classifier.head.weight (VMamba classifier head)")
+    num_classes = head[0]
+    kwargs = dict(
+        patch_size=patch_size, in_chans=in_chans, num_classes=num_classes, depths=depths, dims=compact_dims(dims),
+        ssm_d_state=d_state, ssm_ratio=ssm_ratio, ssm_dt_rank=dt_rank, ssm_conv=ssm_conv, ssm_conv_bias=ssm_conv_bias,
+        forward_type=forward_type, mlp_ratio=mlp_ratio, patch_norm=patch_norm, norm_layer=norm_layer,
+        downsample_version=downsample_version, patchembed_version=patchembed_version, drop_path_rate=0.0,
+    )
+    return ArchGuess("vmamba", line, depths, dims, d_state, ssm_ratio, dt_rank, num_classes, forward_type, norm_layer,
+                     downsample_version, patchembed_version, mlp_ratio, ssm_conv, ssm_conv_bias, patch_size, in_chans,
+                     patch_norm, kwargs, notes=notes)
+
+
 # --------------------------------------------------------------------------- released configs
 _V0_LINE = dict(patch_size=4, in_chans=3, num_classes=1000, ssm_d_state=16, ssm_ratio=2.0, ssm_dt_rank="auto",
                 ssm_act_layer="silu", ssm_conv=3, ssm_conv_bias=True, ssm_init="v0", forward_type="v0",
@@ -332,3 +440,9 @@ def vmamba_small_s1l20():
 def vmamba_base_s1l20():
     """VMamba-B v2 s1l20 (vssm1_base_0229s): [2,2,20,2], dims 128, ssm_ratio 1, d_state 1."""
     return dict(_V2_LINE, depths=[2, 2, 20, 2], dims=128, ssm_ratio=1.0, drop_path_rate=0.5)
+
+
+@register_model(VMamba, input_size=(3, 32, 32), weights=ASSETS_DIR / "digits_vmamba.safetensors")
+def digits_vmamba():
+    """Bundled digits sample: small VMamba v2 line, 32x32, 10 classes, TRAINED weights (samples/train_digits.py)."""
+    return bundled_info("digits_vmamba")["config"]

@@ -8,6 +8,7 @@ and checked for drift by ``tests/test_contract.py``.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ class Attribute:
     min: Any = None
     max: Any = None
     doc: str = ""
+    values: dict | None = None  # enumerated meanings {value: name}, e.g. VMeanbaScan's variant
 
     def check(self, value: Any) -> None:
         """Raise ValueError when ``value`` is outside what the contract allows."""
@@ -40,6 +42,42 @@ class Attribute:
             raise ValueError(f"attribute {self.name!r}={value} is below its minimum {self.min}")
         if self.max is not None and value > self.max:
             raise ValueError(f"attribute {self.name!r}={value} is above its maximum {self.max}")
+        if self.values is not None and value not in self.values:
+            raise ValueError(f"attribute {self.name!r}={value} is not one of {sorted(self.values)}")
+
+
+_CHAIN_TOKEN = re.compile(r"\s*(<=|<)\s*")
+
+
+@dataclasses.dataclass(frozen=True)
+class Constraint:
+    """A chain of comparisons between attributes and integers, e.g. ``1 <= keep <= stride <= 64``."""
+
+    expr: str
+    doc: str = ""
+
+    @property
+    def terms(self) -> list[str]:
+        return _CHAIN_TOKEN.split(self.expr.strip())[0::2]
+
+    @property
+    def operators(self) -> list[str]:
+        return _CHAIN_TOKEN.split(self.expr.strip())[1::2]
+
+    def holds(self, values: dict) -> bool:
+        nums = [int(t) if t.lstrip("-").isdigit() else values[t] for t in self.terms]
+        return all(a <= b if op == "<=" else a < b for a, b, op in zip(nums, nums[1:], self.operators))
+
+    def check(self, values: dict) -> None:
+        if not self.holds(values):
+            given = ", ".join(f"{t}={values[t]}" for t in self.terms if not t.lstrip("-").isdigit())
+            raise ValueError(f"needs {self.expr}, got {given}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,22 +99,60 @@ class OpContract:
     outputs: tuple[Tensor, ...]
     attributes: tuple[Attribute, ...]
     type_constraints: dict
+    constraints: tuple[Constraint, ...] = ()
+    dims: dict = dataclasses.field(default_factory=dict)  # symbolic dim -> {min, max, doc}
 
     @property
     def attribute_names(self) -> tuple[str, ...]:
         return tuple(a.name for a in self.attributes)
 
-    def node_attributes(self, **values: Any) -> dict:
-        """Attributes for an exported node: contract defaults, overrides checked, plus the two
-        attributes the TensorRT ONNX parser uses to pick the plugin (TENSORRT.md section 2.1)."""
+    def attribute(self, name: str) -> Attribute:
+        for a in self.attributes:
+            if a.name == name:
+                return a
+        raise KeyError(f"{self.name} has no attribute {name!r}; known: {list(self.attribute_names)}")
+
+    def default(self, name: str) -> Any:
+        return self.attribute(name).default
+
+    @property
+    def float32_inputs(self) -> tuple[str, ...]:
+        """Inputs that stay float32 whatever the type constraint T is (the scan parameters)."""
+        return tuple(t.name for t in self.inputs if t.dtype == "float32")
+
+    def check(self, **values: Any) -> dict:
+        """Every attribute (defaults filled in) against its range and the constraints; returns them."""
         unknown = set(values) - set(self.attribute_names)
         if unknown:
             raise ValueError(f"{self.name} has no attribute(s) {sorted(unknown)}; known: {list(self.attribute_names)}")
         attrs = {}
         for a in self.attributes:
             v = values.get(a.name, a.default)
-            a.check(v)
+            try:
+                a.check(v)
+            except ValueError as exc:
+                raise ValueError(f"{self.name}: {exc}") from None
             attrs[a.name] = v
+        for c in self.constraints:
+            try:
+                c.check(attrs)
+            except ValueError as exc:
+                raise ValueError(f"{self.name}: {exc}") from None
+        return attrs
+
+    def check_dim(self, dim: str, value: int) -> None:
+        limits = self.dims.get(dim)
+        if limits is None:
+            return
+        what = limits.get("doc") or dim
+        if not limits.get("min", value) <= value <= limits.get("max", value):
+            raise ValueError(f"{self.name}: {what} = {value} is outside {limits.get('min')}..{limits.get('max')} "
+                             "(the kernel and plugin limits)")
+
+    def node_attributes(self, **values: Any) -> dict:
+        """Attributes for an exported node: contract defaults, overrides checked, plus the two
+        attributes the TensorRT ONNX parser uses to pick the plugin (TENSORRT.md section 2.1)."""
+        attrs = self.check(**values)
         attrs["plugin_version"] = self.version
         attrs["plugin_namespace"] = PLUGIN_NAMESPACE
         return attrs
@@ -89,6 +165,7 @@ def _load(path: Path) -> OpContract:
         Attribute(
             name=a["name"], type=a["type"], length=int(a.get("length", 1)), default=a.get("default"),
             min=a.get("min"), max=a.get("max"), doc=a.get("doc", ""),
+            values={int(k): v for k, v in a["values"].items()} if "values" in a else None,
         )
         for a in body.get("attributes", [])
     )
@@ -98,6 +175,8 @@ def _load(path: Path) -> OpContract:
         name=doc["name"], domain=doc["domain"], version=str(version), torch_op=doc["torch_op"],
         c_entry=doc["c_entry"], inputs=ins, outputs=outs, attributes=attrs,
         type_constraints=dict(body.get("type_constraints", {})),
+        constraints=tuple(Constraint(c["expr"], c.get("doc", "")) for c in body.get("constraints", [])),
+        dims=dict(body.get("dims", {})),
     )
 
 
@@ -117,7 +196,25 @@ VMEANBA_SCAN = OPS["VMeanbaScan"]
 QUARTERMAP_DOWN = OPS["QuarterMapDown"]
 QUARTERMAP_UP = OPS["QuarterMapUp"]
 
-VMEANBA_VARIANTS = {"all-rows": 0, "per-direction": 1, "pre-discretisation": 2}
+# the variant names and their attribute values, from the contract
+VMEANBA_VARIANTS = {name: value for value, name in VMEANBA_SCAN.attribute("variant").values.items()}
+# inputs every scan op keeps float32 (the same for SS2DScan and VMeanbaScan; checked at import)
+FLOAT32_SCAN_INPUTS = SS2D_SCAN.float32_inputs
+if VMEANBA_SCAN.float32_inputs != FLOAT32_SCAN_INPUTS:
+    raise ValueError("SS2DScan and VMeanbaScan disagree on their float32 inputs")
+MAX_D_STATE = SS2D_SCAN.dims["N"]["max"]
+
+
+def _load_tolerances() -> tuple[dict[str, Tolerance], dict[tuple[str, str], Tolerance]]:
+    doc = yaml.safe_load((CONTRACT_DIR / "tolerances.yaml").read_text())
+    model = {precision: Tolerance(float(t["atol"]), float(t["rtol"])) for precision, t in doc["model"].items()}
+    op = {(kind, dtype): Tolerance(float(t["atol"]), float(t["rtol"]))
+          for kind, per_dtype in doc["op"].items() for dtype, t in per_dtype.items()}
+    return model, op
+
+
+# whole-model parity (vm-export --verify) per precision, and one op's output per (kind, dtype)
+MODEL_TOLERANCES, OP_TOLERANCES = _load_tolerances()
 
 
 def emit_cpp_header() -> str:
@@ -151,6 +248,20 @@ def emit_cpp_header() -> str:
             lines.append(f"    static constexpr int32_t k{up}_DEFAULT = {int(a.default)};")
             lines.append(f"    static constexpr int32_t k{up}_MIN = {int(a.min)};")
             lines.append(f"    static constexpr int32_t k{up}_MAX = {int(a.max)};")
+            for value, meaning in (a.values or {}).items():
+                ident = re.sub(r"\W", "_", str(meaning)).upper()
+                lines.append(f"    static constexpr int32_t k{up}_{ident} = {int(value)};")
+        for c in op.constraints:
+            terms, ops = c.terms, c.operators
+            for lhs, rhs, rel in zip(terms, terms[1:], ops):
+                if not lhs.lstrip("-").isdigit() and not rhs.lstrip("-").isdigit():
+                    name = f"k{lhs.upper()}_{'LE' if rel == '<=' else 'LT'}_{rhs.upper()}"
+                    lines.append(f"    static constexpr bool {name} = true;  // {c.expr}")
+        for dim, limits in op.dims.items():
+            for bound in ("min", "max"):
+                if bound in limits:
+                    lines.append(f"    static constexpr int32_t kDim_{dim}_{bound.upper()} = {int(limits[bound])};"
+                                 f"  // {limits.get('doc', dim)}")
         lines.append("};")
         lines.append("")
     lines.append("}}  // namespace vmamba::contract")

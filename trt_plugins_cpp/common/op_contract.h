@@ -24,6 +24,7 @@ struct QuarterMapDown {
     static constexpr int32_t kKEEP_DEFAULT = 1;
     static constexpr int32_t kKEEP_MIN = 1;
     static constexpr int32_t kKEEP_MAX = 64;
+    static constexpr bool kKEEP_LE_STRIDE = true;  // 1 <= keep <= stride <= 64
 };
 
 struct QuarterMapUp {
@@ -50,6 +51,8 @@ struct SS2DScan {
     static constexpr int32_t kInput_Ds = 5;  // ['4*D'] float32
     static constexpr bool kInputIsFloat32[6] = {false, false, false, true, true, true};
     static constexpr int32_t kNbAttributes = 0;
+    static constexpr int32_t kDim_N_MIN = 1;  // d_state
+    static constexpr int32_t kDim_N_MAX = 16;  // d_state
 };
 
 struct VMeanbaScan {
@@ -69,6 +72,11 @@ struct VMeanbaScan {
     static constexpr int32_t kVARIANT_DEFAULT = 0;
     static constexpr int32_t kVARIANT_MIN = 0;
     static constexpr int32_t kVARIANT_MAX = 2;
+    static constexpr int32_t kVARIANT_ALL_ROWS = 0;
+    static constexpr int32_t kVARIANT_PER_DIRECTION = 1;
+    static constexpr int32_t kVARIANT_PRE_DISCRETISATION = 2;
+    static constexpr int32_t kDim_N_MIN = 1;  // d_state
+    static constexpr int32_t kDim_N_MAX = 16;  // d_state
 };
 
 }}  // namespace vmamba::contract

@@ -1,0 +1,627 @@
+"""The vm-export pipeline: load source -> compress -> export -> verify (-> engine), each a function
+returning a dataclass; :func:`run` chains them with staged outputs.
+
+    from exporter.pipeline import Options, run
+    result = run(Options(vmeanba_layers="auto", max_drop=0.01, quartermap="every:3", output="out/m.onnx",
+                         verify=True, report="out/report.json"))
+
+Failures raise a :class:`PipelineError` subclass whose ``exit_code`` is the CLI's; its message
+names the problem and the fix. Nothing is written in place until every step has succeeded: all
+outputs are staged beside their destination (:mod:`exporter.files`) and moved in at the end, so a
+failed or interrupted run leaves files that existed before byte-identical and no temp file.
+A parity failure is a result (``Verification.passed``), not an error: its files are kept.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import signal
+import warnings
+from pathlib import Path
+from typing import Any, Callable, ContextManager
+
+# --------------------------------------------------------------------------- exit codes and errors
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_BAD_ARGS = 2
+EXIT_CHECKPOINT = 3
+EXIT_EXPORT = 4
+EXIT_PARITY = 5
+EXIT_OUTPUT = 6
+EXIT_INTERRUPTED = 130
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_INTERNAL: "unexpected internal error (rerun with --debug and report it)",
+    EXIT_BAD_ARGS: "bad arguments or input (layer spec, value out of range, colliding output paths, calibration data)",
+    EXIT_CHECKPOINT: "checkpoint could not be read, holds NaN/Inf weights, or does not fit the architecture",
+    EXIT_EXPORT: "ONNX export or its checks failed",
+    EXIT_PARITY: "parity check (--verify) failed: ONNX Runtime differs from PyTorch beyond tolerance (files kept)",
+    EXIT_OUTPUT: "an output cannot be written (read-only, a directory, no such folder, disk full); nothing written",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C); nothing written",
+}
+
+
+class PipelineError(Exception):
+    """A failure with a documented exit code; ``label`` prefixes its message ("" for plain usage errors)."""
+
+    exit_code = EXIT_INTERNAL
+    label = ""
+
+
+def _failure(name: str, exit_code: int, label: str, doc: str) -> type:
+    return type(name, (PipelineError,), {"exit_code": exit_code, "label": label, "__doc__": doc,
+                                         "__module__": __name__})
+
+
+UsageError = _failure("UsageError", EXIT_BAD_ARGS, "", "Bad arguments or input.")
+CheckpointFailure = _failure("CheckpointFailure", EXIT_CHECKPOINT, "checkpoint error", "The checkpoint is unusable.")
+ExportFailure = _failure("ExportFailure", EXIT_EXPORT, "export failed", "ONNX export or its checks failed.")
+OutputFailure = _failure("OutputFailure", EXIT_OUTPUT, "cannot write output", "An output cannot be written.")
+Interrupted = _failure("Interrupted", EXIT_INTERRUPTED, "interrupted", "Ctrl-C: nothing was written.")
+
+
+# --------------------------------------------------------------------------- options
+DEFAULT_SOURCE = "digits_vmamba"  # no --checkpoint and no --arch: the bundled trained digits model
+# opsets torch.onnx (onnxscript 0.7) exports and ORT runs: 18..25 checked on the digits model, 2026-12-01,
+# 2-core CPU dev machine (26 fails: "No Op registered for Gelu with domain_version of 18")
+OPSET_RANGE = (18, 25)
+
+
+@dataclasses.dataclass
+class Options:
+    """Everything a run needs; field names are the CLI's option names. None: the option was not given."""
+
+    arch: str | None = None
+    checkpoint: str | None = None
+    num_classes: int | None = None
+    vmeanba_layers: str = "none"
+    vmeanba_variant: str | None = None
+    vmeanba_form: str | None = None
+    max_drop: float | None = None
+    quartermap: str | None = None
+    quartermap_stride: int | None = None
+    quartermap_keep: int | None = None
+    calib: str | None = None
+    calib_limit: int | None = None
+    output: str | None = None
+    precision: str = "fp32"
+    batch: int = 1
+    resolution: tuple[int, int] | None = None
+    dynamic: bool = True
+    opset: int = 18
+    trt_onnx: bool = False
+    verify: bool = False
+    iterations: int = 2
+    latency_runs: int = 10
+    report: str | None = None
+    seed: int = 0
+    threads: int | None = None
+    progress: bool = False
+    # engine: str | None = None  -> the engine step (exporter/engine.py) plugs in here, see build_engine_step
+
+
+def check_options(o: Options) -> None:
+    """Value checks that need no model: each names the option, the bad value and what is valid."""
+    for flag, value in (("--batch", o.batch), ("--iterations", o.iterations)):
+        if value < 1:
+            raise UsageError(f"{flag} must be >= 1, got {value}")
+    for flag, value in (("--latency-runs", o.latency_runs),):
+        if value < 0:
+            raise UsageError(f"{flag} must be >= 0 (0 skips the timing), got {value}")
+    if o.num_classes is not None and o.num_classes < 1:
+        raise UsageError(f"--num-classes must be a positive number of classes, got {o.num_classes}")
+    if o.threads is not None and o.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {o.threads}")
+    if o.calib_limit is not None and o.calib_limit < 1:
+        raise UsageError(f"--calib-limit must be a positive number of samples, got {o.calib_limit}")
+    lo, hi = OPSET_RANGE
+    if not lo <= o.opset <= hi:
+        raise UsageError(f"--opset {o.opset} is not supported: use an opset from {lo} to {hi} (default 18)")
+    if o.max_drop is not None:
+        if not math.isfinite(o.max_drop) or o.max_drop < 0:
+            raise UsageError(f"--max-drop must be a finite fraction >= 0 (0.01 = 1 point of top-1), got {o.max_drop}")
+        if o.max_drop >= 1:
+            raise UsageError(f"--max-drop {o.max_drop:g} would allow a {100 * o.max_drop:g}% drop: it is a fraction, "
+                             "so one point is --max-drop 0.01")
+    if o.output is not None and not o.output.endswith(".onnx"):
+        raise UsageError(f"--output must end with .onnx, got {o.output!r}")
+    auto = o.vmeanba_layers.strip().lower() == "auto" or o.vmeanba_layers.strip().lower().startswith("k=")
+    if o.max_drop is not None and not auto:
+        raise UsageError("--max-drop only applies to --vmeanba-layers auto or k=N; add one of them or drop --max-drop")
+    for flag, value in (("--calib", o.calib), ("--calib-limit", o.calib_limit)):
+        if value is not None and not auto:
+            raise UsageError(f"{flag} only applies to --vmeanba-layers auto or k=N (layers chosen on calibration "
+                             f"data); add one of them or drop {flag}")
+    if o.vmeanba_layers.strip().lower() == "none":
+        for flag, value in (("--vmeanba-variant", o.vmeanba_variant), ("--vmeanba-form", o.vmeanba_form)):
+            if value is not None:
+                raise UsageError(f"{flag} does nothing without --vmeanba-layers; add --vmeanba-layers SPEC or drop it")
+    if o.quartermap is None:
+        for flag, value in (("--quartermap-stride", o.quartermap_stride), ("--quartermap-keep", o.quartermap_keep)):
+            if value is not None:
+                raise UsageError(f"{flag} does nothing without --quartermap; add --quartermap [SPEC] or drop it")
+    if o.checkpoint is None and o.num_classes is not None:
+        from exporter.models import MODEL_CONFIGS
+
+        name = o.arch or DEFAULT_SOURCE
+        cfg = MODEL_CONFIGS.get(name)
+        if cfg is not None and cfg.default_cfg.weights is not None:
+            raise UsageError(f"--num-classes does not apply to the bundled {name} (trained with "
+                             f"{cfg.kwargs.get('num_classes')} classes); drop --num-classes")
+
+
+# --------------------------------------------------------------------------- outputs
+@dataclasses.dataclass
+class OutputPlan:
+    """Every path a run will write, decided (and checked) before any work."""
+
+    onnx: Path
+    trt_onnx: Path | None = None
+    inputs_json: Path | None = None
+    golden_json: Path | None = None
+    report_json: Path | None = None
+    report_md: Path | None = None
+    plots: dict[str, Path] = dataclasses.field(default_factory=dict)
+
+    def labelled(self) -> dict[str, Path]:
+        items = {"-o/--output": self.onnx, "the --trt-onnx file": self.trt_onnx,
+                 "the --verify inputs file": self.inputs_json, "the --verify golden file": self.golden_json,
+                 "--report": self.report_json, "the --report Markdown summary": self.report_md}
+        items.update({f"the --report plot {name}": path for name, path in self.plots.items()})
+        return {k: v for k, v in items.items() if v is not None}
+
+    def files(self, with_plots: bool) -> dict[str, str]:
+        """What the summary and the report list: a short label per written file."""
+        items = {"onnx (ORT anywhere; TRT with plugins)": self.onnx, "trt.onnx (TensorRT + plugins only)": self.trt_onnx,
+                 "polygraphy inputs": self.inputs_json, "polygraphy golden outputs": self.golden_json,
+                 "report": self.report_json, "report summary": self.report_md}
+        if with_plots:
+            items.update({f"plot: VMeanba {name}": path for name, path in self.plots.items()})
+        return {k: str(v) for k, v in items.items() if v is not None}
+
+
+def plan_outputs(o: Options, arch_label: str) -> OutputPlan:
+    from exporter.export.onnx_export import trt_onnx_path_for
+
+    onnx_path = Path(o.output or f"{arch_label}.onnx")
+    stem = onnx_path.name[: -len(".onnx")]
+    plan = OutputPlan(onnx=onnx_path, trt_onnx=trt_onnx_path_for(onnx_path) if o.trt_onnx else None)
+    if o.verify:
+        plan.inputs_json = onnx_path.with_name(f"{stem}.inputs.json")
+        plan.golden_json = onnx_path.with_name(f"{stem}.golden.json")
+    if o.report:
+        report = Path(o.report)
+        base = report.name[:-5] if report.name.endswith(".json") else report.name
+        plan.report_json = report
+        plan.report_md = report.with_name(f"{base}.md")
+        if _is_auto(o.vmeanba_layers):
+            plan.plots = {"impact": report.with_name(f"{base}.vmeanba_impact.png"),
+                          "curve": report.with_name(f"{base}.vmeanba_metric_vs_k.png")}
+    return plan
+
+
+def check_outputs(plan: OutputPlan, o: Options, needed_bytes: int = 0) -> None:
+    """Collisions (exit 2) and what can be known about writability and space up front (exit 6)."""
+    from exporter.files import OutputPathError, check_free_space, check_writable, refuse_collisions
+
+    inputs = {}
+    if o.checkpoint:
+        inputs["--checkpoint file"] = Path(o.checkpoint)
+    if o.calib and Path(o.calib).is_file():
+        inputs["--calib file"] = Path(o.calib)
+    try:
+        refuse_collisions(plan.labelled(), inputs)
+    except OutputPathError as exc:
+        raise UsageError(str(exc)) from exc
+    try:
+        for label, path in plan.labelled().items():
+            check_writable(path, label)
+        if needed_bytes:
+            check_free_space(list(plan.labelled().values()), needed_bytes)
+    except OutputPathError as exc:
+        raise OutputFailure(str(exc)) from exc
+
+
+def estimated_output_bytes(model, o: Options) -> int:
+    """A lower bound on what the ONNX files need (weights at the export precision) plus headroom."""
+    n = sum(p.numel() for p in model.parameters())
+    per_file = n * (2 if o.precision == "fp16" else 4)
+    return int(per_file * (2 if o.trt_onnx else 1) * 1.1) + (1 << 20)
+
+
+# --------------------------------------------------------------------------- step 1: source
+@dataclasses.dataclass
+class Source:
+    model: Any
+    arch: str  # registry name, or "custom" for an inferred architecture without a released config
+    family: str
+    description: str
+    default_cfg: Any  # exporter.models.registry.PretrainedCfg: input size and evaluation transform
+    calib_default: str | None  # calibration source used when --calib is not given (bundled models)
+    checkpoint: Any = None  # exporter.models.loader.LoadedCheckpoint for a checkpoint source
+
+
+def load_source(o: Options) -> Source:
+    from exporter.models import MODEL_CONFIGS
+
+    if o.checkpoint:
+        from exporter.checkpoint import CheckpointError
+        from exporter.models.loader import load_checkpoint_model
+
+        cfg = MODEL_CONFIGS.get(o.arch) if o.arch else None
+        if cfg is not None and cfg.default_cfg.weights is not None:
+            raise UsageError(f"--arch {o.arch} is a bundled model with its own weights; it takes no --checkpoint "
+                             "(pass a released --arch such as vmamba_tiny_s1l8, or omit --arch)")
+        try:
+            loaded = load_checkpoint_model(o.checkpoint, arch=o.arch, num_classes=o.num_classes)
+        except CheckpointError as exc:
+            raise CheckpointFailure(str(exc)) from exc
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise CheckpointFailure(f"{o.checkpoint}: {type(exc).__name__}: {exc}; check the file is a "
+                                    "complete checkpoint") from exc
+        return Source(loaded.model, loaded.arch, loaded.model.family, f"{loaded.arch} from {o.checkpoint}",
+                      loaded.default_cfg, None, loaded)
+    name = o.arch or DEFAULT_SOURCE
+    if name not in MODEL_CONFIGS:
+        raise UsageError(f"unknown --arch {name!r}; see --list-models for the registered names")
+    cfg = MODEL_CONFIGS[name]
+    if cfg.default_cfg.weights is not None:
+        from exporter.models.registry import load_pretrained
+
+        model = load_pretrained(name)
+        return Source(model, name, cfg.family, f"{name} (bundled, trained weights)", cfg.default_cfg, "digits")
+    import torch
+
+    torch.manual_seed(o.seed)
+    model = cfg.build(o.num_classes).eval()
+    return Source(model, name, cfg.family, f"{name} with RANDOM weights (no --checkpoint)", cfg.default_cfg, None)
+
+
+# --------------------------------------------------------------------------- step 2: compress
+@dataclasses.dataclass
+class Compression:
+    model: Any
+    layer_forms: dict[str, str]  # SS2D layer -> how it is exported
+    selection: Any = None  # exporter.compress.SelectionResult for auto / k=N
+    calibration: str | None = None  # describes the calibration data used
+
+
+def _is_auto(spec: str) -> bool:
+    low = spec.strip().lower()
+    return low == "auto" or low.startswith("k=")
+
+
+def compress(o: Options, source: Source) -> Compression:
+    """VMeanba (explicit, or chosen on calibration data), then QuarterMap."""
+    from exporter.compress import AutoLayers, apply_quartermap, apply_vmeanba, load_calibration, parse_layer_spec
+    from exporter.compress.selection import select_vmeanba_layers
+    from exporter.export.onnx_export import layer_forms
+    from plugins.contract import QUARTERMAP_DOWN
+
+    model = source.model
+    folded = {None: None, "auto": None, "folded": True, "literal": False}[o.vmeanba_form]
+    variant = o.vmeanba_variant or "all-rows"
+    try:
+        vm_spec = parse_layer_spec(o.vmeanba_layers, model, method="vmeanba")
+        qm_spec = parse_layer_spec(o.quartermap, model, method="quartermap") if o.quartermap else []
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    for flag, spec, given in (("--vmeanba-layers", vm_spec, o.vmeanba_layers), ("--quartermap", qm_spec, o.quartermap)):
+        if given and given.strip().lower() != "none" and spec == []:
+            n = len(model.ssm_layers())
+            raise UsageError(f"{flag} {given} selects no layer of this model ({n} SS2D layers); choose a spec that "
+                             "names at least one (e.g. every:3, stage:2, all) or drop the option")
+    selection = calib_note = None
+    if isinstance(vm_spec, AutoLayers):
+        source_name = o.calib or source.calib_default
+        if source_name is None:
+            raise UsageError(f"--vmeanba-layers {o.vmeanba_layers} chooses layers on calibration data: pass --calib "
+                             "DIR|file.npz|synthetic")
+        try:
+            cal = load_calibration(source_name, source.family, limit=o.calib_limit, seed=o.seed,
+                                   cfg=source.default_cfg)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"calibration data: {exc}") from exc
+        calib_note = cal.describe()
+        try:
+            selection = select_vmeanba_layers(model, cal, k=vm_spec.k, max_drop=o.max_drop, variant=variant,
+                                              folded=folded, progress=o.progress, threads=o.threads)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        selection = dataclasses.replace(selection, model=source.arch)
+        vm_layers = selection.layers
+    else:
+        vm_layers = vm_spec
+    try:
+        if vm_layers:
+            model = apply_vmeanba(model, vm_layers, variant=variant, folded=folded)
+        if qm_spec:
+            stride = QUARTERMAP_DOWN.default("stride") if o.quartermap_stride is None else o.quartermap_stride
+            keep = QUARTERMAP_DOWN.default("keep") if o.quartermap_keep is None else o.quartermap_keep
+            model = apply_quartermap(model, qm_spec, stride=stride, keep=keep)
+    except ValueError as exc:
+        raise UsageError(f"{exc} (--quartermap-stride / --quartermap-keep)" if qm_spec and "QuarterMap" in str(exc)
+                         else str(exc)) from exc
+    return Compression(model, layer_forms(model), selection, calib_note)
+
+
+def plugin_limit_warnings(model) -> list[str]:
+    """What the exported file will not do with the TensorRT plugins (the contract's dim limits):
+    the function bodies still run in ONNX Runtime, so this is a warning, not an error."""
+    from plugins.contract import SS2D_SCAN
+
+    for name, ss2d in model.ssm_layers().items():
+        try:
+            SS2D_SCAN.check_dim("N", ss2d.d_state)
+        except ValueError as exc:
+            return [f"{name}: {exc}: the .onnx runs in ONNX Runtime (function bodies) but not with the TensorRT "
+                    "plugins"]
+    return []
+
+
+# --------------------------------------------------------------------------- step 3: export
+_ANSI = None
+
+
+def strip_ansi(text: str) -> str:
+    import re
+
+    global _ANSI
+    _ANSI = _ANSI or re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
+    return _ANSI.sub("", text)
+
+
+def export(o: Options, model, resolution: tuple[int, int], onnx_path: Path):
+    """ONNX export (``exporter.export.export_onnx``) to ``onnx_path``; returns its ExportResult."""
+    from exporter.export import onnx_export
+
+    try:
+        return onnx_export.export_onnx(model, onnx_path, precision=o.precision, batch=o.batch, resolution=resolution,
+                                       dynamic=o.dynamic, opset=o.opset, trt_onnx=o.trt_onnx)
+    except OSError:
+        raise
+    except (onnx_export.ExportError, ValueError, RuntimeError) as exc:
+        raise ExportFailure(strip_ansi(str(exc)).strip()) from exc
+
+
+# --------------------------------------------------------------------------- step 4: verify
+@dataclasses.dataclass
+class Verification:
+    passed: bool
+    parity: Any  # exporter.verify.parity.ParityReport over every checked input shape
+    per_shape: list  # one ParityReport per input shape
+    latency: dict | None = None  # {"pytorch", "onnxrt", "note", "warning"}
+
+
+def verify(o: Options, model, onnx_path: Path, resolution: tuple[int, int], plan: OutputPlan,
+           staged: Callable[[Path], Path], dynamic_hw: bool) -> Verification:
+    """Parity through Polygraphy at the example shape (and, for a dynamic file, at a second non-square
+    shape), then optional latency."""
+    from exporter.verify.parity import check_parity, latency_side_by_side, machine_load_warning, merge_reports
+
+    shape = (o.batch, 3, *resolution)
+    reports = [check_parity(model, onnx_path, precision=o.precision, input_shape=shape, iterations=o.iterations,
+                            seed=o.seed, inputs_json=staged(plan.inputs_json), golden_json=staged(plan.golden_json))]
+    if dynamic_hw:  # the file claims dynamic H/W: check it at another, non-square size and batch too
+        other = (o.batch + 1, 3, resolution[0], max(8, resolution[1] * 3 // 4))
+        reports.append(check_parity(model, onnx_path, precision=o.precision, input_shape=other, iterations=1,
+                                    seed=o.seed + 1))
+    merged = merge_reports(reports)
+    merged.inputs_json, merged.golden_json = str(plan.inputs_json), str(plan.golden_json)
+    latency = None
+    if o.latency_runs:
+        pt, ort_lat = latency_side_by_side(model, onnx_path, shape, runs=o.latency_runs, precision=o.precision,
+                                           threads=o.threads)
+        warning = machine_load_warning(pt, ort_lat)
+        latency = {"pytorch": pt.as_dict(), "onnxrt": ort_lat.as_dict(), "note": "PyTorch eager runs the float32 model",
+                   "warning": warning}
+    return Verification(merged.passed, merged, reports, latency)
+
+
+# --------------------------------------------------------------------------- step 5 (hook): engine
+# The TensorRT engine step plugs in here: exporter/engine.py (another branch) provides a build
+# function; a future `--engine PATH` option adds `engine: str | None` to Options, a path to
+# OutputPlan (checked and staged like every other output) and calls it after verify in run().
+
+
+# --------------------------------------------------------------------------- report
+def _json_safe(value):
+    """Standard JSON only: non-finite floats become null (json.dumps would write NaN / Infinity)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def build_report(o: Options, source: Source, comp: Compression, exported, ver: Verification | None,
+                 plan: OutputPlan, files: dict[str, str]) -> dict:
+    report = {
+        "model": source.description, "arch": source.arch, "layers": comp.layer_forms,
+        "compression": {"vmeanba_layers": o.vmeanba_layers, "vmeanba_variant": o.vmeanba_variant,
+                        "vmeanba_form": o.vmeanba_form, "quartermap": o.quartermap,
+                        "quartermap_stride": o.quartermap_stride, "quartermap_keep": o.quartermap_keep,
+                        "calibration": comp.calibration},
+        "selection": comp.selection.to_dict() if comp.selection is not None else None,
+        "export": exported.as_dict(), "files": files, "parity": None, "parity_per_shape": None, "latency": None,
+    }
+    report["export"]["onnx_path"] = str(plan.onnx)
+    report["export"]["trt_onnx_path"] = str(plan.trt_onnx) if plan.trt_onnx else None
+    if ver is not None:
+        report["parity"] = ver.parity.as_dict()
+        report["parity_per_shape"] = [r.as_dict() for r in ver.per_shape]
+        report["latency"] = ver.latency
+    return _json_safe(report)
+
+
+def _section(title: str, *paragraphs: str) -> list[str]:
+    body = []
+    for p in paragraphs:
+        body += ["", p]
+    return ["", f"## {title}", *body]
+
+
+def report_markdown(report: dict) -> str:
+    ex = report["export"]
+    lines = [f"# vm-export report: {report['arch']}", "", f"- model: {report['model']}",
+             f"- precision / opset: {ex['precision']} / {ex['opset']}",
+             f"- example input {tuple(ex['input_shape'])}, dynamic axes: "
+             f"{', '.join(ex['dynamic_axes'].values()) or 'none (static)'}",
+             f"- ONNX nodes (top level): {ex['node_count']}; custom: {ex['custom_nodes'] or 'none'}",
+             f"- export time: {ex['export_seconds']:.1f} s"]
+    lines += [f"- note: {n}" for n in ex.get("notes", [])]
+    sel = report.get("selection")
+    if sel:
+        lines += ["", "## VMeanba selection", "",
+                  f"{sel['metric']} on {sel['calibration']}: baseline {sel['baseline']:.4f}, with the chosen "
+                  f"{len(sel['layers'])} layer(s) {sel['joint']:.4f} (drop {sel['joint_drop']:+.4f}, budget "
+                  f"{sel['max_drop']}).", "", "| layer | impact alone | chosen |", "|---|---|---|"]
+        lines += [f"| {n} | {sel['impacts'][n]:+.4f} | {'yes' if n in sel['layers'] else ''} |" for n in sel["order"]]
+        if sel.get("synthetic"):
+            lines += ["", "**Calibration was synthetic noise: the selection says nothing about accuracy.**"]
+    lines += ["", "## Layers", "", "| layer | exported as |", "|---|---|"]
+    lines += [f"| {name} | {form} |" for name, form in report["layers"].items()]
+    par, lat = report.get("parity"), report.get("latency")
+    if par:
+        verdict = "PASS" if par["passed"] else "FAIL"
+        lines += _section("Parity (ONNX Runtime vs PyTorch, Polygraphy)",
+                          f"{verdict}: max abs {par['max_abs_error']}, max rel {par['max_rel_error']} (atol "
+                          f"{par['atol']:g}, rtol {par['rtol']:g}) over {par['iterations']} inputs of shapes "
+                          f"{par['input_shapes']}")
+    if lat:
+        pt = lat["pytorch"]
+        lines += _section("Latency (median, CPU)",
+                          f"PyTorch eager {pt['median_ms']:.2f} ms, ONNX Runtime {lat['onnxrt']['median_ms']:.2f} ms "
+                          f"(input {pt['input_shape']}, {pt['runs']} runs, {pt['threads']} threads)",
+                          *([f"**Warning:** {lat['warning']}"] if lat.get("warning") else []))
+    lines += ["", "## Files", ""] + [f"- {label}: `{path}`" for label, path in report["files"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, selection, plan: OutputPlan, staged: Callable[[Path], Path]) -> None:
+    from exporter.compress.report import plot_selection
+
+    staged(plan.report_json).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    staged(plan.report_md).write_text(report_markdown(report))
+    if selection is not None and plan.plots:
+        plot_selection(selection, staged(plan.plots["impact"]), staged(plan.plots["curve"]))
+
+
+# --------------------------------------------------------------------------- the whole run
+@dataclasses.dataclass
+class Result:
+    source: Source
+    compression: Compression
+    export: Any  # exporter.export.onnx_export.ExportResult (paths are the final ones)
+    verification: Verification | None
+    plan: OutputPlan
+    report: dict
+    warnings: list[str]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_PARITY if self.verification is not None and not self.verification.passed else EXIT_OK
+
+
+class _InterruptWatch:
+    """Remembers a Ctrl-C even when a library catches the KeyboardInterrupt and raises its own error
+    (torch.export does): any failure after a SIGINT is reported as an interrupt."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: no handler, plain KeyboardInterrupt handling only
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def run(o: Options, step: Callable[[str], ContextManager] | None = None) -> Result:
+    """Load, compress, export, verify, report; outputs staged and moved into place at the end.
+
+    ``step(text)`` is a context manager around each long step (the CLI's progress display)."""
+    from exporter.files import Staging, describe_os_error
+
+    step = step or (lambda text: contextlib.nullcontext())
+    check_options(o)
+    staging = Staging()
+
+    @contextlib.contextmanager
+    def writing():
+        try:
+            yield
+        except OSError as exc:
+            raise OutputFailure(describe_os_error(exc) + "; nothing was written") from exc
+
+    import torch
+
+    previous_threads = torch.get_num_threads()
+    with _InterruptWatch() as watch, warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("default")
+        try:
+            if o.threads is not None:
+                torch.set_num_threads(o.threads)
+            if o.output is not None:  # the paths do not depend on the model: refuse bad ones before loading
+                check_outputs(plan_outputs(o, "model"), o)
+            with step("loading model"):
+                source = load_source(o)
+            plan = plan_outputs(o, source.arch)
+            check_outputs(plan, o, estimated_output_bytes(source.model, o))
+            resolution = o.resolution or (source.default_cfg.resolution,) * 2
+            with step("compressing" if o.vmeanba_layers != "none" or o.quartermap else "preparing"):
+                comp = compress(o, source)
+            with writing():
+                staged_onnx = staging.path_for(plan.onnx)
+                if plan.trt_onnx is not None:
+                    staging.path_for(plan.trt_onnx)  # export_onnx writes it beside the staged .onnx
+                with step(f"exporting {plan.onnx} ({o.precision}, {'dynamic' if o.dynamic else 'static'})"):
+                    exported = export(o, comp.model, resolution, staged_onnx)
+                ver = None
+                if o.verify:
+                    with step("parity (Polygraphy: PyTorch vs ONNX Runtime) and latency"):
+                        ver = verify(o, comp.model, staged_onnx, resolution, plan, staging.path_for,
+                                     "height" in exported.dynamic_axes.values())
+                files = plan.files(with_plots=comp.selection is not None)
+                final_export = dataclasses.replace(exported, onnx_path=plan.onnx, trt_onnx_path=plan.trt_onnx)
+                report = build_report(o, source, comp, final_export, ver, plan, files)
+                if plan.report_json is not None:
+                    write_report(report, comp.selection, plan, staging.path_for)
+                staging.commit()
+        except BaseException as exc:
+            staging.discard()
+            torch.set_num_threads(previous_threads)
+            if watch.seen or isinstance(exc, KeyboardInterrupt):
+                raise Interrupted("stopped by Ctrl-C; nothing was written (outputs that existed are unchanged)") \
+                    from exc
+            raise
+    torch.set_num_threads(previous_threads)
+    package = str(Path(__file__).resolve().parent)
+    caught = list(dict.fromkeys(str(r.message) for r in records if str(r.filename).startswith(package)))
+    caught += plugin_limit_warnings(comp.model)
+    if ver is not None and ver.latency and ver.latency.get("warning"):
+        caught.append(ver.latency["warning"])
+    return Result(source, comp, final_export, ver, plan, report, caught)
+
+
+__all__ = ["Options", "OutputPlan", "Source", "Compression", "Verification", "Result", "run", "check_options",
+           "plan_outputs", "check_outputs", "load_source", "compress", "export", "verify", "build_report",
+           "report_markdown", "PipelineError", "UsageError", "CheckpointFailure", "ExportFailure", "OutputFailure",
+           "Interrupted", "EXIT_CODES"]

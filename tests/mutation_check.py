@@ -7,7 +7,8 @@ files that should catch each one, and prints a caught / survived table with the 
     python tests/mutation_check.py                 # every mutation (about 10 minutes on 2 cores)
     python tests/mutation_check.py --list          # names, targets, the diffs and test files only
     python tests/mutation_check.py --only every-k-stage0,parity-fp32-tolerance-1000x
-    python tests/mutation_check.py --with-existing # also run the older suites of each area
+    python tests/mutation_check.py --tests both    # also run the older suites of each area
+    python tests/mutation_check.py --tests existing  # only the older suites: what they alone catch
 
 Not collected by pytest (the name does not start with ``test_``) and not run in CI. Exit status:
 0 when every mutation was caught, 1 otherwise (survived, target not found, ambiguous, error).
@@ -297,10 +298,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="comma-separated mutation names")
     ap.add_argument("--list", action="store_true", help="show mutations, where they apply, and their tests")
-    ap.add_argument("--with-existing", action="store_true", help="also run the older suites of each area")
+    ap.add_argument("--tests", choices=["new", "existing", "both"], default="new",
+                    help="new: the tests written for these gaps (default); existing: only the older suites of "
+                         "each area (shows what they miss); both")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per test run (default 900)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary copy")
     args = ap.parse_args(argv)
+
+    def test_files(m: Mutation) -> list[str]:
+        return {"new": m.tests, "existing": m.existing, "both": m.tests + m.existing}[args.tests]
 
     chosen = MUTATIONS
     if args.only:
@@ -319,12 +325,12 @@ def main(argv=None) -> int:
             for m in chosen:
                 status, edits, places = locate(m, root)
                 print(f"{m.name}: {m.description}\n    {status or 'applies at'} {', '.join(places)}\n"
-                      f"    tests: {' '.join(m.tests + (m.existing if args.with_existing else []))}")
+                      f"    tests: {' '.join(test_files(m))}")
                 for path, text in edits.items():
                     diff = difflib.unified_diff(path.read_text().splitlines(), text.splitlines(), lineterm="", n=0)
                     print("\n".join("      " + line for line in list(diff)[2:]))
             return 0
-        files = sorted({f for m in chosen for f in m.tests + (m.existing if args.with_existing else [])})
+        files = sorted({f for m in chosen for f in test_files(m)})
         print(f"baseline: {len(files)} test files on the unmodified copy ...", flush=True)
         status, seconds, detail = run_tests(root, files, args.timeout)
         if status != SURVIVED:
@@ -340,8 +346,7 @@ def main(argv=None) -> int:
                 try:
                     for p, text in edits.items():
                         p.write_text(text)
-                    status, seconds, detail = run_tests(root, m.tests + (m.existing if args.with_existing else []),
-                                                        args.timeout)
+                    status, seconds, detail = run_tests(root, test_files(m), args.timeout)
                 finally:
                     for p, text in originals.items():
                         p.write_text(text)

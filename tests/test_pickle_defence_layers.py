@@ -55,7 +55,7 @@ PAYLOADS = {
 
 def _write(tmp_path, payload: str, zip_format: bool):
     marker = tmp_path / "marker"
-    path = tmp_path / f"{payload}.pth"
+    path = tmp_path / "checkpoint.pth"  # the name must not contain the needle
     make, needle = PAYLOADS[payload]
     torch.save(make(marker), path, _use_new_zipfile_serialization=zip_format)
     assert not marker.exists()
@@ -87,7 +87,7 @@ def test_static_scan_alone_refuses_before_a_broken_retry(tmp_path, monkeypatch, 
     path, marker, needle = _write(tmp_path, payload, zip_format)
     spy = LoadSpy(unrestricted_after=1)
     monkeypatch.setattr(torch, "load", spy)
-    with pytest.raises(CheckpointError, match=f"(?s){needle}.*not trusted"):
+    with pytest.raises(CheckpointError, match=rf"(?s)global [\w.]*{needle}\b.*not trusted"):
         read_checkpoint(path)
     assert not marker.exists(), "the checkpoint's code ran: the retry was reached although the file names " \
                                 "an untrusted global"
@@ -108,7 +108,7 @@ def test_unpickler_alone_refuses_when_the_static_scan_sees_nothing(tmp_path, mon
     path, marker, needle = _write(tmp_path, payload, zip_format)
     spy = LoadSpy()
     monkeypatch.setattr(torch, "load", spy)
-    with pytest.raises(CheckpointError, match=f"(?s){needle}.*not trusted"):
+    with pytest.raises(CheckpointError, match=rf"(?s)global [\w.]*{needle}\b.*not trusted"):
         read_checkpoint(path)
     assert not marker.exists(), "the checkpoint's code ran in the retry with config stand-ins"
     assert len(spy.calls) >= 2, ("precondition: with the static scan blinded, loading must reach the retry with "

@@ -19,6 +19,7 @@ import exporter
 from exporter.checkpoint import CheckpointError, ConfigNode, open_checkpoint, read_checkpoint
 from exporter.models.loader import infer_architecture, load_checkpoint_model, load_model
 from exporter.models import MedMamba, VMamba
+from malicious_payloads import EvalsPython, RunsShellCommand
 
 # small non-standard architectures (fast on CPU); each exercises settings the released ones do not
 SMALL_VMAMBA = {
@@ -58,28 +59,14 @@ def _same_tensors(a: dict, b: dict) -> bool:
 
 
 # --------------------------------------------------------------------------- untrusted pickles
-class _RunsShellCommand:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
-class _EvalsPython:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return eval, (f"open({str(self.marker)!r}, 'w').write('pwned')",)
 
 
 def _payloads(marker):
     weights = {"patch_embed.0.weight": torch.ones(2, 3, 4, 4)}
     return {
-        "bare_os_system": _RunsShellCommand(marker),
-        "nested_in_model_container": {"model": {**weights, "evil": _RunsShellCommand(marker)}, "epoch": 3},
-        "builtins_eval_beside_weights": {"model": weights, "config": _EvalsPython(marker)},
+        "bare_os_system": RunsShellCommand(marker),
+        "nested_in_model_container": {"model": {**weights, "evil": RunsShellCommand(marker)}, "epoch": 3},
+        "builtins_eval_beside_weights": {"model": weights, "config": EvalsPython(marker)},
     }
 
 
@@ -105,7 +92,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, payload, zip_forma
 def test_plain_pickle_file_is_refused(tmp_path, protocol):
     marker = tmp_path / "marker"
     path = tmp_path / "evil.pkl"
-    path.write_bytes(pickle.dumps({"model": {"w": _EvalsPython(marker)}}, protocol=protocol))
+    path.write_bytes(pickle.dumps({"model": {"w": EvalsPython(marker)}}, protocol=protocol))
     with pytest.raises(CheckpointError, match=r"global builtins\.eval.*not trusted"):
         read_checkpoint(path)
     assert not marker.exists()
@@ -161,7 +148,7 @@ def test_official_container_with_config_objects(tmp_path, fake_yacs, small_vmamb
 def test_config_container_cannot_smuggle_a_call(tmp_path, fake_yacs):
     marker = tmp_path / "marker"
     path = tmp_path / "evil_cfg.pth"
-    torch.save({"model": {"w": torch.ones(1)}, "config": fake_yacs({"X": _RunsShellCommand(marker)})}, path)
+    torch.save({"model": {"w": torch.ones(1)}, "config": fake_yacs({"X": RunsShellCommand(marker)})}, path)
     sys.modules.pop("yacs.config")
     with pytest.raises(CheckpointError, match="system"):
         read_checkpoint(path)

@@ -24,32 +24,17 @@ import pytest
 import torch
 
 from exporter.checkpoint import CheckpointError, read_checkpoint
+from malicious_payloads import EvalsPython, RunsShellCommand
 
 REAL_TORCH_LOAD = torch.load
-
-
-class _RunsShellCommand:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
-class _EvalsPython:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return eval, (f"open({str(self.marker)!r}, 'w').write('pwned')",)
 
 
 PAYLOADS = {
     # the harmless global comes first in pickle order (dicts pickle in insertion order)
     "namespace_then_os_system": (lambda m: {"args": argparse.Namespace(lr=0.1),
-                                            "model": {"w": torch.ones(2), "evil": _RunsShellCommand(m)}}, "system"),
+                                            "model": {"w": torch.ones(2), "evil": RunsShellCommand(m)}}, "system"),
     "numpy_scalar_then_eval": (lambda m: {"best": np.float64(0.5), "model": {"w": torch.ones(2)},
-                                          "config": _EvalsPython(m)}, "eval"),
+                                          "config": EvalsPython(m)}, "eval"),
 }
 
 

@@ -511,12 +511,14 @@ class EngineStep:
     runtime: Any  # exporter.engine.RuntimeSupport: can this machine's GPU execute it, in plain words
     executed: bool = False
     note: str = ""  # what happened with execution (set by verify), or why it did not run
+    notes: list[str] = dataclasses.field(default_factory=list)  # how it was built, for the warnings and report
 
     def as_dict(self) -> dict:
         d = self.result.as_dict()
         why_not = self.note or (self.runtime.reason if not self.runtime.can_run
                                 else "not asked: --verify runs it in the parity check")
-        d.update(source_onnx=str(self.onnx_path), errors=len(self.result.errors), executed=self.executed,
+        d.update(source_onnx=str(self.onnx_path), errors=len(self.result.errors), notes=list(self.notes),
+                 executed=self.executed,
                  executed_text=f"yes ({self.note})" if self.executed else f"no ({why_not})")
         return d
 
@@ -564,6 +566,11 @@ def build_engine_step(o: Options, onnx_path: Path, engine_path: Path | None, inp
 
     plugins = plugin_library_for(o)
     source = trt_onnx_path if plugins is not None and trt_onnx_path is not None else onnx_path
+    notes = []
+    if o.trt_onnx and plugins is None:
+        notes.append("no plugin library was found (VMAMBA_TRT_PLUGIN_LIB, VMAMBA_TRT_PLUGIN_DIR, build/), so the "
+                     "engine was built from the .onnx function bodies, not the .trt.onnx; pass --engine-plugins "
+                     "LIB to build it with the plugins")
     profiles = []
     if dynamic:
         profile = parse_engine_shapes(o.engine_shapes) if o.engine_shapes else default_engine_profile(input_shape)
@@ -579,7 +586,7 @@ def build_engine_step(o: Options, onnx_path: Path, engine_path: Path | None, inp
         raise NoBuilderFailure(shown(str(exc))) from exc
     except E.EngineError as exc:
         raise EngineFailure(shown(str(exc))) from exc
-    return EngineStep(result, Path(shown(str(source))), E.runtime_support(result.builder))
+    return EngineStep(result, Path(shown(str(source))), E.runtime_support(result.builder), notes=notes)
 
 
 def engine_runners(engine: EngineStep, input_shape: tuple[int, ...]) -> tuple:
@@ -698,7 +705,7 @@ def engine_summary(eng: dict) -> list[tuple[str, str]]:
                        f"build {eng['build_seconds']:.1f} s"),
             ("engine profile", profiles),
             ("engine warnings", f"{eng['warnings']} in all ({counts}); errors: {eng['errors']}"),
-            ("engine executed", eng["executed_text"])]
+            ("engine executed", eng["executed_text"])] + [("engine note", n) for n in eng.get("notes", [])]
 
 
 def write_report(report: dict, selection, plan: OutputPlan, staged: Callable[[Path], Path]) -> None:
@@ -835,6 +842,7 @@ def run(o: Options, step: Callable[[str], ContextManager] | None = None) -> Resu
     caught += plugin_limit_warnings(comp.model)
     if ver is not None and ver.latency and ver.latency.get("warning"):
         caught.append(ver.latency["warning"])
+    caught += eng.notes if eng is not None else []
     if eng is not None and o.verify and not eng.executed:
         caught.append(f"--verify: the engine {plan.engine} was not executed: {eng.note}; parity covers ONNX Runtime "
                       "only")

@@ -153,6 +153,24 @@ def test_a_failed_engine_build_exits_8_and_writes_nothing(work, capsys, monkeypa
     assert [(p.min, p.opt, p.max) for p in profiles] == [((1, 3, 32, 32), (1, 3, 32, 32), (8, 3, 32, 32))]
 
 
+def test_tensorrt_builder_that_is_not_installed_exits_7(work, capsys):
+    """The real no-builder path (no simulation): --engine-builder tensorrt where no tensorrt is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("a 'tensorrt' module is installed here")
+    _fail(work, capsys, ["-o", "out/m.onnx", "--engine", "out/m.engine", "--engine-builder", "tensorrt", "--quiet"],
+          pipeline.EXIT_NO_BUILDER, "no TensorRT builder is installed (tensorrt:", "pip install tensorrt-rtx-cu13-libs")
+
+
+def test_profile_channels_must_match_the_model(tmp_path):
+    """Checked by build_engine_step against the export's input shape, before any builder is called."""
+    options = pipeline.Options(engine=str(tmp_path / "m.engine"), engine_shapes="1x1x32x32,2x1x32x32,4x1x32x32")
+    with pytest.raises(pipeline.UsageError, match="takes 3 input channels, so every shape needs C = 3"):
+        pipeline.build_engine_step(options, tmp_path / "m.onnx", tmp_path / "m.engine", (1, 3, 32, 32), dynamic=True)
+    assert not list(tmp_path.iterdir())
+
+
 # ------------------------------------------------------------------------------------ real builds (TensorRT-RTX)
 @pytest.mark.trt_rtx
 def test_vm_export_engine_on_the_digits_default(rtx, tmp_path):
@@ -208,6 +226,31 @@ def test_build_engine_step_is_the_python_api(rtx, tmp_path):
     assert step["profiles"] == [{"input": "x", "min": [1, 3, 2, 2], "opt": [2, 3, 2, 2], "max": [8, 3, 2, 2]}]
     assert (tmp_path / "relu.engine").stat().st_size == step["engine_bytes"] > 0
     assert step["executed"] is False and step["output_shapes"] == {"y": [-1, 12]}
+
+
+@pytest.mark.trt_rtx
+def test_trt_onnx_without_a_plugin_library_builds_from_the_function_bodies_and_says_so(rtx, tmp_path):
+    """--static --trt-onnx --engine with no plugin library to be found (plugins.trt.REPO pointed at an
+    empty folder): the engine comes from the .onnx, with no shape profile, and a warning says why."""
+    empty = tmp_path / "no_plugins"
+    empty.mkdir()
+    script = ("import sys\nfrom pathlib import Path\nimport plugins.trt\nplugins.trt.REPO = Path(sys.argv[1])\n"
+              "from exporter.cli import main\nsys.exit(main(sys.argv[2:]))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VMAMBA_TRT_PLUGIN")}
+    env.update(PYTHONPATH=str(REPO), VMAMBA_TRT_PLUGIN_DIR=str(empty))
+    r = subprocess.run([sys.executable, "-c", script, str(empty), "-o", "out/m.onnx", "--static", "--trt-onnx",
+                        "--engine", "out/m.engine", "--report", "out/r.json", "--quiet"], cwd=tmp_path,
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    eng = json.loads((tmp_path / "out/r.json").read_text())["engine"]
+    assert eng["source_onnx"] == "out/m.onnx" and eng["plugin_library"] is None and eng["profiles"] == []
+    assert eng["output_shapes"] == {"logits": [1, 10]}  # static: the example batch
+    assert eng["errors"] == 0 and eng["checked_warnings"] == {k: 0 for k in E.CHECKED_WARNINGS}
+    assert (tmp_path / "out/m.engine").stat().st_size == eng["engine_bytes"] > 0
+    assert len(eng["notes"]) == 1 and "built from the .onnx function bodies" in eng["notes"][0]
+    assert "vm-export: warning: no plugin library was found" in r.stderr and "--engine-plugins LIB" in r.stderr
+    assert "engine profile: none (static shapes)" in r.stdout
+    _no_leftovers(tmp_path)
 
 
 @pytest.mark.trt

@@ -205,6 +205,30 @@ def test_vm_export_engine_on_the_digits_default(rtx, tmp_path):
 
 
 @pytest.mark.trt_rtx
+def test_where_the_gpu_could_run_it_verify_gets_polygraphys_trt_runner_on_the_rtx_module(rtx, tmp_path):
+    """engine_runners with a runtime that says yes (pretended: no GPU here runs these engines): a
+    Polygraphy TrtRunner whose TensorRT module is the TensorRT-RTX one. Constructed, never activated."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from exporter import engine as E, pipeline\n"
+        "b = E.import_builder('tensorrt_rtx')\n"
+        "p = Path(sys.argv[1]); p.write_bytes(b'engine bytes')\n"
+        "prof = E.ShapeProfile.parse('x:1x3x32x32,2x3x32x32,8x3x32x32')\n"
+        "r = E.EngineBuildResult(path=p, builder='tensorrt_rtx', builder_version=b.version, num_layers=1,"
+        " engine_bytes=1, parse_seconds=0, build_seconds=0, plugin_library=None, plugin_nodes=0, profiles=[prof],"
+        " precision='fp32')\n"
+        "runners = pipeline.engine_runners(pipeline.EngineStep(r, p, E.RuntimeSupport(True, 'pretend')), (2, 3, 32, 32))\n"
+        "import polygraphy.backend.trt.runner as m\n"
+        "print('RUNNERS', [type(x).__name__ for x in runners], runners[0].name, m.trt.__name__,"
+        " m.trt.Builder is b.module.Builder)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script, str(tmp_path / "m.engine")], capture_output=True, text=True,
+                       env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=300)
+    assert "RUNNERS ['TrtRunner'] tensorrt_rtx tensorrt_rtx True" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.trt_rtx
 def test_build_engine_step_is_the_python_api(rtx, tmp_path):
     """pipeline.build_engine_step on a small ONNX file (default profile from the example shape)."""
     from test_engine import _relu_model

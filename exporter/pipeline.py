@@ -591,8 +591,8 @@ def build_engine_step(o: Options, onnx_path: Path, engine_path: Path | None, inp
 
 def engine_runners(engine: EngineStep, input_shape: tuple[int, ...]) -> tuple:
     """Polygraphy's TrtRunner for the engine where this machine can execute it, else () with
-    ``engine.note`` saying why in plain words. (Not exercised here: no machine of this project has a
-    GPU that runs these engines.)"""
+    ``engine.note`` saying why in plain words. (The runner is constructed in tests but has never been
+    activated: no machine of this project has a GPU that runs these engines.)"""
     if not engine.runtime.can_run:
         engine.note = engine.runtime.reason
         return ()

@@ -15,7 +15,7 @@ import traceback
 
 from exporter.pipeline import (  # noqa: F401  (the exit codes are part of this module's interface)
     EXIT_BAD_ARGS, EXIT_CHECKPOINT, EXIT_CODES, EXIT_EXPORT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_OUTPUT,
-    EXIT_PARITY, OPSET_RANGE, PipelineError, UsageError,
+    ENGINE_BUILDERS, EXIT_ENGINE, EXIT_NO_BUILDER, EXIT_PARITY, OPSET_RANGE, PipelineError, UsageError, engine_summary,
 )
 
 EPILOG = """\
@@ -37,6 +37,14 @@ outputs (all staged beside their destination and moved in at the end: a failed r
                   polygraphy run OUT.trt.onnx --trt --plugins LIB --load-inputs OUT.inputs.json \\
                       --load-outputs OUT.golden.json --atol A --rtol R
   R.json, R.md, R.vmeanba_*.png  (--report R.json) JSON report, Markdown summary, selection plots
+  ENGINE          (--engine ENGINE) serialized TensorRT engine, built with the installed builder:
+                  TensorRT (tensorrt) or TensorRT-RTX (pip install tensorrt-rtx-cu13-libs==1.7.1.116
+                  tensorrt-rtx-cu13-bindings==1.7.1.116; builds on a CPU-only machine). It is built
+                  from OUT.trt.onnx with the plugin library when one is given (--engine-plugins) or,
+                  with --trt-onnx, found (VMAMBA_TRT_PLUGIN_LIB / VMAMBA_TRT_PLUGIN_DIR / build/);
+                  else from OUT.onnx, whose function bodies become TensorRT layers. TensorRT-RTX
+                  engines do not run on compute capability 9.0 (H100/H200): --verify says when an
+                  engine could not be executed, and the report's engine section records it.
 
 exit codes:
 """ + "".join(f"  {code:<3d} {text}\n" for code, text in EXIT_CODES.items())
@@ -52,6 +60,22 @@ def _fraction(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a fraction such as 0.01, got {text!r}") from None
+
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _size(text: str) -> int:
+    """A byte count: 1073741824, 512M, 2G (binary units; a trailing B or iB is allowed)."""
+    low = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = low[-1:] if low[-1:] in _SIZE_UNITS else ""
+    try:
+        value = float(low[: len(low) - len(unit)]) * _SIZE_UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 2G, 512M or 1073741824, got {text!r}") from None
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a positive size such as 2G, got {text!r}")
+    return int(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +122,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--opset", type=int, default=18,
                    help=f"ONNX opset, {OPSET_RANGE[0]}..{OPSET_RANGE[1]} (default 18)")
     e.add_argument("--trt-onnx", action="store_true", help="also write OUT.trt.onnx (function bodies stripped)")
-    # engine building plugs in here (exporter/engine.py): --engine PATH -> pipeline.Options.engine
+    g = p.add_argument_group("TensorRT engine (exporter/engine.py)")
+    g.add_argument("--engine", metavar="PATH",
+                   help="also build a serialized TensorRT engine at PATH (e.g. out/model.engine) with the "
+                        "installed builder; exit 7 when none is installed")
+    g.add_argument("--engine-shapes", metavar="MIN,OPT,MAX",
+                   help="shape profile of the input, three BxCxHxW shapes (or one: fixed), e.g. "
+                        "1x3x224x224,8x3x224x224,32x3x224x224 (default for a dynamic export: batch 1, the "
+                        "example --batch, max(8, --batch), at the example resolution)")
+    g.add_argument("--engine-builder", choices=list(ENGINE_BUILDERS), default="auto",
+                   help="tensorrt (full TensorRT, needs a GPU to build) or tensorrt_rtx (TensorRT-RTX, builds "
+                        "on the CPU); auto: the first one installed, in that order (default)")
+    g.add_argument("--engine-workspace", type=_size, metavar="SIZE",
+                   help="builder workspace memory limit, bytes or with a K/M/G suffix, e.g. 2G (default: the "
+                        "builder's)")
+    g.add_argument("--engine-plugins", metavar="LIB",
+                   help="plugin library libvmamba_trt_plugins.so (docs/PLUGINS.md): the engine is built from "
+                        "OUT.trt.onnx with --trt-onnx, else from OUT.onnx, with our plugins as its custom layers")
     v = p.add_argument_group("verification and report")
     v.add_argument("--verify", action="store_true", help="Polygraphy parity vs PyTorch + ORT/PyTorch latency")
     v.add_argument("--iterations", type=int, default=2, help="parity inputs (default 2)")
@@ -213,6 +253,8 @@ def summary_rows(report: dict) -> list[tuple[str, str]]:
         rows.append(("latency (median)", f"PyTorch eager {lat['pytorch']['median_ms']:.2f} ms, ONNX Runtime CPU "
                                          f"{lat['onnxrt']['median_ms']:.2f} ms  (input {lat['pytorch']['input_shape']}, "
                                          f"{lat['pytorch']['runs']} runs after {lat['pytorch']['warmup']} warm-up)"))
+    if report.get("engine"):
+        rows += engine_summary(report["engine"])
     rows += list(report["files"].items())
     return rows
 

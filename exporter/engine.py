@@ -20,8 +20,9 @@ has ``vmamba.trt`` nodes without function bodies (a ``.trt.onnx``), or when ``pl
 given. The engine is written atomically (temporary file beside the target, then rename).
 
 Errors are :class:`EngineError` subclasses carrying the documented exit code a command line
-returns for them: :data:`EXIT_NO_BUILDER` (6: no builder installed), :data:`EXIT_ENGINE` (7: bad
-input for the build, the parser or the builder failed). :func:`runtime_support` says in plain
+returns for them: :data:`EXIT_NO_BUILDER` (7: no builder installed), :data:`EXIT_ENGINE` (8: bad
+input for the build, the parser or the builder failed); ``vm-export`` lists them with its other exit
+codes in ``exporter.pipeline.EXIT_CODES``. :func:`runtime_support` says in plain
 words whether this machine's GPU could execute the engine (TensorRT-RTX refuses sm_90, the H200).
 
 Without the plugin library the custom ops' function bodies are inlined with ``onnx.inliner``
@@ -65,9 +66,10 @@ from onnx import inliner
 
 from plugins.contract import DOMAIN
 
-# Exit codes for a command line that builds engines (exporter/cli.py uses 0-5).
-EXIT_NO_BUILDER = 6
-EXIT_ENGINE = 7
+# Exit codes for a command line that builds engines; exporter.pipeline.EXIT_CODES is the one table
+# of vm-export's codes (0-6 and 130 are its own) and imports these two.
+EXIT_NO_BUILDER = 7
+EXIT_ENGINE = 8
 
 BUILDERS = ("tensorrt", "tensorrt_rtx")
 PLUGIN_DOMAIN = DOMAIN  # the custom ops' domain (plugins/contract)

@@ -1,4 +1,4 @@
-"""The vm-export pipeline: load source -> compress -> export -> verify (-> engine), each a function
+"""The vm-export pipeline: load source -> compress -> export -> engine -> verify, each a function
 returning a dataclass; :func:`run` chains them with staged outputs.
 
     from exporter.pipeline import Options, run
@@ -22,6 +22,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, ContextManager
 
+from exporter.engine import EXIT_ENGINE, EXIT_NO_BUILDER
+
 # --------------------------------------------------------------------------- exit codes and errors
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -30,6 +32,7 @@ EXIT_CHECKPOINT = 3
 EXIT_EXPORT = 4
 EXIT_PARITY = 5
 EXIT_OUTPUT = 6
+# EXIT_NO_BUILDER = 7, EXIT_ENGINE = 8: defined by exporter.engine (the library raises them), listed here
 EXIT_INTERRUPTED = 130
 EXIT_CODES = {
     EXIT_OK: "success",
@@ -39,6 +42,8 @@ EXIT_CODES = {
     EXIT_EXPORT: "ONNX export or its checks failed",
     EXIT_PARITY: "parity check (--verify) failed: ONNX Runtime differs from PyTorch beyond tolerance (files kept)",
     EXIT_OUTPUT: "an output cannot be written (read-only, a directory, no such folder, disk full); nothing written",
+    EXIT_NO_BUILDER: "--engine: no TensorRT builder is installed (tensorrt or TensorRT-RTX); nothing written",
+    EXIT_ENGINE: "--engine: the TensorRT parser or builder failed (or the plugin library did not load); nothing written",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); nothing written",
 }
 
@@ -60,6 +65,8 @@ CheckpointFailure = _failure("CheckpointFailure", EXIT_CHECKPOINT, "checkpoint e
 ExportFailure = _failure("ExportFailure", EXIT_EXPORT, "export failed", "ONNX export or its checks failed.")
 OutputFailure = _failure("OutputFailure", EXIT_OUTPUT, "cannot write output", "An output cannot be written.")
 Interrupted = _failure("Interrupted", EXIT_INTERRUPTED, "interrupted", "Ctrl-C: nothing was written.")
+NoBuilderFailure = _failure("NoBuilderFailure", EXIT_NO_BUILDER, "no engine builder", "No TensorRT builder is installed.")
+EngineFailure = _failure("EngineFailure", EXIT_ENGINE, "engine build failed", "The TensorRT parser or builder failed.")
 
 
 # --------------------------------------------------------------------------- options
@@ -99,7 +106,11 @@ class Options:
     seed: int = 0
     threads: int | None = None
     progress: bool = False
-    # engine: str | None = None  -> the engine step (exporter/engine.py) plugs in here, see build_engine_step
+    engine: str | None = None  # serialized TensorRT engine to build (exporter.engine), see build_engine_step
+    engine_shapes: str | None = None  # "MIN,OPT,MAX" input shapes (AxBxCxD each) or one shape; None: derived
+    engine_builder: str = "auto"  # "auto" (first installed), "tensorrt" or "tensorrt_rtx"
+    engine_workspace: int | None = None  # builder workspace limit in bytes; None: the builder's default
+    engine_plugins: str | None = None  # plugin library (libvmamba_trt_plugins.so); None: see plugin_library_for
 
 
 def check_options(o: Options) -> None:
@@ -142,6 +153,7 @@ def check_options(o: Options) -> None:
         for flag, value in (("--quartermap-stride", o.quartermap_stride), ("--quartermap-keep", o.quartermap_keep)):
             if value is not None:
                 raise UsageError(f"{flag} does nothing without --quartermap; add --quartermap [SPEC] or drop it")
+    check_engine_options(o)
     if o.checkpoint is None and o.num_classes is not None:
         from exporter.models import MODEL_CONFIGS
 
@@ -150,6 +162,51 @@ def check_options(o: Options) -> None:
         if cfg is not None and cfg.default_cfg.weights is not None:
             raise UsageError(f"--num-classes does not apply to the bundled {name} (trained with "
                              f"{cfg.kwargs.get('num_classes')} classes); drop --num-classes")
+
+
+ENGINE_BUILDERS = ("auto", "tensorrt", "tensorrt_rtx")
+
+
+def parse_engine_shapes(text: str) -> "Any":
+    """``--engine-shapes MIN,OPT,MAX`` (or one shape: min = opt = max), each ``BxCxHxW``, as an
+    exporter.engine.ShapeProfile for the export's input (UsageError naming the fix otherwise)."""
+    from exporter.engine import EngineError, ShapeProfile
+    from exporter.verify.parity import INPUT_NAME
+
+    example = "1x3x224x224,8x3x224x224,32x3x224x224"
+    if ":" in text:
+        raise UsageError(f"--engine-shapes {text!r}: give the shapes only (the export has one input), e.g. {example}")
+    try:
+        profile = ShapeProfile.parse(f"{INPUT_NAME}:{text}")
+    except EngineError as exc:
+        raise UsageError(f"--engine-shapes {text!r}: {str(exc).split(': ', 1)[-1]}") from exc
+    if len(profile.min) != 4:
+        raise UsageError(f"--engine-shapes {text!r}: each shape needs 4 dims BxCxHxW (batch, channels, height, "
+                         f"width), e.g. {example}")
+    return profile
+
+
+def check_engine_options(o: Options) -> None:
+    given = {"--engine-shapes": o.engine_shapes, "--engine-workspace": o.engine_workspace,
+             "--engine-plugins": o.engine_plugins,
+             "--engine-builder": None if o.engine_builder == "auto" else o.engine_builder}
+    if o.engine is None:
+        for flag, value in given.items():
+            if value is not None:
+                raise UsageError(f"{flag} does nothing without --engine; add --engine PATH or drop {flag}")
+        return
+    if o.engine_builder not in ENGINE_BUILDERS:
+        raise UsageError(f"--engine-builder {o.engine_builder!r}: choose one of {', '.join(ENGINE_BUILDERS)}")
+    if o.engine_workspace is not None and o.engine_workspace < 1:
+        raise UsageError(f"--engine-workspace must be a positive size such as 1G or 512M, got {o.engine_workspace}")
+    if o.engine_shapes is not None:
+        if not o.dynamic:
+            raise UsageError("--engine-shapes needs a dynamic export (a --static export has one fixed shape); drop "
+                             "--static or --engine-shapes")
+        parse_engine_shapes(o.engine_shapes)
+    if o.engine_plugins is not None and not Path(o.engine_plugins).is_file():
+        raise UsageError(f"--engine-plugins {o.engine_plugins}: no such file; build libvmamba_trt_plugins.so "
+                         "(docs/PLUGINS.md) and pass its path")
 
 
 # --------------------------------------------------------------------------- outputs
@@ -164,11 +221,13 @@ class OutputPlan:
     report_json: Path | None = None
     report_md: Path | None = None
     plots: dict[str, Path] = dataclasses.field(default_factory=dict)
+    engine: Path | None = None
 
     def labelled(self) -> dict[str, Path]:
         items = {"-o/--output": self.onnx, "the --trt-onnx file": self.trt_onnx,
                  "the --verify inputs file": self.inputs_json, "the --verify golden file": self.golden_json,
-                 "--report": self.report_json, "the --report Markdown summary": self.report_md}
+                 "--report": self.report_json, "the --report Markdown summary": self.report_md,
+                 "--engine": self.engine}
         items.update({f"the --report plot {name}": path for name, path in self.plots.items()})
         return {k: v for k, v in items.items() if v is not None}
 
@@ -176,7 +235,8 @@ class OutputPlan:
         """What the summary and the report list: a short label per written file."""
         items = {"onnx (ORT anywhere; TRT with plugins)": self.onnx, "trt.onnx (TensorRT + plugins only)": self.trt_onnx,
                  "polygraphy inputs": self.inputs_json, "polygraphy golden outputs": self.golden_json,
-                 "report": self.report_json, "report summary": self.report_md}
+                 "report": self.report_json, "report summary": self.report_md,
+                 "engine (serialized TensorRT engine)": self.engine}
         if with_plots:
             items.update({f"plot: VMeanba {name}": path for name, path in self.plots.items()})
         return {k: str(v) for k, v in items.items() if v is not None}
@@ -187,7 +247,8 @@ def plan_outputs(o: Options, arch_label: str) -> OutputPlan:
 
     onnx_path = Path(o.output or f"{arch_label}.onnx")
     stem = onnx_path.name[: -len(".onnx")]
-    plan = OutputPlan(onnx=onnx_path, trt_onnx=trt_onnx_path_for(onnx_path) if o.trt_onnx else None)
+    plan = OutputPlan(onnx=onnx_path, trt_onnx=trt_onnx_path_for(onnx_path) if o.trt_onnx else None,
+                      engine=Path(o.engine) if o.engine else None)
     if o.verify:
         plan.inputs_json = onnx_path.with_name(f"{stem}.inputs.json")
         plan.golden_json = onnx_path.with_name(f"{stem}.golden.json")
@@ -211,6 +272,8 @@ def check_outputs(plan: OutputPlan, o: Options, needed_bytes: int = 0) -> None:
         inputs["--checkpoint file"] = Path(o.checkpoint)
     if o.calib and Path(o.calib).is_file():
         inputs["--calib file"] = Path(o.calib)
+    if o.engine_plugins:
+        inputs["--engine-plugins library"] = Path(o.engine_plugins)
     try:
         refuse_collisions(plan.labelled(), inputs)
     except OutputPathError as exc:
@@ -228,7 +291,8 @@ def estimated_output_bytes(model, o: Options) -> int:
     """A lower bound on what the ONNX files need (weights at the export precision) plus headroom."""
     n = sum(p.numel() for p in model.parameters())
     per_file = n * (2 if o.precision == "fp16" else 4)
-    return int(per_file * (2 if o.trt_onnx else 1) * 1.1) + (1 << 20)
+    engine = (per_file + (64 << 20)) if o.engine else 0  # an engine holds the weights plus kernels (~30 MB on digits)
+    return int(per_file * (2 if o.trt_onnx else 1) * 1.1) + engine + (1 << 20)
 
 
 # --------------------------------------------------------------------------- step 1: source
@@ -396,14 +460,31 @@ class Verification:
 
 
 def verify(o: Options, model, onnx_path: Path, resolution: tuple[int, int], plan: OutputPlan,
-           staged: Callable[[Path], Path], dynamic_hw: bool) -> Verification:
+           staged: Callable[[Path], Path], dynamic_hw: bool, engine: "EngineStep | None" = None) -> Verification:
     """Parity through Polygraphy at the example shape (and, for a dynamic file, at a second non-square
-    shape), then optional latency."""
+    shape), then optional latency. With an ``engine`` this GPU can run (``engine.runtime.can_run``),
+    a TensorRT runner joins the first comparison; ``engine.executed`` / ``engine.note`` say what happened."""
     from exporter.verify.parity import check_parity, latency_side_by_side, machine_load_warning, merge_reports
 
     shape = (o.batch, 3, *resolution)
-    reports = [check_parity(model, onnx_path, precision=o.precision, input_shape=shape, iterations=o.iterations,
-                            seed=o.seed, inputs_json=staged(plan.inputs_json), golden_json=staged(plan.golden_json))]
+    runners = engine_runners(engine, shape) if engine is not None else ()
+
+    def first_check(extra):
+        return check_parity(model, onnx_path, precision=o.precision, input_shape=shape, iterations=o.iterations,
+                            seed=o.seed, inputs_json=staged(plan.inputs_json), golden_json=staged(plan.golden_json),
+                            extra_runners=extra)
+
+    try:
+        reports = [first_check(runners)]
+        if runners:
+            engine.executed = True
+            engine.note = (f"executed with {engine.result.builder} on this GPU in the --verify comparison "
+                           f"(input {shape})")
+    except Exception as exc:  # noqa: BLE001 - the engine runner failed: say so, check ONNX Runtime alone
+        if not runners:
+            raise
+        engine.note = f"the engine could not be executed here ({type(exc).__name__}: {exc}); parity covers ONNX Runtime only"
+        reports = [first_check(())]
     if dynamic_hw:  # the file claims dynamic H/W: check it at another, non-square size and batch too
         other = (o.batch + 1, 3, resolution[0], max(8, resolution[1] * 3 // 4))
         reports.append(check_parity(model, onnx_path, precision=o.precision, input_shape=other, iterations=1,
@@ -420,10 +501,114 @@ def verify(o: Options, model, onnx_path: Path, resolution: tuple[int, int], plan
     return Verification(merged.passed, merged, reports, latency)
 
 
-# --------------------------------------------------------------------------- step 5 (hook): engine
-# The TensorRT engine step plugs in here: exporter/engine.py (another branch) provides a build
-# function; a future `--engine PATH` option adds `engine: str | None` to Options, a path to
-# OutputPlan (checked and staged like every other output) and calls it after verify in run().
+# --------------------------------------------------------------------------- step 5: engine
+@dataclasses.dataclass
+class EngineStep:
+    """A serialized TensorRT engine built from the export (``--engine``), and whether it was executed."""
+
+    result: Any  # exporter.engine.EngineBuildResult (path: where the engine was written)
+    onnx_path: Path  # the file the engine was built from (the .onnx, or the .trt.onnx with plugins)
+    runtime: Any  # exporter.engine.RuntimeSupport: can this machine's GPU execute it, in plain words
+    executed: bool = False
+    note: str = ""  # what happened with execution (set by verify), or why it did not run
+    notes: list[str] = dataclasses.field(default_factory=list)  # how it was built, for the warnings and report
+
+    def as_dict(self) -> dict:
+        d = self.result.as_dict()
+        why_not = self.note or (self.runtime.reason if not self.runtime.can_run
+                                else "not asked: --verify runs it in the parity check")
+        d.update(source_onnx=str(self.onnx_path), errors=len(self.result.errors), notes=list(self.notes),
+                 executed=self.executed,
+                 executed_text=f"yes ({self.note})" if self.executed else f"no ({why_not})")
+        return d
+
+
+def plugin_library_for(o: Options) -> Path | None:
+    """The plugin library for the engine: --engine-plugins; with --trt-onnx, the one
+    plugins.trt.find_plugin_library finds (VMAMBA_TRT_PLUGIN_LIB, VMAMBA_TRT_PLUGIN_DIR, build/);
+    None: the engine is built from the .onnx function bodies."""
+    if o.engine_plugins:
+        return Path(o.engine_plugins)
+    if not o.trt_onnx:
+        return None
+    from plugins.trt import find_plugin_library
+
+    try:
+        return find_plugin_library()
+    except FileNotFoundError:
+        return None
+
+
+def default_engine_profile(input_shape: tuple[int, ...]) -> Any:
+    """Batch 1 .. max(8, B) with the export's example batch B as the optimum, at the example H x W
+    (a range of H/W roughly doubles a full-size build, docs/EXPORT.md section 7)."""
+    from exporter.engine import ShapeProfile
+    from exporter.verify.parity import INPUT_NAME
+
+    b, *rest = input_shape
+    return ShapeProfile(INPUT_NAME, (1, *rest), (b, *rest), (max(8, b), *rest))
+
+
+def build_engine_step(o: Options, onnx_path: Path, engine_path: Path | None, input_shape: tuple[int, ...],
+                      dynamic: bool, trt_onnx_path: Path | None = None, shown_as: dict | None = None) -> EngineStep:
+    """Build the engine of ``o.engine`` from ``onnx_path`` (or ``trt_onnx_path`` when a plugin library
+    is used, :func:`plugin_library_for`) into ``engine_path`` with exporter.engine.build_engine.
+
+    ``dynamic``: the export has dynamic axes, so a shape profile is needed (``o.engine_shapes`` or
+    :func:`default_engine_profile`). ``shown_as`` maps staged paths to the final ones for messages.
+    Raises UsageError, NoBuilderFailure (EXIT_NO_BUILDER) or EngineFailure (EXIT_ENGINE)."""
+    from exporter import engine as E
+
+    def shown(text: str) -> str:
+        for staged_path, final in (shown_as or {}).items():
+            text = text.replace(str(staged_path), str(final))
+        return text
+
+    plugins = plugin_library_for(o)
+    source = trt_onnx_path if plugins is not None and trt_onnx_path is not None else onnx_path
+    notes = []
+    if o.trt_onnx and plugins is None:
+        notes.append("no plugin library was found (VMAMBA_TRT_PLUGIN_LIB, VMAMBA_TRT_PLUGIN_DIR, build/), so the "
+                     "engine was built from the .onnx function bodies, not the .trt.onnx; pass --engine-plugins "
+                     "LIB to build it with the plugins")
+    profiles = []
+    if dynamic:
+        profile = parse_engine_shapes(o.engine_shapes) if o.engine_shapes else default_engine_profile(input_shape)
+        if profile.min[1:2] != tuple(input_shape[1:2]) or len({profile.min[1], profile.opt[1], profile.max[1]}) > 1:
+            raise UsageError(f"--engine-shapes {o.engine_shapes}: the model takes {input_shape[1]} input channels, so "
+                             f"every shape needs C = {input_shape[1]} (BxCxHxW)")
+        profiles = [profile]
+    try:
+        result = E.build_engine(source, engine_path, profiles=profiles, plugin_library=plugins,
+                                builder=None if o.engine_builder == "auto" else o.engine_builder,
+                                workspace_bytes=o.engine_workspace)
+    except E.NoBuilderError as exc:
+        raise NoBuilderFailure(shown(str(exc))) from exc
+    except E.EngineError as exc:
+        raise EngineFailure(shown(str(exc))) from exc
+    return EngineStep(result, Path(shown(str(source))), E.runtime_support(result.builder), notes=notes)
+
+
+def engine_runners(engine: EngineStep, input_shape: tuple[int, ...]) -> tuple:
+    """Polygraphy's TrtRunner for the engine where this machine can execute it, else () with
+    ``engine.note`` saying why in plain words. (The runner is constructed in tests but has never been
+    activated: no machine of this project has a GPU that runs these engines.)"""
+    if not engine.runtime.can_run:
+        engine.note = engine.runtime.reason
+        return ()
+    outside = [p for p in engine.result.profiles
+               if not all(a <= s <= c for a, s, c in zip(p.min, input_shape, p.max))]
+    if outside:
+        engine.note = (f"the --verify input {input_shape} is outside the engine's shape profile "
+                       f"{outside[0].min}..{outside[0].max}, so the engine was not executed")
+        return ()
+    import polygraphy.config
+
+    # Polygraphy's TensorRT backend imports tensorrt, or tensorrt_rtx when this is set before its first import
+    polygraphy.config.USE_TENSORRT_RTX = engine.result.builder == "tensorrt_rtx"
+    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+    return (TrtRunner(EngineFromBytes(Path(engine.result.path).read_bytes()), name=engine.result.builder),)
 
 
 # --------------------------------------------------------------------------- report
@@ -441,7 +626,7 @@ def _json_safe(value):
 
 
 def build_report(o: Options, source: Source, comp: Compression, exported, ver: Verification | None,
-                 plan: OutputPlan, files: dict[str, str]) -> dict:
+                 plan: OutputPlan, files: dict[str, str], engine: EngineStep | None = None) -> dict:
     report = {
         "model": source.description, "arch": source.arch, "layers": comp.layer_forms,
         "compression": {"vmeanba_layers": o.vmeanba_layers, "vmeanba_variant": o.vmeanba_variant,
@@ -450,6 +635,7 @@ def build_report(o: Options, source: Source, comp: Compression, exported, ver: V
                         "calibration": comp.calibration},
         "selection": comp.selection.to_dict() if comp.selection is not None else None,
         "export": exported.as_dict(), "files": files, "parity": None, "parity_per_shape": None, "latency": None,
+        "engine": engine.as_dict() if engine is not None else None,
     }
     report["export"]["onnx_path"] = str(plan.onnx)
     report["export"]["trt_onnx_path"] = str(plan.trt_onnx) if plan.trt_onnx else None
@@ -500,8 +686,26 @@ def report_markdown(report: dict) -> str:
                           f"PyTorch eager {pt['median_ms']:.2f} ms, ONNX Runtime {lat['onnxrt']['median_ms']:.2f} ms "
                           f"(input {pt['input_shape']}, {pt['runs']} runs, {pt['threads']} threads)",
                           *([f"**Warning:** {lat['warning']}"] if lat.get("warning") else []))
+    eng = report.get("engine")
+    if eng:
+        lines += ["", "## Engine", "", *[f"- {item}: {value}" for item, value in engine_summary(eng)]]
     lines += ["", "## Files", ""] + [f"- {label}: `{path}`" for label, path in report["files"].items()]
     return "\n".join(lines) + "\n"
+
+
+def engine_summary(eng: dict) -> list[tuple[str, str]]:
+    """The report's engine section as (item, text) rows: the Markdown summary and the CLI print them."""
+    profiles = "; ".join(f"{p['input']} min {'x'.join(map(str, p['min']))} opt {'x'.join(map(str, p['opt']))} "
+                         f"max {'x'.join(map(str, p['max']))}" for p in eng["profiles"]) or "none (static shapes)"
+    counts = ", ".join(f"{kind} {n}" for kind, n in eng["checked_warnings"].items())
+    return [("engine builder", f"{eng['builder']} {eng['builder_version']}"),
+            ("engine built from", f"{eng['source_onnx']} (plugin library: {eng['plugin_library'] or 'none, function bodies'}"
+                                  f"; plugin nodes: {eng['plugin_nodes']})"),
+            ("engine", f"{eng['num_layers']} layers, {eng['engine_bytes'] / 1e6:.1f} MB, parse {eng['parse_seconds']:.1f} s, "
+                       f"build {eng['build_seconds']:.1f} s"),
+            ("engine profile", profiles),
+            ("engine warnings", f"{eng['warnings']} in all ({counts}); errors: {eng['errors']}"),
+            ("engine executed", eng["executed_text"])] + [("engine note", n) for n in eng.get("notes", [])]
 
 
 def write_report(report: dict, selection, plan: OutputPlan, staged: Callable[[Path], Path]) -> None:
@@ -523,6 +727,7 @@ class Result:
     plan: OutputPlan
     report: dict
     warnings: list[str]
+    engine: EngineStep | None = None
 
     @property
     def exit_code(self) -> int:
@@ -581,6 +786,13 @@ def run(o: Options, step: Callable[[str], ContextManager] | None = None) -> Resu
                 torch.set_num_threads(o.threads)
             if o.output is not None:  # the paths do not depend on the model: refuse bad ones before loading
                 check_outputs(plan_outputs(o, "model"), o)
+            if o.engine is not None:  # no builder: say so before any work
+                from exporter.engine import NoBuilderError, import_builder
+
+                try:
+                    import_builder(None if o.engine_builder == "auto" else o.engine_builder)
+                except NoBuilderError as exc:
+                    raise NoBuilderFailure(f"{exc}; nothing was written") from exc
             with step("loading model"):
                 source = load_source(o)
             plan = plan_outputs(o, source.arch)
@@ -594,14 +806,26 @@ def run(o: Options, step: Callable[[str], ContextManager] | None = None) -> Resu
                     staging.path_for(plan.trt_onnx)  # export_onnx writes it beside the staged .onnx
                 with step(f"exporting {plan.onnx} ({o.precision}, {'dynamic' if o.dynamic else 'static'})"):
                     exported = export(o, comp.model, resolution, staged_onnx)
+                eng = None
+                if plan.engine is not None:
+                    staged_engine = staging.path_for(plan.engine)
+                    staged_trt = staging.path_for(plan.trt_onnx) if plan.trt_onnx is not None else None
+                    with step(f"building the TensorRT engine {plan.engine}"):
+                        eng = build_engine_step(o, staged_onnx, staged_engine, tuple(exported.input_shape),
+                                                bool(exported.dynamic_axes), staged_trt,
+                                                shown_as={k: v for k, v in ((staged_onnx, plan.onnx),
+                                                                            (staged_trt, plan.trt_onnx),
+                                                                            (staged_engine, plan.engine)) if k})
                 ver = None
                 if o.verify:
                     with step("parity (Polygraphy: PyTorch vs ONNX Runtime) and latency"):
                         ver = verify(o, comp.model, staged_onnx, resolution, plan, staging.path_for,
-                                     "height" in exported.dynamic_axes.values())
+                                     "height" in exported.dynamic_axes.values(), eng)
+                if eng is not None:
+                    eng.result = dataclasses.replace(eng.result, path=plan.engine)
                 files = plan.files(with_plots=comp.selection is not None)
                 final_export = dataclasses.replace(exported, onnx_path=plan.onnx, trt_onnx_path=plan.trt_onnx)
-                report = build_report(o, source, comp, final_export, ver, plan, files)
+                report = build_report(o, source, comp, final_export, ver, plan, files, eng)
                 if plan.report_json is not None:
                     write_report(report, comp.selection, plan, staging.path_for)
                 staging.commit()
@@ -618,10 +842,15 @@ def run(o: Options, step: Callable[[str], ContextManager] | None = None) -> Resu
     caught += plugin_limit_warnings(comp.model)
     if ver is not None and ver.latency and ver.latency.get("warning"):
         caught.append(ver.latency["warning"])
-    return Result(source, comp, final_export, ver, plan, report, caught)
+    caught += eng.notes if eng is not None else []
+    if eng is not None and o.verify and not eng.executed:
+        caught.append(f"--verify: the engine {plan.engine} was not executed: {eng.note}; parity covers ONNX Runtime "
+                      "only")
+    return Result(source, comp, final_export, ver, plan, report, caught, eng)
 
 
 __all__ = ["Options", "OutputPlan", "Source", "Compression", "Verification", "Result", "run", "check_options",
            "plan_outputs", "check_outputs", "load_source", "compress", "export", "verify", "build_report",
            "report_markdown", "PipelineError", "UsageError", "CheckpointFailure", "ExportFailure", "OutputFailure",
-           "Interrupted", "EXIT_CODES"]
+           "Interrupted", "EXIT_CODES", "EngineStep", "build_engine_step", "plugin_library_for",
+           "default_engine_profile", "parse_engine_shapes", "engine_summary", "NoBuilderFailure", "EngineFailure"]

@@ -65,12 +65,12 @@ def test_unknown_builder_and_no_builder_errors():
         pytest.skip("a 'tensorrt' module is installed here; the no-builder path cannot be shown with it")
     with pytest.raises(E.NoBuilderError) as exc:
         E.import_builder("tensorrt")
-    assert exc.value.exit_code == E.EXIT_NO_BUILDER == 6
+    assert exc.value.exit_code == E.EXIT_NO_BUILDER == 7
     assert "pip install tensorrt-rtx-cu13-libs==1.7.1.116" in str(exc.value)
 
 
 def test_no_builder_at_all_in_a_clean_process(tmp_path):
-    """With neither module importable (both hidden), build_engine raises NoBuilderError (exit code 6)."""
+    """With neither module importable (both hidden), build_engine raises NoBuilderError (exit code 7)."""
     model = _relu_model(tmp_path / "relu.onnx", dims=(1, 3, 2, 2))
     script = (
         "import sys\n"
@@ -88,7 +88,7 @@ def test_no_builder_at_all_in_a_clean_process(tmp_path):
     )
     r = subprocess.run([sys.executable, "-c", script, str(model)], capture_output=True, text=True,
                        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=300)
-    assert "NOBUILDER 6" in r.stdout, r.stdout + r.stderr
+    assert "NOBUILDER 7" in r.stdout, r.stdout + r.stderr
     assert not Path(str(model) + ".engine").exists()
 
 
@@ -117,7 +117,7 @@ def test_build_writes_the_engine_atomically_and_a_failed_build_keeps_the_previou
     r = subprocess.run([sys.executable, "-c", script, str(model), str(out)], capture_output=True, text=True,
                        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=300)
     ok = [ln for ln in r.stdout.splitlines() if ln.startswith("OK ")]
-    assert ok and "FAILED 7" in r.stdout, r.stdout + r.stderr
+    assert ok and "FAILED 8" in r.stdout, r.stdout + r.stderr
     import json
 
     result = json.loads(ok[0][3:])

@@ -340,3 +340,37 @@ def test_backbone_selection_defaults_to_feature_cosine_and_refuses_class_metrics
     assert result.metric == "feature-cosine" and len(result.layers) == 1
     with pytest.raises(ValueError, match="feature backbone"):
         select_vmeanba_layers(backbone, _cal(n=2), k=1, metric="agreement", progress=False)
+
+
+def test_mmengine_checkpoint_with_its_training_log_loads(tmp_path, golden, monkeypatch):
+    """mmseg / mmdet 1.x (mmengine) save a "message_hub" whose HistoryBuffers hold numpy arrays: they
+    unpickle as inert stand-ins; the real class is never imported or called (its __setstate__ would
+    write a marker)."""
+    import sys
+    import types
+
+    import numpy as np
+
+    marker = tmp_path / "history_buffer_ran"
+
+    class HistoryBuffer:
+        def __init__(self):
+            self._log_history, self._count_history, self.max_length = np.array([0.5, 0.25]), np.array([1, 1]), 10
+
+        def __setstate__(self, state):
+            marker.write_text("ran")
+            self.__dict__.update(state)
+
+    HistoryBuffer.__module__, HistoryBuffer.__qualname__ = "mmengine.logging.history_buffer", "HistoryBuffer"
+    stub = types.ModuleType("mmengine.logging.history_buffer")
+    stub.HistoryBuffer = HistoryBuffer
+    for name in ("mmengine", "mmengine.logging"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "mmengine.logging.history_buffer", stub)
+    container = _container(_golden_backbone(golden, "backbone_v0_ln").state_dict(), UPERNET_HEADS)
+    container["message_hub"] = {"log_scalars": {"train/loss": HistoryBuffer()}, "runtime_info": {"iter": 160000}}
+    path = tmp_path / "mmengine.pth"
+    torch.save(container, path)
+    loaded = load_checkpoint_model(path, features_only=True)
+    assert not marker.exists() and loaded.info["container_key"] == "state_dict"
+    assert set(loaded.ignored) == {"decode_head", "auxiliary_head"}

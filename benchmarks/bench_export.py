@@ -2,6 +2,7 @@
 
     python benchmarks/bench_export.py                       # VMamba-T s1l8 at 224, fp32 + fp16 + compressed
     python benchmarks/bench_export.py --archs vmamba_tiny_s1l8 vanilla_vmamba_tiny medmamba_t --runs 10
+    python benchmarks/bench_export.py --features-only --resolution 512 --parity-shape 512 1024   # backbones
 
 Random weights (timings and node counts do not depend on the values; parity is checked anyway).
 Latency: PyTorch eager (float32 model) and ONNX Runtime CPU timed in alternation, median of --runs
@@ -38,9 +39,10 @@ def compressed_variant(model):
     return apply_quartermap(apply_vmeanba(model, stage2), "every:3")
 
 
-def bench(arch: str, variant: str, precision: str, resolution: int, runs: int, warmup: int, tmp: Path) -> dict:
+def bench(arch: str, variant: str, precision: str, resolution: int, runs: int, warmup: int, tmp: Path,
+          features_only: bool = False, parity_shape: tuple | None = None) -> dict:
     torch.manual_seed(0)
-    model = create_model(arch).eval()
+    model = create_model(arch, features_only=features_only).eval()
     if variant == "compressed":
         model = compressed_variant(model)
     path = tmp / f"{arch}_{variant}_{precision}.onnx"
@@ -49,11 +51,14 @@ def bench(arch: str, variant: str, precision: str, resolution: int, runs: int, w
     wall = time.perf_counter() - t0
     proto = onnx.load(str(path))
     shape = (1, 3, resolution, resolution)
-    par = check_parity(model, path, precision=precision, input_shape=shape, iterations=1)
+    # parity at another shape than the export's when asked (dynamic height/width)
+    par = check_parity(model, path, precision=precision, input_shape=(1, 3, *(parity_shape or shape[2:])),
+                       iterations=1)
     dtype = np.float16 if precision == "fp16" else np.float32
     pt_lat, ort_lat = latency_side_by_side(model, path, shape, warmup=warmup, runs=runs, onnx_dtype=dtype)
     row = dict(
-        arch=arch, variant=variant, precision=precision, resolution=resolution,
+        arch=arch + (" (features)" if features_only else ""), variant=variant, precision=precision,
+        resolution=resolution, parity_shape="x".join(map(str, parity_shape or shape[2:])),
         export_s=round(result.export_seconds, 1), export_wall_s=round(wall, 1),
         nodes=result.node_count, nodes_inlined=count_nodes(proto, inline_functions=True),
         custom=result.custom_nodes, file_mb=round(path.stat().st_size / 2**20, 1),
@@ -74,6 +79,9 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--json", help="also write the rows here")
+    p.add_argument("--features-only", action="store_true", help="the feature backbones (outputs feat0..feat3)")
+    p.add_argument("--parity-shape", type=int, nargs=2, metavar=("H", "W"),
+                   help="run the parity check at this input size instead of the export's")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,7 +90,8 @@ def main() -> int:
                 for precision in args.precisions:
                     if variant == "compressed" and precision == "fp16":
                         continue  # one compressed row (fp32) is enough to show the effect
-                    row = bench(arch, variant, precision, args.resolution, args.runs, args.warmup, Path(tmp))
+                    row = bench(arch, variant, precision, args.resolution, args.runs, args.warmup, Path(tmp),
+                                args.features_only, tuple(args.parity_shape) if args.parity_shape else None)
                     rows.append(row)
                     print(f"  done {arch} {variant} {precision}: export {row['export_s']} s", file=sys.stderr, flush=True)
     from rich.console import Console
@@ -92,7 +101,7 @@ def main() -> int:
                     f"torch {torch.__version__}, batch 1 at {args.resolution}x{args.resolution}, "
                     f"median of {args.runs} after {args.warmup} warm-up")
     cols = ["arch", "variant", "precision", "export_s", "nodes", "nodes_inlined", "custom", "file_mb", "dynamic",
-            "parity_max_abs", "pytorch_ms", "onnxrt_ms", "pytorch_min_ms", "onnxrt_min_ms"]
+            "parity_shape", "parity_max_abs", "pytorch_ms", "onnxrt_ms", "pytorch_min_ms", "onnxrt_min_ms"]
     for c in cols:
         t.add_column(c)
     for r in rows:

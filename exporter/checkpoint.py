@@ -7,7 +7,9 @@ What the weights mean (legacy key names, architecture inference) is family knowl
 Security: a checkpoint is never unpickled with plain ``pickle``. ``torch.load(weights_only=True)``
 runs first; if it refuses only harmless configuration containers (a yacs ``CfgNode``, an
 ``argparse.Namespace``, numpy scalars, as official training scripts store next to the weights),
-it runs again with exactly those names allowlisted, mapped onto inert stand-ins. Any other global
+it runs again with exactly those names allowlisted, mapped onto inert stand-ins (also mmengine's
+``HistoryBuffer`` and numpy arrays, which mmsegmentation / mmdetection 1.x checkpoints carry in their
+``message_hub`` training log). Any other global
 (``os.system``, ``builtins.eval``, a pickled ``nn.Module``, ...) is refused with
 :class:`CheckpointError` naming it, so nothing the file asks for is ever imported or called.
 """
@@ -66,7 +68,9 @@ def _harmless_globals() -> dict[str, Any]:
     weights-only unpickler only accepts SETITEMS into an exact dict/OrderedDict, so the name is mapped
     to ``OrderedDict`` (which also takes BUILD's attributes) and converted to :class:`ConfigNode` after.
     """
-    names: dict[str, Any] = {"yacs.config.CfgNode": OrderedDict, "argparse.Namespace": ConfigNamespace}
+    names: dict[str, Any] = {"yacs.config.CfgNode": OrderedDict, "argparse.Namespace": ConfigNamespace,
+                             # mmengine (mmseg / mmdet 1.x) checkpoints: the training log in "message_hub"
+                             "mmengine.logging.history_buffer.HistoryBuffer": ConfigNamespace}
     try:  # numpy scalars (e.g. a best-accuracy value); numpy is optional
         import numpy as np
 
@@ -74,8 +78,17 @@ def _harmless_globals() -> dict[str, Any]:
             from numpy._core.multiarray import scalar as np_scalar
         except ImportError:  # numpy 1.x
             from numpy.core.multiarray import scalar as np_scalar
+        try:
+            from numpy._core.multiarray import _reconstruct as np_reconstruct
+        except ImportError:  # numpy 1.x
+            from numpy.core.multiarray import _reconstruct as np_reconstruct
+        # numpy arrays (mmengine's HistoryBuffer holds two): _reconstruct makes an empty array of an
+        # allowlisted type; its data is then set from bytes (an object array's items go through this
+        # same restricted unpickler)
         names.update({"numpy._core.multiarray.scalar": np_scalar, "numpy.core.multiarray.scalar": np_scalar,
-                      "numpy.dtype": np.dtype})
+                      "numpy.dtype": np.dtype, "numpy.ndarray": np.ndarray,
+                      "numpy._core.multiarray._reconstruct": np_reconstruct,
+                      "numpy.core.multiarray._reconstruct": np_reconstruct})
         for code in "?bhilqBHILQefdgFDG":
             dtype_cls = type(np.dtype(code))
             names[f"{dtype_cls.__module__}.{dtype_cls.__name__}"] = dtype_cls

@@ -6,12 +6,22 @@ from pathlib import Path
 from exporter.compress.selection import SelectionResult
 
 
+# metrics that are fractions of samples (shown in percent / points); kl is in nats, the feature
+# metrics (feature-cosine, feature-relerr) are unitless and shown as they are
+_PERCENT_METRICS = ("accuracy", "agreement")
+_UNITS = {"kl": "nats", "feature-cosine": "cosine", "feature-relerr": "relative L2"}
+
+
+def _percent(result: SelectionResult) -> bool:
+    return result.metric in _PERCENT_METRICS
+
+
 def _fmt(result: SelectionResult, value: float) -> str:
-    return f"{value:.4f}" if result.metric == "kl" else f"{100 * value:.2f}%"
+    return f"{100 * value:.2f}%" if _percent(result) else f"{value:.5f}"
 
 
 def _fmt_drop(result: SelectionResult, value: float) -> str:
-    return f"{value:+.4f}" if result.metric == "kl" else f"{100 * value:+.2f} pt"
+    return f"{100 * value:+.2f} pt" if _percent(result) else f"{value:+.5f}"
 
 
 def print_selection_table(result: SelectionResult, console=None) -> None:
@@ -50,8 +60,8 @@ def plot_selection(result: SelectionResult, impact_png, curve_png=None) -> dict:
     import matplotlib.pyplot as plt
 
     written = {"impact_png": str(impact_png), "curve_png": None}
-    scale = 1.0 if result.metric == "kl" else 100.0
-    unit = "nats" if result.metric == "kl" else "points"
+    scale = 100.0 if _percent(result) else 1.0
+    unit = "points" if _percent(result) else _UNITS.get(result.metric, result.metric)
     names = list(result.impacts)  # forward order
 
     fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(names) + 2), 3.6))
@@ -76,13 +86,13 @@ def plot_selection(result: SelectionResult, impact_png, curve_png=None) -> dict:
         ax.plot(ks, values, marker="o")
         ax.axhline(scale * result.baseline, color="grey", lw=0.6, ls="--", label="uncompressed")
         if result.max_drop is not None:
-            sign = 1 if result.metric == "kl" else -1
+            sign = -1 if result.higher_is_better else 1
             ax.axhline(scale * (result.baseline + sign * result.max_drop), color="tab:red", lw=0.8, ls=":",
                        label="budget")
         ax.scatter([len(result.layers)], [scale * result.joint], marker="*", s=160, color="tab:green", zorder=3,
                    label="chosen set")
         ax.set_xlabel("K (VMeanba layers, smallest impact first)")
-        ax.set_ylabel(result.metric + ("" if result.metric == "kl" else " (%)"))
+        ax.set_ylabel(result.metric + (" (%)" if _percent(result) else f" ({unit})"))
         ax.set_title(f"{result.metric} vs K on {result.num_samples} calibration samples", fontsize=10)
         ax.legend(fontsize=8)
         fig.tight_layout()

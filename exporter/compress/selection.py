@@ -13,9 +13,17 @@ Metrics (higher is better except ``kl``; every "drop" is oriented so that positi
 - ``accuracy``: top-1 against the labels (needs a labelled source),
 - ``agreement``: top-1 agreement with the uncompressed model (label-free),
 - ``kl``: mean KL(p_original || p_compressed) of the softmax outputs in nats (label-free),
-- ``auto``: accuracy where labels exist, agreement otherwise.
+- ``auto``: accuracy where labels exist, agreement otherwise; ``feature-cosine`` for a feature backbone.
 
-The uncompressed logits are computed once and cached; every configuration is evaluated in
+Feature backbones (``features_only`` models, whose output is the list of per-stage maps) have no
+classes, so only the label-free feature metrics apply:
+
+- ``feature-cosine``: cosine similarity of each sample's feature map with the uncompressed
+  backbone's, averaged over samples and then over the stages (1 = unchanged; higher is better),
+- ``feature-relerr``: relative L2 error ||f - f_ref|| / ||f_ref|| per sample and stage, averaged the
+  same way (0 = unchanged; lower is better).
+
+The uncompressed outputs (logits or feature maps) are computed once and cached; every configuration is evaluated in
 batches under ``torch.no_grad`` in eval mode, so results are deterministic for a given input.
 """
 from __future__ import annotations
@@ -32,7 +40,9 @@ from exporter.compress.calibration import CalibrationSet, load_calibration
 from exporter.compress.layer_specs import parse_layer_spec
 from exporter.models.ss2d import VMeanbaSpec
 
-METRICS = ("auto", "accuracy", "agreement", "kl")
+METRICS = ("auto", "accuracy", "agreement", "kl", "feature-cosine", "feature-relerr")
+FEATURE_METRICS = ("feature-cosine", "feature-relerr")
+LOWER_IS_BETTER = ("kl", "feature-relerr")
 # With neither k nor max_drop, keep layers while the joint drop stays within 1 point (0.01).
 DEFAULT_MAX_DROP = 0.01
 
@@ -42,7 +52,7 @@ class SelectionResult:
     """Outcome of :func:`select_vmeanba_layers` (``to_json`` / ``from_json`` round-trip)."""
 
     layers: list[str]                 # chosen layers, forward order
-    metric: str                       # accuracy | agreement | kl
+    metric: str                       # accuracy | agreement | kl | feature-cosine | feature-relerr
     higher_is_better: bool
     baseline: float                   # metric of the uncompressed model
     layer_scores: dict[str, float]    # metric with VMeanba on that layer alone
@@ -77,9 +87,30 @@ class SelectionResult:
 
 
 # --------------------------------------------------------------------------- metrics
-def metric_value(metric: str, logits: torch.Tensor, reference_logits: torch.Tensor,
-                 labels: torch.Tensor | None) -> float:
-    """The metric of ``logits`` (see the module docstring)."""
+def _as_maps(outputs) -> list[torch.Tensor]:
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+def feature_agreement(metric: str, outputs, reference) -> float:
+    """``feature-cosine`` / ``feature-relerr`` of per-stage maps against the reference maps: per sample
+    and stage, then the mean over samples, then over stages (a tensor counts as one stage)."""
+    per_stage = []
+    for out, ref in zip(_as_maps(outputs), _as_maps(reference), strict=True):
+        out, ref = out.flatten(1).double(), ref.flatten(1).double()
+        if metric == "feature-cosine":
+            per_stage.append(F.cosine_similarity(out, ref, dim=1, eps=1e-30).mean())
+        else:
+            per_stage.append(((out - ref).norm(dim=1) / ref.norm(dim=1).clamp_min(1e-30)).mean())
+    return torch.stack(per_stage).mean().item()
+
+
+def metric_value(metric: str, logits, reference_logits, labels: torch.Tensor | None) -> float:
+    """The metric of ``logits`` (a tensor, or a feature backbone's list of maps; see the module docstring)."""
+    if metric in FEATURE_METRICS:
+        return feature_agreement(metric, logits, reference_logits)
+    if isinstance(logits, (list, tuple)):
+        raise ValueError(f"metric {metric!r} needs class scores, but the model returns feature maps (a feature "
+                         f"backbone): use one of {FEATURE_METRICS}")
     if metric == "accuracy":
         if labels is None:
             raise ValueError("metric 'accuracy' needs labels; use 'agreement' or 'kl' for unlabelled calibration data")
@@ -94,12 +125,19 @@ def metric_value(metric: str, logits: torch.Tensor, reference_logits: torch.Tens
 
 
 def _drop(metric: str, baseline: float, value: float) -> float:
-    return value - baseline if metric == "kl" else baseline - value
+    return value - baseline if metric in LOWER_IS_BETTER else baseline - value
 
 
-def _resolve_metric(metric: str, cal: CalibrationSet) -> str:
+def _resolve_metric(metric: str, cal: CalibrationSet, features: bool = False) -> str:
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
+    if features:
+        if metric == "auto":
+            return "feature-cosine"
+        if metric not in FEATURE_METRICS:
+            raise ValueError(f"metric {metric!r} needs class scores, but the model is a feature backbone (its "
+                             f"output is the per-stage maps): use one of {FEATURE_METRICS} (or auto)")
+        return metric
     if metric == "auto":
         return "accuracy" if cal.has_labels else "agreement"
     if metric == "accuracy" and not cal.has_labels:
@@ -118,15 +156,17 @@ def _progress(iterable, progress: bool, **kwargs):
 
 @torch.no_grad()
 def model_logits(model, images: torch.Tensor, batch_size: int = 64, progress: bool = False,
-                 desc: str = "batches") -> torch.Tensor:
+                 desc: str = "batches"):
     """Logits of ``model`` on ``images`` in batches (float32, returned on the CPU); each batch is
-    moved to the model's device and dtype."""
+    moved to the model's device and dtype. A feature backbone gives its list of per-stage maps."""
     model.eval()
     param = next(model.parameters())
     starts = range(0, images.shape[0], batch_size)
-    outs = [model(images[i:i + batch_size].to(param.device, param.dtype)).float().cpu()
+    outs = [model(images[i:i + batch_size].to(param.device, param.dtype))
             for i in _progress(starts, progress, desc=desc, leave=False, total=len(starts))]
-    return torch.cat(outs)
+    if isinstance(outs[0], (list, tuple)):
+        return [torch.cat([o[s].float().cpu() for o in outs]) for s in range(len(outs[0]))]
+    return torch.cat([o.float().cpu() for o in outs])
 
 
 # --------------------------------------------------------------------------- selection
@@ -140,7 +180,9 @@ def select_vmeanba_layers(model, calibration, k: int | None = None, max_drop: fl
     calibration: a CalibrationSet, or any source ``load_calibration`` accepts (loaded with the
     model family's preprocessing). k / max_drop: see the module docstring; with neither, the
     budget is DEFAULT_MAX_DROP. max_drop is in the metric's own units (a fraction for accuracy and
-    agreement: 0.01 = 1 point; nats for kl). candidates: a layer spec limiting the layers
+    agreement: 0.01 = 1 point; nats for kl; for feature-cosine 0.01 allows the mean cosine to fall to
+    0.99, for feature-relerr the mean relative error to rise by 0.01). A feature backbone
+    (``model.features_only``) takes feature-cosine for ``auto`` and refuses the class metrics. candidates: a layer spec limiting the layers
     considered. curve: also measure the joint metric of the first K layers in impact order for
     every K (for the metric-vs-K plot). flush_denormal: run with denormal floats flushed to zero
     (the scan's long decay products underflow into denormals, which made CPU evaluation ~10x
@@ -168,16 +210,16 @@ def _select(model, calibration, k, max_drop, metric, variant, folded, candidates
     start = time.time()
     cal = calibration if isinstance(calibration, CalibrationSet) else load_calibration(
         calibration, family or getattr(model, "family", "vmamba"))
-    metric = _resolve_metric(metric, cal)
+    metric = _resolve_metric(metric, cal, features=bool(getattr(model, "features_only", False)))
     names = parse_layer_spec(candidates, model, method="vmeanba")
     if not isinstance(names, list) or not names:
         raise ValueError(f"candidates must name at least one layer explicitly, got {candidates!r}")
     if k is not None and not 1 <= int(k) <= len(names):
         raise ValueError(f"k={k} but there are {len(names)} candidate layers; k must be in 1..{len(names)}")
     if max_drop is not None:
-        if max_drop < 0 or (metric != "kl" and max_drop > 1):
+        if max_drop < 0 or (metric not in LOWER_IS_BETTER and max_drop > 1):
             raise ValueError(f"max_drop={max_drop} is out of range: it is a fraction in [0, 1] for {metric} "
-                             "(0.01 = 1 point), or nats >= 0 for kl")
+                             "(0.01 = 1 point), or >= 0 for kl (nats) and feature-relerr")
     elif k is None:
         max_drop = DEFAULT_MAX_DROP
     spec_of = {}
@@ -227,7 +269,7 @@ def _select(model, calibration, k, max_drop, metric, variant, folded, candidates
             curve_points.append({"k": K, "layers": order[:K], "metric": value,
                                  "drop": _drop(metric, baseline, value)})
     return SelectionResult(
-        layers=[n for n in names if n in chosen], metric=metric, higher_is_better=metric != "kl",
+        layers=[n for n in names if n in chosen], metric=metric, higher_is_better=metric not in LOWER_IS_BETTER,
         baseline=baseline, layer_scores=layer_scores, impacts=impacts, order=order, joint=joint,
         joint_drop=_drop(metric, baseline, joint), curve=curve_points, k=k, max_drop=max_drop, variant=variant,
         calibration=cal.describe(), num_samples=len(cal), synthetic=cal.synthetic, seconds=time.time() - start,

@@ -17,6 +17,7 @@ import dataclasses
 import io
 import logging
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -96,12 +97,14 @@ def _rename_dims(model: onnx.ModelProto, names: dict[int, str]) -> None:
     mapping = {inp[i].dim_param: new for i, new in names.items() if inp[i].dim_param}
     if not mapping:
         return
+    # also inside derived sizes such as a feature map's "((s53 - 1)//4) + 1"
+    symbol = re.compile(r"\b(" + "|".join(re.escape(k) for k in mapping) + r")\b")
     infos = list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info)
     for vi in infos:
         if vi.type.HasField("tensor_type"):
             for d in vi.type.tensor_type.shape.dim:
-                if d.dim_param in mapping:
-                    d.dim_param = mapping[d.dim_param]
+                if d.dim_param:
+                    d.dim_param = symbol.sub(lambda m: mapping[m.group(1)], d.dim_param)
 
 
 def _name_custom_nodes(model: onnx.ModelProto) -> None:
@@ -179,13 +182,19 @@ def _quiet_exporter(verbose: bool):
             lg.setLevel(lv)
 
 
+def output_names_of(model: torch.nn.Module) -> list[str]:
+    """The graph outputs: ``logits`` for a classifier; ``feat0``..``feat3`` (one per out index) for a
+    feature backbone (``create_model(..., features_only=True)``), whose forward returns a list of maps."""
+    return list(getattr(model, "output_names", [OUTPUT_NAME]))
+
+
 def _torch_export(model, example, dynamic_axes, opset, verbose):
     dims = torch.export.Dim
     shapes = {INPUT_NAME: {i: dims.DYNAMIC for i in dynamic_axes}} if dynamic_axes else None
     with _quiet_exporter(verbose), torch.no_grad():
         program = torch.onnx.export(
             model, (example,), dynamo=True, opset_version=opset, dynamic_shapes=shapes,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], optimize=True, verbose=verbose,
+            input_names=[INPUT_NAME], output_names=output_names_of(model), optimize=True, verbose=verbose,
         )
     return program.model_proto
 
@@ -211,6 +220,8 @@ def export_onnx(
     """Export ``model`` to ``path`` (and ``<stem>.trt.onnx`` when ``trt_onnx``).
 
     resolution: the example (H, W); default: the model family's pretrained input size (``default_cfg``).
+    A feature backbone (``features_only``) exports with one output per stage map, ``feat0``..``feat3``
+    (B, C_i, H_i, W_i), whose batch and spatial sizes follow the input's.
     dynamic: batch, height and width dynamic. If the exporter cannot keep height/width dynamic
     for this model, the export falls back to a static resolution (dynamic batch only) and says so
     in ``ExportResult.notes``.
@@ -292,4 +303,5 @@ def count_nodes(model: onnx.ModelProto, inline_functions: bool = False) -> int:
 __all__ = [
     "ExportError", "ExportResult", "export_onnx", "layer_forms", "prepare_for_precision", "atomic_save",
     "trt_onnx_path_for", "count_nodes", "used_custom_ops", "INPUT_NAME", "OUTPUT_NAME", "PRECISIONS",
+    "output_names_of",
 ]

@@ -42,12 +42,16 @@ class ArchGuess:
     def name(self) -> str:
         return self.matched_config or "custom"
 
-    def build(self) -> nn.Module:
+    def build(self, features: dict | None = None) -> nn.Module:
+        """The classifier, or with ``features`` ({"out_indices", "out_norms"}) the feature backbone."""
         from exporter.models.registry import MODEL_CONFIGS
 
         if self.matched_config:
+            if features is not None:
+                return MODEL_CONFIGS[self.matched_config].build(features_only=True, **features)
             return MODEL_CONFIGS[self.matched_config].build(self.num_classes)
-        return model_class(self.family)(**self.kwargs)
+        cls = model_class(self.family)
+        return cls.features_cls(**self.kwargs, **features) if features is not None else cls(**self.kwargs)
 
     def describe(self) -> str:
         return (f"{self.name} ({self.family} {self.line}): depths={self.depths}, dims={self.dims}, "

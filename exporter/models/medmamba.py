@@ -159,6 +159,50 @@ class MedMamba(nn.Module):
         return self.head(torch.flatten(self.avgpool(x), 1))
 
 
+class MedMambaBackbone(MedMamba):
+    """MedMamba as a feature backbone, built like VMamba's official ``Backbone_VSSM`` (MedMamba's own
+    repository has none): no head, ``forward`` returns the map after the blocks of each stage in
+    ``out_indices`` (before that stage's merging), normalised by ``outnorm{i}`` (LayerNorm, MedMamba's
+    norm layer), channels-first (B, C_i, H_i, W_i). ``out_norms=False``: no ``outnorm{i}``."""
+
+    features_only = True
+
+    def __init__(self, out_indices=(0, 1, 2, 3), out_norms: bool = True, **kwargs):
+        from exporter.models.vmamba import check_out_indices
+
+        super().__init__(**kwargs)
+        self.out_indices = check_out_indices(out_indices, len(self.layers))
+        self.out_norms = bool(out_norms)
+        self.config.update(out_indices=self.out_indices, out_norms=self.out_norms)
+        self.num_classes = 0
+        del self.head, self.avgpool
+        if self.out_norms:
+            for i in self.out_indices:
+                self.add_module(f"outnorm{i}", nn.LayerNorm(self.dims[i]))
+
+    @property
+    def output_names(self) -> list[str]:
+        return [f"feat{i}" for i in self.out_indices]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.patch_embed(x)
+        outs = []
+        for i, stage in enumerate(self.layers):
+            for blk in stage.blocks:
+                x = blk(x)
+            if i in self.out_indices:
+                out = getattr(self, f"outnorm{i}")(x) if self.out_norms else x
+                outs.append(out.permute(0, 3, 1, 2).contiguous())
+            if i == self.out_indices[-1]:
+                break
+            if stage.downsample is not None:
+                x = stage.downsample(x)
+        return outs
+
+
+MedMamba.features_cls = MedMambaBackbone
+
+
 def owns_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
     """Whether a state dict is MedMamba's (its blocks' conv branch has no VMamba counterpart)."""
     return any(".conv33conv33conv11." in k for k in state_dict)
@@ -169,9 +213,10 @@ def checkpoint_filter_fn(state_dict: dict) -> dict:
     return state_dict
 
 
-def infer_config(state_dict: Mapping[str, torch.Tensor]) -> ArchGuess:
+def infer_config(state_dict: Mapping[str, torch.Tensor], require_head: bool = True) -> ArchGuess:
     """Every constructor argument of a MedMamba checkpoint, from key names and tensor shapes only
-    (``state_dict`` after :func:`checkpoint_filter_fn`)."""
+    (``state_dict`` after :func:`checkpoint_filter_fn`). Without ``head.weight`` num_classes is 0
+    (MedMamba's own convention for a headless model), whatever ``require_head`` says."""
     sd = state_dict
     notes: list[str] = []
     depths = stage_block_counts(sd)

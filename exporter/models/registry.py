@@ -49,10 +49,16 @@ class ModelConfig:
     description: str
     default_cfg: PretrainedCfg
 
-    def build(self, num_classes: int | None = None, **overrides) -> nn.Module:
+    def build(self, num_classes: int | None = None, features_only: bool = False, **overrides) -> nn.Module:
+        """The model; ``features_only=True``: the family's feature backbone (``model_cls.features_cls``,
+        no classifier, ``out_indices`` / ``out_norms`` among ``overrides``)."""
         kwargs = {**self.kwargs, **overrides}
         if num_classes is not None:
             kwargs["num_classes"] = int(num_classes)
+        if features_only:
+            return self.model_cls.features_cls(**kwargs)
+        if "out_indices" in overrides or "out_norms" in overrides:
+            raise TypeError("out_indices / out_norms belong to feature backbones: pass features_only=True")
         return self.model_cls(**kwargs)
 
 
@@ -117,6 +123,10 @@ def load_pretrained(name: str) -> nn.Module:
     return model.eval()
 
 
-def create_model(name: str, num_classes: int | None = None, **overrides) -> nn.Module:
-    """Build a registered model with fresh weights: ``create_model("vmamba_tiny_s1l8", num_classes=10)``."""
-    return get_model_config(name).build(num_classes, **overrides)
+def create_model(name: str, num_classes: int | None = None, features_only: bool = False, **overrides) -> nn.Module:
+    """Build a registered model with fresh weights: ``create_model("vmamba_tiny_s1l8", num_classes=10)``.
+
+    timm style ``create_model(name, features_only=True, out_indices=(0, 1, 2, 3))``: the feature
+    backbone of that configuration (the official ``Backbone_VSSM``): ``model(x)`` is the list of
+    per-stage maps (B, C_i, H_i, W_i) with the per-stage out norms ``outnorm{i}``, no classifier."""
+    return get_model_config(name).build(num_classes, features_only=features_only, **overrides)

@@ -246,6 +246,60 @@ class VMamba(nn.Module):
         return self.classifier(self.forward_features(x))
 
 
+def check_out_indices(out_indices, num_stages: int) -> tuple[int, ...]:
+    """Stage indices of a feature backbone, in stage order (the order the maps are returned in)."""
+    indices = tuple(sorted({int(i) for i in out_indices}))
+    if not indices or indices[0] < 0 or indices[-1] >= num_stages:
+        raise ValueError(f"out_indices={tuple(out_indices)} must name one or more of the {num_stages} stages "
+                         f"(0..{num_stages - 1})")
+    return indices
+
+
+class VMambaBackbone(VMamba):
+    """The official ``Backbone_VSSM`` (what the UperNet / Mask R-CNN configs wrap as ``MM_VSSM``): the
+    VSSM without its classifier; ``forward`` returns the maps after the blocks of each stage in
+    ``out_indices`` (before that stage's downsample), normalised by ``outnorm{i}`` (the config's
+    norm layer: LayerNorm on the v0 line, LayerNorm2d on the v2 line), channels-first (B, C_i, H_i, W_i).
+
+    ``out_norms=False`` leaves out the ``outnorm{i}`` modules: the backbone of a classification
+    checkpoint, whose weights have none. Later stages than the last out index are kept (their
+    weights are in the checkpoints) but not run."""
+
+    features_only = True
+
+    def __init__(self, out_indices=(0, 1, 2, 3), out_norms: bool = True, **kwargs):
+        super().__init__(**{**kwargs, "num_classes": 1})  # the classifier is built, then removed
+        self.out_indices = check_out_indices(out_indices, len(self.layers))
+        self.out_norms = bool(out_norms)
+        self.config.update(num_classes=0, out_indices=self.out_indices, out_norms=self.out_norms)
+        self.num_classes = 0
+        del self.classifier
+        norm = _NORM_LAYERS[self.config["norm_layer"].lower()]
+        if self.out_norms:
+            for i in self.out_indices:
+                self.add_module(f"outnorm{i}", norm(self.dims[i]))
+
+    @property
+    def output_names(self) -> list[str]:
+        return [f"feat{i}" for i in self.out_indices]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.patch_embed(x)
+        outs = []
+        for i, layer in enumerate(self.layers):
+            o = layer.blocks(x)
+            if i in self.out_indices:
+                out = getattr(self, f"outnorm{i}")(o) if self.out_norms else o
+                outs.append((out if self.channel_first else out.permute(0, 3, 1, 2)).contiguous())
+            if i == self.out_indices[-1]:
+                break
+            x = layer.downsample(o)
+        return outs
+
+
+VMamba.features_cls = VMambaBackbone
+
+
 def _init_weights(m: nn.Module) -> None:
     if isinstance(m, nn.Linear):
         nn.init.trunc_normal_(m.weight, std=0.02)
@@ -281,10 +335,11 @@ def owns_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
     return any(k.startswith(("layers.", "patch_embed.")) for k in state_dict)
 
 
-def infer_config(state_dict: Mapping[str, torch.Tensor]) -> ArchGuess:
+def infer_config(state_dict: Mapping[str, torch.Tensor], require_head: bool = True) -> ArchGuess:
     """Every constructor argument of a VMamba checkpoint, from key names and tensor shapes only.
     ``state_dict`` has this module tree's names (after :func:`checkpoint_filter_fn`). Settings
-    without parameters cannot be seen; the released value is assumed and recorded in ``notes``."""
+    without parameters cannot be seen; the released value is assumed and recorded in ``notes``.
+    ``require_head=False``: a backbone's weights (no classifier) give ``num_classes=0``."""
     sd = state_dict
     notes: list[str] = []
     depths = stage_block_counts(sd)
@@ -363,9 +418,10 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> ArchGuess:
         notes.append("SS2D has no out_norm parameters: 'none' assumed (sigmoid/softmax ablations look the same)")
 
     head = shape_of(sd, "classifier.head.weight")
-    if head is None:
-        raise CheckpointError("cannot infer the architecture: no classifier.head.weight (VMamba classifier head)")
-    num_classes = head[0]
+    if head is None and require_head:
+        raise CheckpointError("cannot infer the architecture: no classifier.head.weight (VMamba classifier head); "
+                              "a backbone checkpoint (segmentation / detection) loads with features_only=True")
+    num_classes = head[0] if head is not None else 0
     kwargs = dict(
         patch_size=patch_size, in_chans=in_chans, num_classes=num_classes, depths=depths, dims=compact_dims(dims),
         ssm_d_state=d_state, ssm_ratio=ssm_ratio, ssm_dt_rank=dt_rank, ssm_conv=ssm_conv, ssm_conv_bias=ssm_conv_bias,

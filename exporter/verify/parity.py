@@ -90,10 +90,12 @@ def _torch_runner_class():
         """A Polygraphy runner for a PyTorch model on the CPU, run in float32 (fp16 feeds are upcast)."""
 
         def __init__(self, model: torch.nn.Module, input_shape: tuple, input_name: str = INPUT_NAME,
-                     output_name: str = OUTPUT_NAME, name: str = GOLDEN_RUNNER):
+                     output_name: str | list[str] = OUTPUT_NAME, name: str = GOLDEN_RUNNER):
             super().__init__(name=name, prefix="torch-cpu-runner")
             self._model, self._shape = model, tuple(input_shape)
-            self._input_name, self._output_name = input_name, output_name
+            # a feature backbone returns a list of maps: one name per map (feat0..feat3)
+            self._input_name = input_name
+            self._output_names = [output_name] if isinstance(output_name, str) else list(output_name)
 
         def activate_impl(self):
             self._model.eval()
@@ -107,7 +109,10 @@ def _torch_runner_class():
             with torch.no_grad():
                 out = self._model(x)
             self.inference_time = time.perf_counter() - start
-            return OrderedDict([(self._output_name, out.float().numpy())])
+            outs = list(out) if isinstance(out, (list, tuple)) else [out]
+            if len(outs) != len(self._output_names):
+                raise ValueError(f"the model returned {len(outs)} outputs for the names {self._output_names}")
+            return OrderedDict((n, o.float().numpy()) for n, o in zip(self._output_names, outs))
 
         def deactivate_impl(self):
             pass
@@ -145,7 +150,8 @@ def check_parity(
 ) -> ParityReport:
     """Run PyTorch (float32) and ONNX Runtime on the same random inputs through Polygraphy and compare.
 
-    For an fp16 export the fp16-rounded inputs are fed to both, so only the arithmetic differs.
+    For an fp16 export the fp16-rounded inputs are fed to both, so only the arithmetic differs. A
+    feature backbone's maps are compared output by output (``feat0``..``feat3``); the verdict needs all.
     ``save_dir`` (or ``inputs_json`` / ``golden_json``) saves the feeds and the PyTorch outputs."""
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
     from polygraphy.comparator import Comparator, RunResults
@@ -155,7 +161,8 @@ def check_parity(
     tol = tolerance or TOLERANCES[precision]
     dtype = np.float16 if precision == "fp16" else np.float32
     feeds = make_feeds(tuple(input_shape), iterations, seed, dtype)
-    torch_runner = TorchRunner(reference_model.float(), tuple(input_shape))
+    torch_runner = TorchRunner(reference_model.float(), tuple(input_shape),
+                               output_name=list(getattr(reference_model, "output_names", [OUTPUT_NAME])))
     ort_runner = OnnxrtRunner(SessionFromOnnx(str(onnx_path), providers=["cpu"]), name="onnxrt")
     with quiet_polygraphy():
         results = Comparator.run([torch_runner, ort_runner, *extra_runners], data_loader=feeds)

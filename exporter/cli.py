@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--arch", help="registry name (see --list-models); default: digits_vmamba")
     m.add_argument("--checkpoint", help="checkpoint file (.pth/.pt/.safetensors); read safely, never executed")
     m.add_argument("--num-classes", type=int, help="classifier size, >= 1 (default: from the checkpoint / config)")
+    m.add_argument("--features-only", action="store_true",
+                   help="export the feature backbone (outputs feat0..feat3, the per-stage maps with their out norms, "
+                        "as the official Backbone_VSSM gives them to UperNet / Mask R-CNN) instead of the "
+                        "classifier; implied by a segmentation / detection checkpoint; layer selection then "
+                        "scores label-free feature agreement")
     m.add_argument("--list-models", action="store_true", help="list registered architectures and exit")
     c = p.add_argument_group("compression")
     c.add_argument("--vmeanba-layers", default="none", metavar="SPEC", help="layers for VMeanba (default: none)")
@@ -239,6 +244,7 @@ def summary_rows(report: dict) -> list[tuple[str, str]]:
             ("ONNX nodes (top level)", f"{ex['node_count']}  custom: {ex['custom_nodes'] or 'none'}"),
             ("export time", f"{ex['export_seconds']:.1f} s")]
     rows += [("note", note) for note in ex.get("notes", [])]
+    rows += [("checkpoint", note) for note in (report.get("checkpoint") or {}).get("notes", [])]
     sel = report.get("selection")
     if sel:
         rows.append(("VMeanba selection", f"{sel['metric']}: baseline {sel['baseline']:.4f}, joint {sel['joint']:.4f} "

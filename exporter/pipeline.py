@@ -83,6 +83,7 @@ class Options:
     arch: str | None = None
     checkpoint: str | None = None
     num_classes: int | None = None
+    features_only: bool = False  # a feature backbone (feat0..feat3); implied by a dense-prediction checkpoint
     vmeanba_layers: str = "none"
     vmeanba_variant: str | None = None
     vmeanba_form: str | None = None
@@ -123,6 +124,9 @@ def check_options(o: Options) -> None:
             raise UsageError(f"{flag} must be >= 0 (0 skips the timing), got {value}")
     if o.num_classes is not None and o.num_classes < 1:
         raise UsageError(f"--num-classes must be a positive number of classes, got {o.num_classes}")
+    if o.features_only and o.num_classes is not None:
+        raise UsageError("--num-classes has no meaning with --features-only (a backbone has no classifier): "
+                         "drop one of them")
     if o.threads is not None and o.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {o.threads}")
     if o.calib_limit is not None and o.calib_limit < 1:
@@ -319,7 +323,9 @@ def load_source(o: Options) -> Source:
             raise UsageError(f"--arch {o.arch} is a bundled model with its own weights; it takes no --checkpoint "
                              "(pass a released --arch such as vmamba_tiny_s1l8, or omit --arch)")
         try:
-            loaded = load_checkpoint_model(o.checkpoint, arch=o.arch, num_classes=o.num_classes)
+            # features_only=None: a segmentation / detection checkpoint gives its backbone by itself
+            loaded = load_checkpoint_model(o.checkpoint, arch=o.arch, num_classes=o.num_classes,
+                                           features_only=True if o.features_only else None)
         except CheckpointError as exc:
             raise CheckpointFailure(str(exc)) from exc
         except (OSError, ValueError, RuntimeError) as exc:
@@ -331,6 +337,16 @@ def load_source(o: Options) -> Source:
     if name not in MODEL_CONFIGS:
         raise UsageError(f"unknown --arch {name!r}; see --list-models for the registered names")
     cfg = MODEL_CONFIGS[name]
+    if o.features_only and cfg.default_cfg.weights is not None:
+        raise UsageError(f"--features-only needs a released --arch (e.g. vmamba_tiny_s1l8, random weights) or a "
+                         f"--checkpoint; the bundled {name} is a classifier sample")
+    if o.features_only:
+        import torch
+
+        torch.manual_seed(o.seed)
+        model = cfg.build(features_only=True).eval()
+        return Source(model, name, cfg.family, f"{name} feature backbone with RANDOM weights (no --checkpoint)",
+                      cfg.default_cfg, None)
     if cfg.default_cfg.weights is not None:
         from exporter.models.registry import load_pretrained
 
@@ -636,6 +652,9 @@ def build_report(o: Options, source: Source, comp: Compression, exported, ver: V
         "selection": comp.selection.to_dict() if comp.selection is not None else None,
         "export": exported.as_dict(), "files": files, "parity": None, "parity_per_shape": None, "latency": None,
         "engine": engine.as_dict() if engine is not None else None,
+        # what the loader decided and left out (e.g. the heads of a segmentation checkpoint)
+        "checkpoint": ({"notes": list(source.checkpoint.notes), "ignored": dict(source.checkpoint.ignored),
+                        "features": source.checkpoint.features} if source.checkpoint is not None else None),
     }
     report["export"]["onnx_path"] = str(plan.onnx)
     report["export"]["trt_onnx_path"] = str(plan.trt_onnx) if plan.trt_onnx else None
@@ -662,6 +681,7 @@ def report_markdown(report: dict) -> str:
              f"- ONNX nodes (top level): {ex['node_count']}; custom: {ex['custom_nodes'] or 'none'}",
              f"- export time: {ex['export_seconds']:.1f} s"]
     lines += [f"- note: {n}" for n in ex.get("notes", [])]
+    lines += [f"- checkpoint: {n}" for n in (report.get("checkpoint") or {}).get("notes", [])]
     sel = report.get("selection")
     if sel:
         lines += ["", "## VMeanba selection", "",

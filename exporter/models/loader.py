@@ -234,14 +234,20 @@ class LoadedCheckpoint:
 
 
 def load_checkpoint_model(path: str | os.PathLike, arch: str | None = None, num_classes: int | None = None, *,
-                          features_only: bool = False, out_indices=None,
+                          features_only: bool | None = False, out_indices=None,
                           out_norms: bool | None = None) -> LoadedCheckpoint:
-    """:func:`load_model` that also returns what was loaded from where (see :class:`LoadedCheckpoint`)."""
+    """:func:`load_model` that also returns what was loaded from where (see :class:`LoadedCheckpoint`).
+
+    ``features_only=None`` decides from the file: a segmentation / detection container (backbone
+    weights beside heads) gives the feature backbone, anything else the classifier (vm-export's
+    behaviour). The default False refuses a dense-prediction container with a hint instead."""
     contents = open_checkpoint(path)
     if arch is not None and arch not in MODEL_CONFIGS:
         raise CheckpointError(f"{contents.path}: unknown arch {arch!r}; choose one of {', '.join(MODEL_CONFIGS)}, "
                               "or omit it to infer the architecture")
     state_dict, ignored = split_backbone(contents.state_dict)
+    if features_only is None:
+        features_only = is_backbone_checkpoint(state_dict, ignored)
     if not features_only and is_backbone_checkpoint(state_dict, ignored):
         heads = f" next to the heads {describe_ignored(ignored)}" if ignored else ""
         raise CheckpointError(

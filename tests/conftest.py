@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: where the golden data from the official implementations lives.
+"""Shared pytest fixtures: where the golden data from the official implementations lives, and one
+torch thread for suites of tiny tensors.
 
 The golden fixtures sit next to the repository (``<repo>/../shared/fixtures/official``); set
 ``VM_FIXTURES`` to use another folder. Tests that need them take the ``fixtures_dir`` fixture and
@@ -30,3 +31,15 @@ def fixtures_dir() -> Path:
     if not (path / "README.md").is_file() and not any(path.glob("*.pt")):
         pytest.skip(fixtures_skip_reason())
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors: one thread avoids OpenMP oversubscription on a loaded 2-core machine. Use it
+    with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -16,12 +16,7 @@ SMALL = dict(depths=[1, 1, 1, 1], dims=8, ssm_d_state=1, ssm_ratio=1.0, forward_
              norm_layer="ln2d", downsample_version="v3", patchembed_version="v2", mlp_ratio=0.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _upernet_checkpoint(path):

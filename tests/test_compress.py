@@ -30,13 +30,7 @@ LOGIT_REL_TOL = 1e-4
 VARIANTS = ("all-rows", "per-direction", "pre-discretisation")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP oversubscription on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------- loop-level METHODS.md

@@ -27,12 +27,7 @@ REL_TOL = 1e-6
 K = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _params(D: int, N: int, R: int, layout: str, seed: int = 0) -> dict:

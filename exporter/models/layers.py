@@ -79,3 +79,32 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+
+def check_out_indices(out_indices, num_stages: int) -> tuple[int, ...]:
+    """Stage indices of a feature backbone, in stage order (the order the maps are returned in)."""
+    indices = tuple(sorted({int(i) for i in out_indices}))
+    if not indices or indices[0] < 0 or indices[-1] >= num_stages:
+        raise ValueError(f"out_indices={tuple(out_indices)} must name one or more of the {num_stages} stages "
+                         f"(0..{num_stages - 1})")
+    return indices
+
+
+class FeatureBackbone:
+    """What the family feature backbones (timm's ``features_only``) share: the stages in
+    ``out_indices``, their ``outnorm{i}`` modules, and the output names ``feat{i}``. The family
+    class removes its head first, then calls :meth:`_setup_features`."""
+
+    features_only = True
+
+    def _setup_features(self, out_indices, out_norms: bool, norm_cls) -> None:
+        self.out_indices = check_out_indices(out_indices, len(self.layers))
+        self.out_norms = bool(out_norms)
+        self.num_classes = 0
+        if self.out_norms:
+            for i in self.out_indices:
+                self.add_module(f"outnorm{i}", norm_cls(self.dims[i]))
+
+    @property
+    def output_names(self) -> list[str]:
+        return [f"feat{i}" for i in self.out_indices]

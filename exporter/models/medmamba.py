@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from exporter.models.arch_inference import ArchGuess, common_value, require_shape, shape_of, ss2d_params, stage_block_counts
-from exporter.models.layers import DropPath, drop_path_rates
+from exporter.models.layers import DropPath, FeatureBackbone, drop_path_rates
 from exporter.models.registry import ASSETS_DIR, PretrainedCfg, bundled_info, register_model
 from exporter.models.ss2d import SS2D
 
@@ -159,30 +159,17 @@ class MedMamba(nn.Module):
         return self.head(torch.flatten(self.avgpool(x), 1))
 
 
-class MedMambaBackbone(MedMamba):
+class MedMambaBackbone(FeatureBackbone, MedMamba):
     """MedMamba as a feature backbone, built like VMamba's official ``Backbone_VSSM`` (MedMamba's own
     repository has none): no head, ``forward`` returns the map after the blocks of each stage in
     ``out_indices`` (before that stage's merging), normalised by ``outnorm{i}`` (LayerNorm, MedMamba's
     norm layer), channels-first (B, C_i, H_i, W_i). ``out_norms=False``: no ``outnorm{i}``."""
 
-    features_only = True
-
     def __init__(self, out_indices=(0, 1, 2, 3), out_norms: bool = True, **kwargs):
-        from exporter.models.vmamba import check_out_indices
-
         super().__init__(**kwargs)
-        self.out_indices = check_out_indices(out_indices, len(self.layers))
-        self.out_norms = bool(out_norms)
-        self.config.update(out_indices=self.out_indices, out_norms=self.out_norms)
-        self.num_classes = 0
         del self.head, self.avgpool
-        if self.out_norms:
-            for i in self.out_indices:
-                self.add_module(f"outnorm{i}", nn.LayerNorm(self.dims[i]))
-
-    @property
-    def output_names(self) -> list[str]:
-        return [f"feat{i}" for i in self.out_indices]
+        self._setup_features(out_indices, out_norms, nn.LayerNorm)
+        self.config.update(out_indices=self.out_indices, out_norms=self.out_norms)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.patch_embed(x)

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from exporter.checkpoint import CheckpointError
 from exporter.models.arch_inference import (ArchGuess, common_value, compact_dims, require_shape, shape_of,
                                             ss2d_params, stage_block_counts)
-from exporter.models.layers import DropPath, LayerNorm2d, Linear2d, Mlp, Permute, drop_path_rates
+from exporter.models.layers import (DropPath, FeatureBackbone, LayerNorm2d, Linear2d, Mlp, Permute,
+                                    drop_path_rates)
 from exporter.models.registry import ASSETS_DIR, PretrainedCfg, bundled_info, register_model
 from exporter.models.ss2d import SS2D
 
@@ -246,16 +247,7 @@ class VMamba(nn.Module):
         return self.classifier(self.forward_features(x))
 
 
-def check_out_indices(out_indices, num_stages: int) -> tuple[int, ...]:
-    """Stage indices of a feature backbone, in stage order (the order the maps are returned in)."""
-    indices = tuple(sorted({int(i) for i in out_indices}))
-    if not indices or indices[0] < 0 or indices[-1] >= num_stages:
-        raise ValueError(f"out_indices={tuple(out_indices)} must name one or more of the {num_stages} stages "
-                         f"(0..{num_stages - 1})")
-    return indices
-
-
-class VMambaBackbone(VMamba):
+class VMambaBackbone(FeatureBackbone, VMamba):
     """The official ``Backbone_VSSM`` (what the UperNet / Mask R-CNN configs wrap as ``MM_VSSM``): the
     VSSM without its classifier; ``forward`` returns the maps after the blocks of each stage in
     ``out_indices`` (before that stage's downsample), normalised by ``outnorm{i}`` (the config's
@@ -265,23 +257,11 @@ class VMambaBackbone(VMamba):
     checkpoint, whose weights have none. Later stages than the last out index are kept (their
     weights are in the checkpoints) but not run."""
 
-    features_only = True
-
     def __init__(self, out_indices=(0, 1, 2, 3), out_norms: bool = True, **kwargs):
         super().__init__(**{**kwargs, "num_classes": 1})  # the classifier is built, then removed
-        self.out_indices = check_out_indices(out_indices, len(self.layers))
-        self.out_norms = bool(out_norms)
-        self.config.update(num_classes=0, out_indices=self.out_indices, out_norms=self.out_norms)
-        self.num_classes = 0
         del self.classifier
-        norm = _NORM_LAYERS[self.config["norm_layer"].lower()]
-        if self.out_norms:
-            for i in self.out_indices:
-                self.add_module(f"outnorm{i}", norm(self.dims[i]))
-
-    @property
-    def output_names(self) -> list[str]:
-        return [f"feat{i}" for i in self.out_indices]
+        self._setup_features(out_indices, out_norms, _NORM_LAYERS[self.config["norm_layer"].lower()])
+        self.config.update(num_classes=0, out_indices=self.out_indices, out_norms=self.out_norms)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.patch_embed(x)

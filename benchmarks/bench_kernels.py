@@ -16,13 +16,13 @@ import datetime
 import json
 import math
 import os
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_side_by_side import copy_bandwidth_gbs, graph_replay_ms  # noqa: E402  (one timer, one copy ceiling)
 from plugins import kernels  # noqa: E402
 
 SIDES = [56, 28, 14, 7]
@@ -31,53 +31,6 @@ MODELS = {  # name: (dims of stage 0, ssm_ratio, d_state); dt_rank = ceil(dims /
     "B-s1l20": (128, 1, 1),
     "T-v0": (96, 2, 16),       # also MedMamba-T (d_inner = 2 x dims, d_state 16)
 }
-
-
-def time_graph_ms(fn, inputs, iters: int, reps: int) -> float:
-    """Median time of one call: a CUDA graph of ``reps`` calls (rotating inputs), replayed."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for x in inputs:  # warm-up outside capture (library load, allocator)
-            fn(x)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for q in range(reps):
-            fn(inputs[q % len(inputs)])
-    for _ in range(3):
-        graph.replay()
-    start = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-    end = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-    for s, e in zip(start, end):
-        s.record()
-        graph.replay()
-        e.record()
-    torch.cuda.synchronize()
-    ms = statistics.median(s.elapsed_time(e) for s, e in zip(start, end)) / reps
-    del graph
-    return ms
-
-
-def copy_bandwidth() -> float:
-    """Device-to-device copy of 1 GiB, bytes read + written, timed eagerly. Captured in a CUDA graph
-    the copy (a memcpy node there) measured 2768 GB/s against 4251 GB/s eagerly on the H200
-    (2026-12-01), which would overstate every "% copy" below."""
-    n = 1 << 28  # 1 GiB of float32
-    a = torch.empty(n, device="cuda").uniform_()
-    b = torch.empty_like(a)
-    for _ in range(3):
-        b.copy_(a)
-    start = [torch.cuda.Event(enable_timing=True) for _ in range(20)]
-    end = [torch.cuda.Event(enable_timing=True) for _ in range(20)]
-    for s, e in zip(start, end):
-        s.record()
-        b.copy_(a)
-        e.record()
-    torch.cuda.synchronize()
-    ms = statistics.median(s.elapsed_time(e) for s, e in zip(start, end))
-    del a, b
-    return 2 * n * 4 / ms / 1e6  # GB/s, bytes read + written
 
 
 def scan_inputs(B, D, H, W, N, R, dtype, copies):
@@ -105,7 +58,7 @@ def main() -> int:
         print(f"bench_kernels: kernels unavailable: {reason}")
         return 1
     dev = torch.cuda.get_device_name()
-    bw = copy_bandwidth()
+    bw = copy_bandwidth_gbs()
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
     rows = []
 
@@ -130,18 +83,18 @@ def main() -> int:
                     x_bytes = B * D * H * W * esize
                     copies = max(1, min(4, math.ceil(2 * l2 / x_bytes)))
                     xs, params = scan_inputs(B, D, H, W, N, R, dtype, copies)
-                    ms = time_graph_ms(lambda x: kernels.ss2d_scan(x, *params), xs, args.iters, args.reps)
+                    ms = graph_replay_ms(lambda x: kernels.ss2d_scan(x, *params), [(x,) for x in xs], args.iters, args.reps)
                     record("ss2d", model, stage, B, D, H, W, N, R, dtype, ms, 2 * x_bytes)
                     if N == 1 or B == 1 or stage > 0:
-                        ms = time_graph_ms(lambda x: kernels.vmeanba_scan(x, *params, variant=0), xs,
+                        ms = graph_replay_ms(lambda x: kernels.vmeanba_scan(x, *params, variant=0), [(x,) for x in xs],
                                            args.iters, args.reps)
                         record("vmeanba0", model, stage, B, D, H, W, N, R, dtype, ms, 2 * x_bytes)
                     if model == "T-s1l8":
                         down_bytes = x_bytes // 4 + x_bytes // 4  # kept pixels read + written
                         small = [kernels.quartermap_down(x) for x in xs]
-                        ms = time_graph_ms(lambda x: kernels.quartermap_down(x), xs, args.iters, args.reps)
+                        ms = graph_replay_ms(lambda x: kernels.quartermap_down(x), [(x,) for x in xs], args.iters, args.reps)
                         record("qm_down", model, stage, B, D, H, W, N, R, dtype, ms, down_bytes)
-                        ms = time_graph_ms(lambda s: kernels.quartermap_up(s, xs[0]), small, args.iters,
+                        ms = graph_replay_ms(lambda s: kernels.quartermap_up(s, xs[0]), [(t,) for t in small], args.iters,
                                            args.reps)
                         record("qm_up", model, stage, B, D, H, W, N, R, dtype, ms, x_bytes + x_bytes // 4)
                     del xs, params
@@ -157,7 +110,7 @@ def main() -> int:
                 os.environ.pop("VMK_SCAN_SLOTS", None)
             else:
                 os.environ["VMK_SCAN_SLOTS"] = slots
-            sweep.append((B, stage, slots, time_graph_ms(lambda x: kernels.ss2d_scan(x, *params), xs, args.iters,
+            sweep.append((B, stage, slots, graph_replay_ms(lambda x: kernels.ss2d_scan(x, *params), [(x,) for x in xs], args.iters,
                                                           args.reps)))
         os.environ.pop("VMK_SCAN_SLOTS", None)
         del xs, params

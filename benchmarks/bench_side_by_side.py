@@ -197,16 +197,9 @@ def graph_replay_ms(fn, inputs: list, iters: int, reps: int, warmup: int = 2) ->
     with torch.cuda.graph(graph):
         for q in range(reps):
             fn(*inputs[q % len(inputs)])
-    for _ in range(2):
-        graph.replay()
-    torch.cuda.synchronize()
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
-    for start, end in events:
-        start.record()
-        graph.replay()
-        end.record()
-    torch.cuda.synchronize()
-    ms = statistics.median(s.elapsed_time(e) for s, e in events) / reps
+    from bench_e2e import time_replays  # the one replay timer (CUDA events around each replay)
+
+    ms = statistics.median(time_replays(graph, iters, warm=2)) / reps
     del graph
     return ms
 

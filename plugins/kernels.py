@@ -19,6 +19,7 @@ import torch
 
 from plugins import ops as _ops  # noqa: F401  (defines the torch.library ops registered below)
 from plugins import reference as ref
+from plugins.contract import MAX_D_STATE, QUARTERMAP_DOWN
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 _LIB_NAME = "libvmamba_kernels.so"
@@ -172,7 +173,8 @@ def vmeanba_scan(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, v
     return out
 
 
-def quartermap_down(x, stride: int = 2, keep: int = 1, out=None) -> torch.Tensor:
+def quartermap_down(x, stride: int = QUARTERMAP_DOWN.default("stride"), keep: int = QUARTERMAP_DOWN.default("keep"),
+                    out=None) -> torch.Tensor:
     if _LIB is None:
         raise RuntimeError(_LIB_INFO)
     x = x.contiguous()
@@ -209,13 +211,13 @@ def _register() -> bool:
 
     @torch.library.register_kernel("vmamba::ss2d_scan", "cuda")
     def _(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds):
-        if x.dtype not in _KERNEL_DTYPES or A_logs.shape[1] > 16:
+        if x.dtype not in _KERNEL_DTYPES or A_logs.shape[1] > MAX_D_STATE:
             return ref.ss2d_scan(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds)
         return ss2d_scan(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds)
 
     @torch.library.register_kernel("vmamba::vmeanba_scan", "cuda")
     def _(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, variant):
-        if x.dtype not in _KERNEL_DTYPES or A_logs.shape[1] > 16:
+        if x.dtype not in _KERNEL_DTYPES or A_logs.shape[1] > MAX_D_STATE:
             return ref.vmeanba_scan(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, variant)
         return vmeanba_scan(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds, variant)
 

@@ -95,18 +95,26 @@ vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, bool up, cudaStrea
 
 int kept(int size, int stride, int keep) { return (size / stride) * keep + (size % stride < keep ? size % stride : keep); }
 
+// The fields both directions share: a (batch * channels) stack of in_h x in_w maps to out_h x out_w.
+QmParams resample_params(const void* x, void* y, int batch, int channels, int in_h, int in_w, int out_h, int out_w)
+{
+    QmParams p{};
+    p.x = x;
+    p.y = y;
+    p.in_h = in_h;
+    p.in_w = in_w;
+    p.out_h = out_h;
+    p.out_w = out_w;
+    p.rows = (long long)batch * channels * out_h;
+    return p;
+}
+
 }  // namespace
 
 vmk_status_t quartermap_down_run(const vmk_quartermap_down_args_t* a, cudaStream_t stream)
 {
-    QmParams p{};
-    p.x = a->x;
-    p.y = a->y;
-    p.in_h = a->height;
-    p.in_w = a->width;
-    p.out_h = kept(a->height, a->stride, a->keep);
-    p.out_w = kept(a->width, a->stride, a->keep);
-    p.rows = (long long)a->batch * a->channels * p.out_h;
+    QmParams p = resample_params(a->x, a->y, a->batch, a->channels, a->height, a->width,
+                                 kept(a->height, a->stride, a->keep), kept(a->width, a->stride, a->keep));
     p.stride = a->stride;
     p.keep = a->keep;
     return launch_quartermap(p, a->dtype, false, stream);
@@ -114,15 +122,9 @@ vmk_status_t quartermap_down_run(const vmk_quartermap_down_args_t* a, cudaStream
 
 vmk_status_t quartermap_up_run(const vmk_quartermap_up_args_t* a, cudaStream_t stream)
 {
-    QmParams p{};
-    p.x = a->x;
-    p.y = a->y;
-    p.in_h = a->in_height;
-    p.in_w = a->in_width;
-    p.out_h = a->out_height;
-    p.out_w = a->out_width;
-    p.rows = (long long)a->batch * a->channels * p.out_h;
-    return launch_quartermap(p, a->dtype, true, stream);
+    return launch_quartermap(resample_params(a->x, a->y, a->batch, a->channels, a->in_height, a->in_width,
+                                             a->out_height, a->out_width),
+                             a->dtype, true, stream);
 }
 
 }  // namespace vmk

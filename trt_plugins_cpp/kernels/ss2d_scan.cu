@@ -68,6 +68,20 @@ Ss2dLayout ss2d_layout(const vmk_ss2d_args_t* a)
 // 1. prep: a tiled SIMT GEMM per image, x_dbl[m, p] = sum_d W_x[m, d] x[d, p] for m = k * Cp + c
 // (rows of all four directions at once), block tile BM rows x 64 pixels, 32 channels per step,
 // 4 x (BM / 16) outputs per thread. The blocks of the first row tile also write x channels-last.
+// N consecutive shared-memory floats into registers: one 16-byte load when N is 4 (the run is
+// 16-byte aligned there), scalar loads otherwise.
+template <int N>
+__device__ __forceinline__ void load_run(const float* src, float* dst)
+{
+    if (N == 4) {
+        const float4 v = *reinterpret_cast<const float4*>(src);
+        dst[0] = v.x; dst[N > 1 ? 1 : 0] = v.y; dst[N > 2 ? 2 : 0] = v.z; dst[N > 3 ? 3 : 0] = v.w;
+    } else {
+#pragma unroll
+        for (int q = 0; q < N; ++q) dst[q] = src[q];
+    }
+}
+
 template <typename T, int BM, int BN>
 __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_kernel(
     const T* __restrict__ x, const T* __restrict__ wx, int D, int H, int W, int C, int Cp,
@@ -135,22 +149,9 @@ __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_kernel(
         }
 #pragma unroll 8
         for (int dd = 0; dd < kPrepK; ++dd) {
-            float xv[TN];
-            if (TN == 4) {
-                const float4 x4 = *reinterpret_cast<const float4*>(&xs[dd][tn * 4]);
-                xv[0] = x4.x; xv[TN > 1 ? 1 : 0] = x4.y; xv[TN > 2 ? 2 : 0] = x4.z; xv[TN > 3 ? 3 : 0] = x4.w;
-            } else {
-#pragma unroll
-                for (int q = 0; q < TN; ++q) xv[q] = xs[dd][tn * TN + q];
-            }
-            float wv[TM];
-            if (TM == 4) {
-                const float4 w4 = *reinterpret_cast<const float4*>(&ws[dd][tm * 4]);
-                wv[0] = w4.x; wv[TM > 1 ? 1 : 0] = w4.y; wv[TM > 2 ? 2 : 0] = w4.z; wv[TM > 3 ? 3 : 0] = w4.w;
-            } else {
-#pragma unroll
-                for (int a = 0; a < TM; ++a) wv[a] = ws[dd][tm * TM + a];
-            }
+            float xv[TN], wv[TM];
+            load_run<TN>(&xs[dd][tn * TN], xv);
+            load_run<TM>(&ws[dd][tm * TM], wv);
 #pragma unroll
             for (int a = 0; a < TM; ++a)
 #pragma unroll
@@ -223,9 +224,10 @@ struct Walk {
     }
 };
 
-template <bool CHUNKED, int RREG, int NMAX> __host__ __device__ constexpr int scan_threads_max()
+// Block size limit: 512 threads only where the registers allow (chunked d_state 1, tiles <= 16).
+__host__ __device__ constexpr int scan_threads_max(bool chunked, int rreg, int nmax)
 {
-    return CHUNKED && NMAX == 1 && RREG > 0 && RREG <= 16 ? 512 : 256;
+    return chunked && nmax == 1 && rreg > 0 && rreg <= 16 ? 512 : 256;
 }
 
 // dt = bias + W_dt[r] . dt_low for one staged x_dbl row (register tile: no guards; see xdbl_stride).
@@ -305,7 +307,7 @@ __device__ __forceinline__ void unchunked_steps(const float* xd_s, const int* of
 }
 
 template <typename T, int NMAX, int RREG, bool CHUNKED>
-__global__ void __launch_bounds__(scan_threads_max<CHUNKED, RREG, NMAX>()) ss2d_chunk_scan_kernel(ScanParams p)
+__global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX)) ss2d_chunk_scan_kernel(ScanParams p)
 {
     using PT = typename Partial<T>::type;
     extern __shared__ __align__(16) float smem[];
@@ -564,10 +566,6 @@ __global__ void __launch_bounds__(kMergeThreads) ss2d_merge_kernel(const typenam
 
 // ------------------------------------------------------------------------------------------------
 // host
-inline int scan_threads_max_host(bool chunked, int rreg, int nmax)
-{
-    return chunked && nmax == 1 && rreg > 0 && rreg <= 16 ? 512 : 256;
-}
 
 template <typename T, int NMAX, int RREG, bool CHUNKED>
 vmk_status_t launch_scan(const ScanParams& p, int B, cudaStream_t stream)
@@ -579,7 +577,7 @@ vmk_status_t launch_scan(const ScanParams& p, int B, cudaStream_t stream)
     const size_t smem = ((size_t)window * p.Cp + window + kSteps + sums) * sizeof(float);
     if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
     const int threads = 32 * p.GW * S;
-    if (threads > scan_threads_max<CHUNKED, RREG, NMAX>()) return VMK_ERR_UNSUPPORTED;
+    if (threads > scan_threads_max(CHUNKED, RREG, NMAX)) return VMK_ERR_UNSUPPORTED;
     kernel<<<dim3(kDirs * p.ngroups, B), threads, smem, stream>>>(p);
     return launch_status();
 }
@@ -640,7 +638,7 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
     }
     // Channel groups per block: the largest divisor of the group count that fits the block (no
     // dead warps), at most 8 warps unchunked.
-    const int max_warps = (S > 1 ? scan_threads_max_host(true, rank_regs(R), N == 1 ? 1 : kMaxDState) : 256) / 32;
+    const int max_warps = (S > 1 ? scan_threads_max(true, rank_regs(R), N == 1 ? 1 : kMaxDState) : 256) / 32;
     int GW = 1;
     for (int g = 1; g <= groups32 && g * S <= max_warps && g * S <= 16; ++g)
         if (groups32 % g == 0) GW = g;

@@ -250,6 +250,25 @@ __device__ __forceinline__ float dt_of(const float* row, const float* wdt, const
     return v;
 }
 
+// One step of the selective scan from state h (N states) with readout: delta = softplus(dt),
+// h = exp(delta A) h + delta u B, returns y = C . h.
+template <typename T, int NMAX, int RREG>
+__device__ __forceinline__ float scan_step(const float* row, float u, const float* wdt, const T* wdt_g, float bias,
+                                           const float* A2, int R, int N, float* h)
+{
+    const float delta = softplus_f32(dt_of<T, RREG>(row, wdt, wdt_g, bias, R));
+    const float du = delta * u;
+    float y = 0.f;
+#pragma unroll
+    for (int n = 0; n < NMAX; ++n) {
+        if (NMAX == 1 || n < N) {
+            h[n] = fmaf(fast_exp2(delta * A2[n]), h[n], du * row[R + n]);
+            y = fmaf(row[R + N + n], h[n], y);
+        }
+    }
+    return y;
+}
+
 // One thread's T steps of a chunk slot (d_state 1) from a zero state: local states and decays.
 // FULL: every step lies inside the sequence (all windows but the last), so nothing is guarded.
 template <typename T, int RREG, bool FULL>
@@ -289,17 +308,7 @@ __device__ __forceinline__ void unchunked_steps(const float* xd_s, const int* of
         unext[q] = (FULL || s0 + kSteps + q < rest) ? to_f32(xl[off_s[s0 + kSteps + q]]) : 0.f;
 #pragma unroll
     for (int q = 0; q < kSteps; ++q) {
-        const float* row = xd_s + (s0 + q) * Cp;
-        const float delta = softplus_f32(dt_of<T, RREG>(row, wdt, wdt_g, bias, R));
-        const float du = delta * u[q];
-        float y = 0.f;
-#pragma unroll
-        for (int n = 0; n < NMAX; ++n) {
-            if (NMAX == 1 || n < N) {
-                carry[n] = fmaf(fast_exp2(delta * A2[n]), carry[n], du * row[R + n]);
-                y = fmaf(row[R + N + n], carry[n], y);
-            }
-        }
+        const float y = scan_step<T, NMAX, RREG>(xd_s + (s0 + q) * Cp, u[q], wdt, wdt_g, bias, A2, R, N, carry);
         // steps past the end only occur in the last window; their state is never used
         const PT yv = from_f32<PT>(y);
         if (live && (FULL || s0 + q < cnt)) yl[off_s[s0 + q]] = yv;
@@ -452,17 +461,7 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX)) ss2d_ch
 #pragma unroll
             for (int q = 0; q < kSteps; ++q) {
                 if (s0 + q >= cnt) break;
-                const float* row = xd_s + (s0 + q) * Cp;
-                const float delta = softplus_f32(dt_of<T, RREG>(row, wdt, wdt_g, bias, R));
-                const float du = delta * u[q];
-                float y = 0.f;
-#pragma unroll
-                for (int n = 0; n < NMAX; ++n) {
-                    if (n < N) {
-                        hin[n] = fmaf(fast_exp2(delta * A2[n]), hin[n], du * row[R + n]);
-                        y = fmaf(row[R + N + n], hin[n], y);
-                    }
-                }
+                const float y = scan_step<T, NMAX, RREG>(xd_s + (s0 + q) * Cp, u[q], wdt, wdt_g, bias, A2, R, N, hin);
                 const PT yv = from_f32<PT>(y);
                 if (live) ysb[off_s[s0 + q]] = yv;
             }

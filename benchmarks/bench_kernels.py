@@ -100,19 +100,24 @@ def main() -> int:
                     del xs, params
                     torch.cuda.empty_cache()
 
-    # decomposition sweep of the SS2D scan (VMK_SCAN_SLOTS forces the chunk slots; "auto" = the launcher's choice)
+    # decomposition sweeps of the SS2D op (launcher knobs; "auto" = the launcher's own choice):
+    # VMK_SCAN_SLOTS forces the scan's chunk slots, VMK_PREP_TILE the float16 prep variant, VMK_SCAN_DT=simt
+    # the CUDA-core dt
+    knobs = {"VMK_SCAN_SLOTS": ("auto", "1", "2", "4", "8", "16"), "VMK_PREP_TILE": ("auto", "simt", "large", "small"),
+             "VMK_SCAN_DT": ("auto", "simt")}
     sweep = []
-    for B, stage in ((128, 0), (1, 0), (1, 3), (128, 3)):
+    for B, stage in ((128, 0), (128, 1), (128, 2), (1, 0), (1, 3), (128, 3)):
         D, H = 96 << stage, SIDES[stage]
         xs, params = scan_inputs(B, D, H, H, 1, math.ceil(D / 16), torch.float16, 2)
-        for slots in ("auto", "1", "2", "4", "8", "16"):
-            if slots == "auto":
-                os.environ.pop("VMK_SCAN_SLOTS", None)
-            else:
-                os.environ["VMK_SCAN_SLOTS"] = slots
-            sweep.append((B, stage, slots, graph_replay_ms(lambda x: kernels.ss2d_scan(x, *params), [(x,) for x in xs], args.iters,
-                                                          args.reps)))
-        os.environ.pop("VMK_SCAN_SLOTS", None)
+        for var, values in knobs.items():
+            for value in values:
+                if value == "auto":
+                    os.environ.pop(var, None)
+                else:
+                    os.environ[var] = value
+                ms = graph_replay_ms(lambda x: kernels.ss2d_scan(x, *params), [(x,) for x in xs], args.iters, args.reps)
+                sweep.append((B, stage, var, value, ms))
+            os.environ.pop(var, None)
         del xs, params
 
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -125,14 +130,15 @@ def main() -> int:
         lines.append(f"| {r['op']} | {r['model']} | {r['stage']} | {r['batch']} | {r['D']} | {r['H']}x{r['W']} | "
                      f"{r['d_state']} | {r['dt_rank']} | {r['dtype']} | {r['ms']:.4f} | {r['min_bytes'] / 1e6:.1f} | "
                      f"{r['gbs']:.0f} | {100 * r['copy_frac']:.0f}% | {r['x_floor']:.1f} |")
-    lines += ["", "SS2D chunk-slot sweep (T-s1l8, fp16, ms per call): " +
-              "; ".join(f"b{B} s{st} slots={sl}: {ms:.4f}" for B, st, sl, ms in sweep)]
+    for var in knobs:
+        lines += ["", f"SS2D {var} sweep (T-s1l8, fp16, ms per call): " +
+                  "; ".join(f"b{B} s{st} {value}: {ms:.4f}" for B, st, v, value, ms in sweep if v == var)]
     table = "\n".join(lines)
     print(table)
     if args.md:
         Path(args.md).write_text(table + "\n")
     if args.json:
-        Path(args.json).write_text(json.dumps(dict(device=dev, date=date, copy_gbs=bw, rows=rows, slot_sweep=sweep), indent=1))
+        Path(args.json).write_text(json.dumps(dict(device=dev, date=date, copy_gbs=bw, rows=rows, knob_sweep=sweep), indent=1))
     return 0
 
 

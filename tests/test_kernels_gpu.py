@@ -126,20 +126,46 @@ def test_ss2d_scan_matches_reference(shape, dtype):
 # Every decomposition the launcher can pick (VMK_SCAN_SLOTS forces it): unchunked, and 2..16 chunk
 # slots per super-chunk (d_state 1; d_state 16 takes up to 8, a larger request falls back to auto), on shapes where the windows end mid-row/column and channels are not a
 # multiple of 32 (dead lanes).
+# float16 runs the tensor-core dt where dt_rank > 8 (tiles of 16..64), float32 the CUDA-core dt.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("slots", [1, 2, 4, 8, 16])
 @pytest.mark.parametrize("shape", [(2, 40, 23, 29, 1, 6), (1, 33, 56, 56, 1, 12), (3, 8, 14, 14, 1, 40),
                                    (1, 40, 23, 29, 16, 6), (1, 24, 28, 28, 16, 24)],
                          ids=lambda s: "B{}_D{}_{}x{}_N{}_R{}".format(*s))
-def test_ss2d_scan_every_slot_count(shape, slots, monkeypatch):
+def test_ss2d_scan_every_slot_count(shape, slots, dtype, monkeypatch):
     B, D, H, W, N, R = shape
-    x, params = make_inputs(B, D, H, W, N, R, torch.float32, seed=11 + slots)
+    x, params = make_inputs(B, D, H, W, N, R, dtype, seed=11 + slots)
     want = reference64(ref.ss2d_scan, x, params)
     monkeypatch.setenv("VMK_SCAN_SLOTS", str(slots))
     out = torch.full_like(x, float("nan"))
     kernels.ss2d_scan(x, *params.values(), out=out)
     err = rel_err(out, want)
-    print(f"ss2d slots={slots} {shape}: rel err {err:.2e}")
-    assert err < TOL[torch.float32]
+    print(f"ss2d slots={slots} {shape} {dtype}: rel err {err:.2e}")
+    assert err < TOL[dtype]
+
+
+# Every float16 decomposition: the prep variant (VMK_PREP_TILE: tensor-core tiles of 32/64 rows x 64
+# pixels "large", 16 x 16 with the channel sum split between warps "small", the CUDA-core GEMM
+# "simt") and the scan's dt (VMK_SCAN_DT: tensor cores where the rank tile allows "auto", CUDA cores
+# "simt"). Shapes: D not a multiple of 8 or of the 16-channel step (scalar paths, zero padding), L
+# not a multiple of 8 (unaligned pixel runs), x_dbl rows past 64 (several row tiles), D > 1024 (the
+# small tiles stage the channel sum in more than one round).
+@pytest.mark.parametrize("dt", ["auto", "simt"])
+@pytest.mark.parametrize("variant", ["large", "small", "simt"])
+@pytest.mark.parametrize("shape", [(2, 40, 23, 29, 1, 6), (3, 33, 14, 14, 1, 24), (2, 96, 16, 16, 1, 48),
+                                   (1, 1040, 5, 7, 1, 6), (2, 24, 9, 8, 16, 12)],
+                         ids=lambda s: "B{}_D{}_{}x{}_N{}_R{}".format(*s))
+def test_ss2d_scan_every_fp16_decomposition(shape, variant, dt, monkeypatch):
+    B, D, H, W, N, R = shape
+    x, params = make_inputs(B, D, H, W, N, R, torch.float16, seed=23)
+    want = reference64(ref.ss2d_scan, x, params)
+    monkeypatch.setenv("VMK_PREP_TILE", variant)
+    monkeypatch.setenv("VMK_SCAN_DT", dt)
+    out = torch.full_like(x, float("nan"))
+    kernels.ss2d_scan(x, *params.values(), out=out)
+    err = rel_err(out, want)
+    print(f"ss2d prep={variant} dt={dt} {shape} fp16: rel err {err:.2e}")
+    assert err < TOL[torch.float16]
 
 
 def test_ss2d_scan_without_skip_term():

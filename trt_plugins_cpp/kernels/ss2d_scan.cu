@@ -17,6 +17,7 @@
 #include "common.cuh"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include <type_traits>
 
@@ -175,6 +176,185 @@ __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_kernel(
     }
 }
 
+// 1b. prep on tensor cores (float16 I/O): the same GEMM and outputs with mma.sync m16n8k16 (float16
+// operands, which float16 I/O supplies exactly, float32 accumulation). Block tile BM = 16 TM GM rows
+// x BN = 8 TN GN pixels; 8 warps as GM x GN x GK, where GK > 1 splits the channel sum between warps
+// (few blocks: batch 1, short sequences) and the GK partial tiles are added in a fixed order.
+// Channels are staged KC at a time: x transposed to [pixel][channel] and W_x as [row][channel], so
+// every fragment register is one 32-bit shared load of two consecutive channels (row stride KC + 8
+// halves: conflict-free for the 8 rows x 4 pairs of a fragment).
+__device__ __forceinline__ void mma_16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t lds32(const __half* p) { return *reinterpret_cast<const uint32_t*>(p); }
+
+struct MmaPrepTile {
+    int TM, TN, GM, GN, GK;
+    __host__ __device__ constexpr int bm() const { return 16 * TM * GM; }
+    __host__ __device__ constexpr int bn() const { return 8 * TN * GN; }
+};
+// large grids: 32 or 64 rows x 64 pixels, one warp per 16 x 16/32 output; few blocks: 16 x 16, K split 8 ways
+constexpr MmaPrepTile kMmaRows32{1, 2, 2, 4, 1}, kMmaRows64{1, 4, 4, 2, 1}, kMmaSmall{1, 2, 1, 1, 8};
+
+inline size_t mma_prep_smem(const MmaPrepTile& t, int KC)
+{
+    return (size_t)(t.bn() + t.bm()) * (KC + 8) * sizeof(__half) + (size_t)t.GK * t.bm() * (t.bn() + 1) * sizeof(float) +
+           (size_t)kDirs * t.bn() * sizeof(int);
+}
+
+template <int TM, int TN, int GM, int GN, int GK>
+__global__ void __launch_bounds__(kPrepThreads) ss2d_prep_mma_kernel(
+    const __half* __restrict__ x, const __half* __restrict__ wx, int D, int H, int W, int C, int Cp, int KC,
+    __half* __restrict__ xt, float* __restrict__ xdbl)
+{
+    static_assert(GM * GN * GK * 32 == kPrepThreads, "8 warps");
+    constexpr int BM = 16 * TM * GM, BN = 8 * TN * GN;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const int KS = KC + 8;  // row stride in halves
+    __half* xs = reinterpret_cast<__half*>(smem_raw);  // [BN][KS]: x transposed
+    __half* ws = xs + (size_t)BN * KS;                   // [BM][KS]
+    float* out_s = reinterpret_cast<float*>(ws + (size_t)BM * KS);  // [GK][BM][BN + 1]
+    int* seq_s = reinterpret_cast<int*>(out_s + (size_t)GK * BM * (BN + 1));  // [4][BN]
+    const int b = blockIdx.z, L = H * W;
+    const int p0 = blockIdx.x * BN, m0 = blockIdx.y * BM;
+    const int npx = min(BN, L - p0), M = kDirs * Cp;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t2 = (lane & 3) * 2;
+    const int wk = warp / (GM * GN), wm = (warp % (GM * GN)) / GN, wn = warp % GN;
+    const __half* xb = x + (size_t)b * D * L;
+    const bool xvec = npx == BN && L % 8 == 0;  // 16-byte runs of 8 pixels stay aligned
+    const bool dvec = D % 8 == 0;
+    for (int e = tid; e < kDirs * BN; e += kPrepThreads) {
+        const int k = e / BN, pp = e % BN, p = p0 + pp;
+        seq_s[k * BN + pp] = pp < npx ? seq_index(k, p / W, p % W, H, W) : 0;
+    }
+    float acc[TM][TN][4];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j)
+#pragma unroll
+            for (int q = 0; q < 4; ++q) acc[i][j][q] = 0.f;
+    for (int d0 = 0; d0 < D; d0 += KC) {
+        // x: channel pairs x pixels -> xs[pixel][channel pair] (one 32-bit store per pair)
+        if (xvec) {
+            for (int e = tid; e < (KC / 2) * (BN / 8); e += kPrepThreads) {
+                const int dp = e / (BN / 8), pv = (e % (BN / 8)) * 8, d = d0 + 2 * dp;
+                uint4 r0 = make_uint4(0, 0, 0, 0), r1 = r0;
+                if (d < D) r0 = *reinterpret_cast<const uint4*>(xb + (size_t)d * L + p0 + pv);
+                if (d + 1 < D) r1 = *reinterpret_cast<const uint4*>(xb + (size_t)(d + 1) * L + p0 + pv);
+                const __half* h0 = reinterpret_cast<const __half*>(&r0);
+                const __half* h1 = reinterpret_cast<const __half*>(&r1);
+#pragma unroll
+                for (int q = 0; q < 8; ++q)
+                    *reinterpret_cast<__half2*>(xs + (size_t)(pv + q) * KS + 2 * dp) = __halves2half2(h0[q], h1[q]);
+            }
+        } else {
+            for (int e = tid; e < (KC / 2) * BN; e += kPrepThreads) {
+                const int dp = e / BN, pp = e % BN, d = d0 + 2 * dp;
+                const bool in = pp < npx;
+                const __half zero = __float2half_rn(0.f);
+                const __half v0 = in && d < D ? xb[(size_t)d * L + p0 + pp] : zero;
+                const __half v1 = in && d + 1 < D ? xb[(size_t)(d + 1) * L + p0 + pp] : zero;
+                *reinterpret_cast<__half2*>(xs + (size_t)pp * KS + 2 * dp) = __halves2half2(v0, v1);
+            }
+        }
+        // W_x rows of all four directions (padding rows c >= C and channels >= D are zero)
+        for (int e = tid; e < BM * (KC / 8); e += kPrepThreads) {
+            const int mm = e / (KC / 8), dq = (e % (KC / 8)) * 8, m = m0 + mm;
+            const int k = (m >= Cp) + (m >= 2 * Cp) + (m >= 3 * Cp), c = m - k * Cp;
+            const bool row = m < M && c < C;
+            const __half* src = wx + ((size_t)k * C + c) * D + d0 + dq;
+            __half* dst = ws + (size_t)mm * KS + dq;
+            if (dvec) {
+                const uint4 v = row && d0 + dq < D ? *reinterpret_cast<const uint4*>(src) : make_uint4(0, 0, 0, 0);
+                *reinterpret_cast<uint4*>(dst) = v;
+            } else {
+#pragma unroll
+                for (int q = 0; q < 8; ++q) dst[q] = row && d0 + dq + q < D ? src[q] : __float2half_rn(0.f);
+            }
+        }
+        __syncthreads();
+        if (blockIdx.y == 0) {  // channels-last copy of x from the transposed tile
+            const int kc = min(KC, D - d0);
+            if (dvec) {
+                for (int e = tid; e < npx * (kc / 8); e += kPrepThreads) {
+                    const int pp = e / (kc / 8), dq = (e % (kc / 8)) * 8;
+                    *reinterpret_cast<uint4*>(xt + ((size_t)b * L + p0 + pp) * D + d0 + dq) =
+                        *reinterpret_cast<const uint4*>(xs + (size_t)pp * KS + dq);
+                }
+            } else {
+                for (int e = tid; e < npx * kc; e += kPrepThreads) {
+                    const int pp = e / kc, dd = e % kc;
+                    xt[((size_t)b * L + p0 + pp) * D + d0 + dd] = xs[(size_t)pp * KS + dd];
+                }
+            }
+        }
+        for (int s = wk; s < KC / 16; s += GK) {
+            const int kk = s * 16 + t2;
+            uint32_t a[TM][4];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) {
+                const __half* r = ws + (size_t)((wm * TM + i) * 16 + g) * KS + kk;
+                a[i][0] = lds32(r);
+                a[i][1] = lds32(r + 8 * KS);
+                a[i][2] = lds32(r + 8);
+                a[i][3] = lds32(r + 8 * KS + 8);
+            }
+#pragma unroll
+            for (int j = 0; j < TN; ++j) {
+                const __half* r = xs + (size_t)((wn * TN + j) * 8 + g) * KS + kk;
+                const uint32_t b0 = lds32(r), b1 = lds32(r + 8);
+#pragma unroll
+                for (int i = 0; i < TM; ++i) mma_16816(acc[i][j], a[i], b0, b1);
+            }
+        }
+        __syncthreads();
+    }
+    float* mine = out_s + (size_t)wk * BM * (BN + 1);
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int m = (wm * TM + i) * 16 + g, n = (wn * TN + j) * 8 + t2;
+            mine[m * (BN + 1) + n] = acc[i][j][0];
+            mine[m * (BN + 1) + n + 1] = acc[i][j][1];
+            mine[(m + 8) * (BN + 1) + n] = acc[i][j][2];
+            mine[(m + 8) * (BN + 1) + n + 1] = acc[i][j][3];
+        }
+    __syncthreads();
+    const int mcount = min(BM, M - m0);
+    for (int e = tid; e < BM * BN; e += kPrepThreads) {
+        const int mm = e % BM, pp = e / BM;
+        if (pp >= npx || mm >= mcount) continue;
+        float v = 0.f;
+#pragma unroll
+        for (int z = 0; z < GK; ++z) v += out_s[((size_t)z * BM + mm) * (BN + 1) + pp];
+        const int m = m0 + mm;
+        const int k = (m >= Cp) + (m >= 2 * Cp) + (m >= 3 * Cp), c = m - k * Cp;
+        xdbl[(((size_t)b * kDirs + k) * L + seq_s[k * BN + pp]) * Cp + c] = v;
+    }
+}
+
+template <int TM, int TN, int GM, int GN, int GK>
+vmk_status_t launch_prep_mma(const __half* x, const __half* wx, int B, int D, int H, int W, int C, int Cp, int KC,
+                             __half* xt, float* xdbl, cudaStream_t stream)
+{
+    constexpr MmaPrepTile t{TM, TN, GM, GN, GK};
+    auto kernel = ss2d_prep_mma_kernel<TM, TN, GM, GN, GK>;
+    const size_t smem = mma_prep_smem(t, KC);
+    if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
+    const int L = H * W, M = kDirs * Cp;
+    kernel<<<dim3((L + t.bn() - 1) / t.bn(), (M + t.bm() - 1) / t.bm(), B), kPrepThreads, smem, stream>>>(
+        x, wx, D, H, W, C, Cp, KC, xt, xdbl);
+    return launch_status();
+}
+
 // ------------------------------------------------------------------------------------------------
 // 2. scan
 struct ScanParams {
@@ -250,13 +430,134 @@ __device__ __forceinline__ float dt_of(const float* row, const float* wdt, const
     return v;
 }
 
+// The dt of a lane's channel for T consecutive staged steps: dt[q] = bias + W_dt[r] . dt_low(step q).
+// Two implementations with one interface, chosen per launch (scan kernel template DT_MMA):
+//   DtSimt: the W_dt row in registers, 2 FMAs per rank and step (CUDA cores).
+//   DtMma (float16 I/O, tiles of 8..64): the warp's 32 channels x T steps as one tensor-core
+//     product, (32 x R) W_dt @ (R x 16) dt_low, mma.sync m16n8k16. W_dt is float16 (exact); dt_low is
+//     float32 and is fed as hi + lo float16 halves (two products), so dt keeps float32 accuracy. The
+//     accumulator fragments (channel = row, step = column) are transposed to lane = channel through a
+//     per-warp shared-memory tile. This replaces 2R instructions per element by about 8 / (R / 16).
+template <typename T, int RREG>
+struct DtSimt {
+    static constexpr int RP = RREG > 0 ? RREG : 1;
+    float w[RP];
+    const T* wg;
+    float bias;
+    int R;
+    __device__ __forceinline__ void init(const T* wdt, int k, int dc, int /*dwarp*/, int D, int R_, float bias_)
+    {
+        R = R_;
+        bias = bias_;
+        wg = wdt + ((size_t)k * D + dc) * R;
+#pragma unroll
+        for (int q = 0; q < RP; ++q) w[q] = (RREG > 0 && q < R) ? to_f32(wg[q]) : 0.f;
+    }
+    __device__ __forceinline__ void window(const float* rows, int Cp, float* scratch, float* dt) const
+    {
+#pragma unroll
+        for (int q = 0; q < kSteps; ++q) dt[q] = dt_of<T, RREG>(rows + q * Cp, w, wg, bias, R);
+    }
+};
+
+constexpr int kDtTileStride = 36;  // [step][36] floats: the fragment stores hit 32 distinct banks
+constexpr int kDtScratch = kSteps * kDtTileStride;  // floats per warp
+
+__device__ __forceinline__ uint32_t half2_bits(__half2 v) { return *reinterpret_cast<uint32_t*>(&v); }
+
+template <int RREG>
+struct DtMma {
+    // A tile of 8 ranks is one k16 step whose upper 8 columns are zero (not loaded: the staged rows
+    // are only 8 floats wide there).
+    static constexpr int KT = (RREG + 15) / 16;
+    static_assert(RREG == 8 || (RREG % 16 == 0 && KT >= 1), "tensor-core dt needs a tile of 8 or 16..64 ranks");
+    uint32_t a[2][KT][4];  // A fragments: W_dt rows of the warp's channels 0-15 and 16-31
+    float bias;
+    __device__ __forceinline__ void init(const __half* wdt, int k, int /*dc*/, int dwarp, int D, int R, float bias_)
+    {
+        bias = bias_;
+        const int lane = threadIdx.x & 31, g = lane >> 2, t2 = (lane & 3) * 2;
+        const __half* wk = wdt + (size_t)k * D * R;  // direction k's [D][R]
+        const __half zero = __float2half_rn(0.f);
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const int c0 = min(dwarp + i * 16 + g, D - 1), c1 = min(c0 + 8, D - 1);
+#pragma unroll
+            for (int kt = 0; kt < KT; ++kt) {
+                const int col = kt * 16 + t2;
+                auto pair = [&](int ch, int cc) {
+                    const __half lo = cc < R ? wk[(size_t)ch * R + cc] : zero;
+                    const __half hi = cc + 1 < R ? wk[(size_t)ch * R + cc + 1] : zero;
+                    return half2_bits(__halves2half2(lo, hi));
+                };
+                a[i][kt][0] = pair(c0, col);
+                a[i][kt][1] = pair(c1, col);
+                a[i][kt][2] = pair(c0, col + 8);
+                a[i][kt][3] = pair(c1, col + 8);
+            }
+        }
+    }
+    __device__ __forceinline__ void window(const float* rows, int Cp, float* scratch, float* dt) const
+    {
+        const int lane = threadIdx.x & 31, g = lane >> 2, t2 = (lane & 3) * 2;
+        float c[2][2][4];
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int j = 0; j < 2; ++j)
+#pragma unroll
+                for (int q = 0; q < 4; ++q) c[i][j][q] = 0.f;
+#pragma unroll
+        for (int kt = 0; kt < KT; ++kt) {
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+                const float* row = rows + (j * 8 + g) * Cp + kt * 16 + t2;
+                const float2 v0 = *reinterpret_cast<const float2*>(row);
+                const float2 v1 = RREG == 8 ? make_float2(0.f, 0.f) : *reinterpret_cast<const float2*>(row + 8);
+                const __half2 h0 = __floats2half2_rn(v0.x, v0.y), h1 = __floats2half2_rn(v1.x, v1.y);
+                const float2 f0 = __half22float2(h0), f1 = __half22float2(h1);
+                const __half2 l0 = __floats2half2_rn(v0.x - f0.x, v0.y - f0.y);
+                const __half2 l1 = __floats2half2_rn(v1.x - f1.x, v1.y - f1.y);
+#pragma unroll
+                for (int i = 0; i < 2; ++i) {
+                    mma_16816(c[i][j], a[i][kt], half2_bits(h0), half2_bits(h1));
+                    mma_16816(c[i][j], a[i][kt], half2_bits(l0), half2_bits(l1));
+                }
+            }
+        }
+        __syncwarp();  // the previous window's readers are done with the tile
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+                const int ch = i * 16 + g, st = j * 8 + t2;
+                scratch[st * kDtTileStride + ch] = c[i][j][0];
+                scratch[(st + 1) * kDtTileStride + ch] = c[i][j][1];
+                scratch[st * kDtTileStride + ch + 8] = c[i][j][2];
+                scratch[(st + 1) * kDtTileStride + ch + 8] = c[i][j][3];
+            }
+        __syncwarp();
+#pragma unroll
+        for (int q = 0; q < kSteps; ++q) dt[q] = scratch[q * kDtTileStride + lane] + bias;
+    }
+};
+
+template <typename T, int RREG, bool DT_MMA> struct DtSource { using type = DtSimt<T, RREG>; };
+template <int RREG> struct DtSource<__half, RREG, true> { using type = DtMma<RREG>; };
+
+// Whether the tensor-core dt applies: float16 I/O and a register tile of 8 or whole 16-rank steps
+// (the staged rows then hold at least the tile's columns; see xdbl_stride).
+__host__ __device__ constexpr bool dt_mma_fits(bool half_io, int rreg)
+{
+    return half_io && (rreg == 8 || (rreg >= 16 && rreg % 16 == 0));
+}
+
 // One step of the selective scan from state h (N states) with readout: delta = softplus(dt),
 // h = exp(delta A) h + delta u B, returns y = C . h.
-template <typename T, int NMAX, int RREG>
-__device__ __forceinline__ float scan_step(const float* row, float u, const float* wdt, const T* wdt_g, float bias,
-                                           const float* A2, int R, int N, float* h)
+template <int NMAX>
+__device__ __forceinline__ float scan_step(const float* row, float u, float dt, const float* A2, int R, int N, float* h)
 {
-    const float delta = softplus_f32(dt_of<T, RREG>(row, wdt, wdt_g, bias, R));
+    const float delta = softplus_f32(dt);
     const float du = delta * u;
     float y = 0.f;
 #pragma unroll
@@ -271,17 +572,16 @@ __device__ __forceinline__ float scan_step(const float* row, float u, const floa
 
 // One thread's T steps of a chunk slot (d_state 1) from a zero state: local states and decays.
 // FULL: every step lies inside the sequence (all windows but the last), so nothing is guarded.
-template <typename T, int RREG, bool FULL>
+template <bool FULL>
 __device__ __forceinline__ void chunk_local(const float* xd_s, int Cp, int R, int s0, int cnt, const float* u,
-                                            const float* wdt, const T* wdt_g, float bias, float A2,
-                                            float* hl, float* Pl, float& h, float& P)
+                                            const float* dt, float A2, float* hl, float* Pl, float& h, float& P)
 {
     h = 0.f;
     P = 1.f;
 #pragma unroll
     for (int q = 0; q < kSteps; ++q) {
         const float* row = xd_s + (s0 + q) * Cp;
-        const float delta = softplus_f32(dt_of<T, RREG>(row, wdt, wdt_g, bias, R));
+        const float delta = softplus_f32(dt[q]);
         float a = fast_exp2(delta * A2), bu = delta * u[q] * row[R];
         if (!FULL && s0 + q >= cnt) { a = 1.f; bu = 0.f; }
         h = fmaf(a, h, bu);
@@ -293,14 +593,15 @@ __device__ __forceinline__ void chunk_local(const float* xd_s, int Cp, int R, in
 
 // T steps of an unchunked scan from `carry`, and the prefetch of the next T inputs into unext.
 // FULL: the T steps and the T prefetched ones all lie inside the sequence (no guards).
-template <typename T, int NMAX, int RREG, bool FULL>
+template <typename T, int NMAX, bool FULL, typename Dt>
 __device__ __forceinline__ void unchunked_steps(const float* xd_s, const int* off_s, int Cp, int R, int N, int s0,
                                                 int cnt, int rest, const T* xl, typename Partial<T>::type* yl,
-                                                bool live, const float* wdt, const T* wdt_g, float bias,
-                                                const float* A2, float* carry, float* unext)
+                                                bool live, const Dt& dtp, float* scratch, const float* A2,
+                                                float* carry, float* unext)
 {
     using PT = typename Partial<T>::type;
-    float u[kSteps];
+    float u[kSteps], dt[kSteps];
+    dtp.window(xd_s + s0 * Cp, Cp, scratch, dt);
 #pragma unroll
     for (int q = 0; q < kSteps; ++q) u[q] = unext[q];
 #pragma unroll
@@ -308,14 +609,14 @@ __device__ __forceinline__ void unchunked_steps(const float* xd_s, const int* of
         unext[q] = (FULL || s0 + kSteps + q < rest) ? to_f32(xl[off_s[s0 + kSteps + q]]) : 0.f;
 #pragma unroll
     for (int q = 0; q < kSteps; ++q) {
-        const float y = scan_step<T, NMAX, RREG>(xd_s + (s0 + q) * Cp, u[q], wdt, wdt_g, bias, A2, R, N, carry);
+        const float y = scan_step<NMAX>(xd_s + (s0 + q) * Cp, u[q], dt[q], A2, R, N, carry);
         // steps past the end only occur in the last window; their state is never used
         const PT yv = from_f32<PT>(y);
         if (live && (FULL || s0 + q < cnt)) yl[off_s[s0 + q]] = yv;
     }
 }
 
-template <typename T, int NMAX, int RREG, bool CHUNKED>
+template <typename T, int NMAX, int RREG, bool CHUNKED, bool DT_MMA>
 __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX)) ss2d_chunk_scan_kernel(ScanParams p)
 {
     using PT = typename Partial<T>::type;
@@ -334,17 +635,16 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX)) ss2d_ch
     int* off_s = reinterpret_cast<int*>(xd_s + (size_t)window * Cp);  // [window + T] pixel offsets
     // CHUNKED chunk summaries: [GW][S][32] x (P, h) for d_state 1, x (sum of delta, h[N]) otherwise
     float* sum_s = reinterpret_cast<float*>(off_s + window + kSteps);
+    // DT_MMA: one dt transpose tile per warp, after the summaries (scan_smem_floats)
+    float* scratch = sum_s + (CHUNKED ? (size_t)p.GW * S * 32 * (NMAX == 1 ? 2 : NMAX + 1) : 0) +
+                     (size_t)warp * kDtScratch;
 
     const int r = k * p.D + dc;
     float A2[NMAX];
 #pragma unroll
     for (int n = 0; n < NMAX; ++n) A2[n] = n < N ? -expf(p.A_logs[(size_t)r * N + n]) * kLog2e : 0.f;
-    const float bias = p.dt_bias[r];
-    constexpr int RP = RREG > 0 ? RREG : 1;
-    const T* wdt_g = static_cast<const T*>(p.wdt) + (size_t)r * R;
-    float wdt[RP];
-#pragma unroll
-    for (int q = 0; q < RP; ++q) wdt[q] = (RREG > 0 && q < R) ? to_f32(wdt_g[q]) : 0.f;
+    typename DtSource<T, RREG, DT_MMA>::type dtp;
+    dtp.init(static_cast<const T*>(p.wdt), k, dc, d - lane, p.D, R, p.dt_bias[r]);
 
     // 32-bit element offsets within one image's [L][D] plane (checked on launch)
     const T* xtb = static_cast<const T*>(p.xt) + (size_t)b * L * p.D + dc;
@@ -397,9 +697,10 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX)) ss2d_ch
             float u[kSteps];
 #pragma unroll
             for (int q = 0; q < kSteps; ++q) u[q] = (full || s0 + q < cnt) ? to_f32(xtb[off_s[s0 + q]]) : 0.f;
-            float h, P, hl[kSteps], Pl[kSteps];
-            if (full) chunk_local<T, RREG, true>(xd_s, Cp, R, s0, cnt, u, wdt, wdt_g, bias, A2[0], hl, Pl, h, P);
-            else chunk_local<T, RREG, false>(xd_s, Cp, R, s0, cnt, u, wdt, wdt_g, bias, A2[0], hl, Pl, h, P);
+            float h, P, hl[kSteps], Pl[kSteps], dt[kSteps];
+            dtp.window(xd_s + s0 * Cp, Cp, scratch, dt);
+            if (full) chunk_local<true>(xd_s, Cp, R, s0, cnt, u, dt, A2[0], hl, Pl, h, P);
+            else chunk_local<false>(xd_s, Cp, R, s0, cnt, u, dt, A2[0], hl, Pl, h, P);
             float* mine = sum_s + ((size_t)(gw * S + slot) * 32 + lane) * 2;
             mine[0] = P;
             mine[1] = h;
@@ -424,14 +725,15 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX)) ss2d_ch
             float u[kSteps];
 #pragma unroll
             for (int q = 0; q < kSteps; ++q) u[q] = s0 + q < cnt ? to_f32(xtb[off_s[s0 + q]]) : 0.f;
-            float h[NMAX], dsum = 0.f;
+            float h[NMAX], dsum = 0.f, dt[kSteps];
+            dtp.window(xd_s + s0 * Cp, Cp, scratch, dt);  // once for both passes
 #pragma unroll
             for (int n = 0; n < NMAX; ++n) h[n] = 0.f;
 #pragma unroll
             for (int q = 0; q < kSteps; ++q) {
                 if (s0 + q >= cnt) break;  // uniform per warp: the slot's steps past the end
                 const float* row = xd_s + (s0 + q) * Cp;
-                const float delta = softplus_f32(dt_of<T, RREG>(row, wdt, wdt_g, bias, R));
+                const float delta = softplus_f32(dt[q]);
                 const float du = delta * u[q];
                 dsum += delta;
 #pragma unroll
@@ -461,7 +763,7 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX)) ss2d_ch
 #pragma unroll
             for (int q = 0; q < kSteps; ++q) {
                 if (s0 + q >= cnt) break;
-                const float y = scan_step<T, NMAX, RREG>(xd_s + (s0 + q) * Cp, u[q], wdt, wdt_g, bias, A2, R, N, hin);
+                const float y = scan_step<NMAX>(xd_s + (s0 + q) * Cp, u[q], dt[q], A2, R, N, hin);
                 const PT yv = from_f32<PT>(y);
                 if (live) ysb[off_s[s0 + q]] = yv;
             }
@@ -471,11 +773,11 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX)) ss2d_ch
             // whose steps and prefetch all lie inside the sequence run without any guard.
             for (int s0 = 0; s0 < cnt; s0 += kSteps) {
                 if (t0 + s0 + 2 * kSteps <= L)
-                    unchunked_steps<T, NMAX, RREG, true>(xd_s, off_s, Cp, R, N, s0, cnt, L - t0, xl, yl, live, wdt,
-                                                         wdt_g, bias, A2, carry, unext);
+                    unchunked_steps<T, NMAX, true>(xd_s, off_s, Cp, R, N, s0, cnt, L - t0, xl, yl, live, dtp, scratch,
+                                                   A2, carry, unext);
                 else
-                    unchunked_steps<T, NMAX, RREG, false>(xd_s, off_s, Cp, R, N, s0, cnt, L - t0, xl, yl, live, wdt,
-                                                          wdt_g, bias, A2, carry, unext);
+                    unchunked_steps<T, NMAX, false>(xd_s, off_s, Cp, R, N, s0, cnt, L - t0, xl, yl, live, dtp, scratch,
+                                                    A2, carry, unext);
             }
         }
     }
@@ -566,14 +868,78 @@ __global__ void __launch_bounds__(kMergeThreads) ss2d_merge_kernel(const typenam
 // ------------------------------------------------------------------------------------------------
 // host
 
-template <typename T, int NMAX, int RREG, bool CHUNKED>
+// Prep tile choice: large tiles unless they would give fewer than 2 blocks per SM (few images, short
+// sequences), then small ones (SIMT 16 x 16; tensor cores 16 x 16 with the channel sum split 8 ways).
+inline bool prep_small_tiles(int B, int L, int M, const DeviceInfo& dev)
+{
+    return (long long)((L + kPrepPx - 1) / kPrepPx) * ((M + 63) / 64) * B < 2LL * dev.sms;
+}
+
+// Tuning and test knob: VMK_PREP_TILE = simt | large | small forces the float16 prep variant.
+inline const char* prep_override()
+{
+    const char* env = getenv("VMK_PREP_TILE");
+    return env && *env ? env : nullptr;
+}
+
+template <typename T>
+vmk_status_t launch_prep_simt(const T* x, const T* wx, int B, int D, int H, int W, int C, int Cp, T* xt, float* xdbl,
+                              cudaStream_t stream, bool small)
+{
+    const int L = H * W, M = kDirs * Cp;
+    if (small)
+        ss2d_prep_kernel<T, 16, 16><<<dim3((L + 15) / 16, (M + 15) / 16, B), kPrepThreads, 0, stream>>>(
+            x, wx, D, H, W, C, Cp, xt, xdbl);
+    else if (M <= 32)
+        ss2d_prep_kernel<T, 32, kPrepPx><<<dim3((L + kPrepPx - 1) / kPrepPx, 1, B), kPrepThreads, 0, stream>>>(
+            x, wx, D, H, W, C, Cp, xt, xdbl);
+    else
+        ss2d_prep_kernel<T, 64, kPrepPx><<<dim3((L + kPrepPx - 1) / kPrepPx, (M + 63) / 64, B), kPrepThreads, 0,
+                                            stream>>>(x, wx, D, H, W, C, Cp, xt, xdbl);
+    return launch_status();
+}
+
+vmk_status_t launch_prep(const float* x, const float* wx, int B, int D, int H, int W, int C, int Cp, float* xt,
+                         float* xdbl, cudaStream_t stream, const DeviceInfo& dev)
+{
+    // float32 stays on CUDA cores: float16 or TF32 operands would cost the float32 accuracy
+    return launch_prep_simt(x, wx, B, D, H, W, C, Cp, xt, xdbl, stream, prep_small_tiles(B, H * W, kDirs * Cp, dev));
+}
+
+vmk_status_t launch_prep(const __half* x, const __half* wx, int B, int D, int H, int W, int C, int Cp, __half* xt,
+                         float* xdbl, cudaStream_t stream, const DeviceInfo& dev)
+{
+    const int M = kDirs * Cp;
+    bool small = prep_small_tiles(B, H * W, M, dev);
+    if (const char* force = prep_override()) {
+        if (!strcmp(force, "simt")) return launch_prep_simt(x, wx, B, D, H, W, C, Cp, xt, xdbl, stream, small);
+        if (!strcmp(force, "large")) small = false;
+        if (!strcmp(force, "small")) small = true;
+    }
+    if (small) {  // the whole channel sum in one stage (up to 1024 channels): one round of loads
+        const int KC = D <= 1024 ? (D + 127) / 128 * 128 : 1024;
+        return launch_prep_mma<kMmaSmall.TM, kMmaSmall.TN, kMmaSmall.GM, kMmaSmall.GN, kMmaSmall.GK>(
+            x, wx, B, D, H, W, C, Cp, KC, xt, xdbl, stream);
+    }
+    // Channels per stage: all of them up to 128 (one round of loads), else 128 (the shared memory
+    // then still allows the 4 blocks per SM that the registers allow).
+    const int KC = D <= 128 ? (D + 15) / 16 * 16 : 128;
+    if (M <= 32)
+        return launch_prep_mma<kMmaRows32.TM, kMmaRows32.TN, kMmaRows32.GM, kMmaRows32.GN, kMmaRows32.GK>(
+            x, wx, B, D, H, W, C, Cp, KC, xt, xdbl, stream);
+    return launch_prep_mma<kMmaRows64.TM, kMmaRows64.TN, kMmaRows64.GM, kMmaRows64.GN, kMmaRows64.GK>(
+        x, wx, B, D, H, W, C, Cp, KC, xt, xdbl, stream);
+}
+
+template <typename T, int NMAX, int RREG, bool CHUNKED, bool DT_MMA>
 vmk_status_t launch_scan(const ScanParams& p, int B, cudaStream_t stream)
 {
-    auto kernel = ss2d_chunk_scan_kernel<T, NMAX, RREG, CHUNKED>;
+    auto kernel = ss2d_chunk_scan_kernel<T, NMAX, RREG, CHUNKED, DT_MMA>;
     const int S = CHUNKED ? p.S : 1;
     const int window = CHUNKED ? S * kSteps : kWindowSub * kSteps;
     const size_t sums = CHUNKED ? (size_t)p.GW * S * 32 * (NMAX == 1 ? 2 : NMAX + 1) : 0;
-    const size_t smem = ((size_t)window * p.Cp + window + kSteps + sums) * sizeof(float);
+    const size_t tiles = DT_MMA ? (size_t)p.GW * S * kDtScratch : 0;
+    const size_t smem = ((size_t)window * p.Cp + window + kSteps + sums + tiles) * sizeof(float);
     if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
     const int threads = 32 * p.GW * S;
     if (threads > scan_threads_max(CHUNKED, RREG, NMAX)) return VMK_ERR_UNSUPPORTED;
@@ -581,16 +947,25 @@ vmk_status_t launch_scan(const ScanParams& p, int B, cudaStream_t stream)
     return launch_status();
 }
 
+// dt on tensor cores wherever it applies (dt_mma_fits), unless `mma` is false (VMK_SCAN_DT=simt).
+template <typename T, int NMAX, int RREG, bool CHUNKED>
+vmk_status_t launch_scan_dt(const ScanParams& p, int B, cudaStream_t stream, bool mma)
+{
+    if constexpr (dt_mma_fits(std::is_same<T, __half>::value, RREG))
+        if (mma) return launch_scan<T, NMAX, RREG, CHUNKED, true>(p, B, stream);
+    return launch_scan<T, NMAX, RREG, CHUNKED, false>(p, B, stream);
+}
+
 template <typename T, int NMAX, bool CHUNKED>
-vmk_status_t launch_scan_rank(const ScanParams& p, int B, cudaStream_t stream)
+vmk_status_t launch_scan_rank(const ScanParams& p, int B, cudaStream_t stream, bool mma)
 {
     switch (rank_regs(p.R)) {
-    case 8: return launch_scan<T, NMAX, 8, CHUNKED>(p, B, stream);
-    case 16: return launch_scan<T, NMAX, 16, CHUNKED>(p, B, stream);
-    case 32: return launch_scan<T, NMAX, 32, CHUNKED>(p, B, stream);
-    case 48: return launch_scan<T, NMAX, 48, CHUNKED>(p, B, stream);
-    case 64: return launch_scan<T, NMAX, 64, CHUNKED>(p, B, stream);
-    default: return launch_scan<T, NMAX, 0, CHUNKED>(p, B, stream);
+    case 8: return launch_scan_dt<T, NMAX, 8, CHUNKED>(p, B, stream, mma);
+    case 16: return launch_scan_dt<T, NMAX, 16, CHUNKED>(p, B, stream, mma);
+    case 32: return launch_scan_dt<T, NMAX, 32, CHUNKED>(p, B, stream, mma);
+    case 48: return launch_scan_dt<T, NMAX, 48, CHUNKED>(p, B, stream, mma);
+    case 64: return launch_scan_dt<T, NMAX, 64, CHUNKED>(p, B, stream, mma);
+    default: return launch_scan_dt<T, NMAX, 0, CHUNKED>(p, B, stream, mma);
     }
 }
 
@@ -606,20 +981,9 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
     float* xdbl = reinterpret_cast<float*>(base + lay.xdbl);
     auto* ys = reinterpret_cast<typename Partial<T>::type*>(base + lay.ys);
 
-    const int M = kDirs * Cp;
-    const T* xin = static_cast<const T*>(a->x);
-    const T* wx = static_cast<const T*>(a->x_proj_weight);
-    const long long big_blocks = (long long)((L + kPrepPx - 1) / kPrepPx) * ((M + 63) / 64) * B;
-    if (big_blocks < 2LL * dev.sms)  // few images, short sequences: small tiles for parallelism
-        ss2d_prep_kernel<T, 16, 16><<<dim3((L + 15) / 16, (M + 15) / 16, B), kPrepThreads, 0, stream>>>(
-            xin, wx, D, H, W, C, Cp, xt, xdbl);
-    else if (M <= 32)
-        ss2d_prep_kernel<T, 32, kPrepPx><<<dim3((L + kPrepPx - 1) / kPrepPx, 1, B), kPrepThreads, 0, stream>>>(
-            xin, wx, D, H, W, C, Cp, xt, xdbl);
-    else
-        ss2d_prep_kernel<T, 64, kPrepPx><<<dim3((L + kPrepPx - 1) / kPrepPx, (M + 63) / 64, B), kPrepThreads, 0,
-                                            stream>>>(xin, wx, D, H, W, C, Cp, xt, xdbl);
-    if (launch_status() != VMK_OK) return VMK_ERR_CUDA;
+    const vmk_status_t prep = launch_prep(static_cast<const T*>(a->x), static_cast<const T*>(a->x_proj_weight), B, D,
+                                          H, W, C, Cp, xt, xdbl, stream, dev);
+    if (prep != VMK_OK) return prep;
 
     // Chunk slots only where rows are too few to keep ~4 warps per SM busy: the unchunked scan does
     // fewer instructions per step (no fix-up pass), so it wins whenever it has the parallelism
@@ -643,10 +1007,13 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
         if (groups32 % g == 0) GW = g;
     ScanParams p{xt, xdbl, a->dt_projs_weight, a->dt_projs_bias, a->A_logs, ys,
                  D, H, W, N, R, Cp, S, GW, (groups32 + GW - 1) / GW};
+    // Tuning and test knob: VMK_SCAN_DT=simt keeps dt on CUDA cores where tensor cores would apply.
+    const char* dt_env = getenv("VMK_SCAN_DT");
+    const bool mma = !(dt_env && !strcmp(dt_env, "simt"));
     vmk_status_t st;
-    if (N == 1) st = S > 1 ? launch_scan_rank<T, 1, true>(p, B, stream) : launch_scan_rank<T, 1, false>(p, B, stream);
-    else st = S > 1 ? launch_scan_rank<T, kMaxDState, true>(p, B, stream)
-                    : launch_scan_rank<T, kMaxDState, false>(p, B, stream);
+    if (N == 1) st = S > 1 ? launch_scan_rank<T, 1, true>(p, B, stream, mma) : launch_scan_rank<T, 1, false>(p, B, stream, mma);
+    else st = S > 1 ? launch_scan_rank<T, kMaxDState, true>(p, B, stream, mma)
+                    : launch_scan_rank<T, kMaxDState, false>(p, B, stream, mma);
     if (st != VMK_OK) return st;
 
     const dim3 mgrid((L + 63) / 64, (D + 31) / 32, B);

@@ -227,6 +227,12 @@ QUARTERMAP_CASES = [  # (B, C, H, W, stride, keep)
     (3, 4, 10, 11, 3, 2),
     (2, 3, 5, 9, 4, 4),
     (1, 1, 1, 1, 2, 1),
+    # widths whose outputs run in 16-, 8-, 4- and 2-byte stores (down / up): 28 / 56, 14 / 28,
+    # 16x24 / 32x48, and 20 / 30 columns with stride 3 keep 2
+    (2, 6, 56, 56, 2, 1),
+    (2, 8, 28, 28, 2, 1),
+    (1, 4, 32, 48, 2, 1),
+    (1, 3, 16, 30, 3, 2),
 ]
 
 
@@ -245,6 +251,13 @@ def test_quartermap_matches_reference(case, dtype):
     assert torch.equal(up, up_want)
     assert torch.equal(torch.ops.vmamba.quartermap_down(x, stride, keep), want)
     assert torch.equal(torch.ops.vmamba.quartermap_up(out, x), up_want)
+    # an output that starts one element past an aligned address takes the narrower stores
+    shifted = torch.full((want.numel() + 1,), float("nan"), device=DEV, dtype=dtype)[1:].view(want.shape)
+    kernels.quartermap_down(x, stride, keep, out=shifted)
+    assert torch.equal(shifted, want)
+    shifted_up = torch.full((x.numel() + 1,), float("nan"), device=DEV, dtype=dtype)[1:].view(x.shape)
+    kernels.quartermap_up(out, x, out=shifted_up)
+    assert torch.equal(shifted_up, up_want)
 
 
 def test_bad_arguments_are_refused():

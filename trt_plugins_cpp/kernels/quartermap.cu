@@ -1,6 +1,8 @@
 // QuarterMapDown / QuarterMapUp: one pass each. Flattened over a block of whole output rows, four
-// elements per thread, so narrow maps (7 columns) keep every lane busy; the index divisions are
-// multiply-high (no 64-bit divides).
+// runs of V consecutive outputs per thread, so narrow maps (7 columns) keep every lane busy; the
+// index divisions are multiply-high (no 64-bit divides). V is the widest run of at most 16 bytes
+// that divides the output width: each run is gathered from one input row and stored as one
+// V-element access (the stores are most of the bytes: 4/5 of them for up).
 #include "common.cuh"
 
 namespace vmk {
@@ -32,9 +34,16 @@ struct QmParams {
     int stride, keep;      // down only
 };
 
-template <typename T, bool UP>
+template <int BYTES> struct VecOf;
+template <> struct VecOf<2> { using type = unsigned short; };
+template <> struct VecOf<4> { using type = unsigned int; };
+template <> struct VecOf<8> { using type = uint2; };
+template <> struct VecOf<16> { using type = uint4; };
+
+template <typename T, bool UP, int V>
 __global__ void __launch_bounds__(kQmThreads) quartermap_kernel(QmParams p)
 {
+    using Vec = typename VecOf<V * sizeof(T)>::type;
     const long long r0 = (long long)blockIdx.x * p.rows_per_block;
     const int nrows = (int)min((long long)p.rows_per_block, p.rows - r0);
     const int count = nrows * p.out_w;
@@ -43,33 +52,60 @@ __global__ void __launch_bounds__(kQmThreads) quartermap_kernel(QmParams p)
     const uint32_t bc0 = p.by_out_h.div((uint32_t)r0), i0 = (uint32_t)r0 - bc0 * (uint32_t)p.out_h;
 #pragma unroll
     for (int q = 0; q < kQmPerThread; ++q) {
-        const int n = threadIdx.x + q * kQmThreads + (int)blockIdx.y * kQmThreads * kQmPerThread;
+        // first output of this thread's run (runs never cross a row: V divides out_w)
+        const int n = (threadIdx.x + q * kQmThreads + (int)blockIdx.y * kQmThreads * kQmPerThread) * V;
         if (n >= count) break;
         const uint32_t lr = p.by_out_w.div((uint32_t)n);
         const uint32_t oj = (uint32_t)n - lr * p.out_w;
         const uint32_t ri = i0 + lr;                 // rows since the first plane of this block
         const uint32_t dbc = p.by_out_h.div(ri);
         const uint32_t oi = ri - dbc * p.out_h;
-        uint32_t ii, jj;
+        uint32_t ii;
         if (UP) {
             ii = p.by_out_h_map.div(oi * (uint32_t)p.in_h);
-            jj = p.by_out_w_map.div(oj * (uint32_t)p.in_w);
         } else {
-            const uint32_t qi = p.by_keep.div(oi), qj = p.by_keep.div(oj);
+            const uint32_t qi = p.by_keep.div(oi);
             ii = qi * p.stride + (oi - qi * p.keep);
-            jj = qj * p.stride + (oj - qj * p.keep);
         }
-        const size_t src = ((size_t)(bc0 + dbc) * p.in_h + ii) * p.in_w + jj;
-        y[n] = x[src];
+        const T* src = x + ((size_t)(bc0 + dbc) * p.in_h + ii) * p.in_w;
+        Vec out;
+        T* ov = reinterpret_cast<T*>(&out);
+#pragma unroll
+        for (int v = 0; v < V; ++v) {
+            const uint32_t o = oj + v;
+            uint32_t jj;
+            if (UP) {
+                jj = p.by_out_w_map.div(o * (uint32_t)p.in_w);
+            } else {
+                const uint32_t qj = p.by_keep.div(o);
+                jj = qj * p.stride + (o - qj * p.keep);
+            }
+            ov[v] = src[jj];
+        }
+        *reinterpret_cast<Vec*>(y + n) = out;
     }
+}
+
+template <typename T, bool UP>
+void launch_quartermap_vec(const QmParams& p, dim3 grid, int V, cudaStream_t stream)
+{
+    if constexpr (sizeof(T) == 2)
+        if (V == 8) return quartermap_kernel<T, UP, 8><<<grid, kQmThreads, 0, stream>>>(p);
+    if (V == 4) quartermap_kernel<T, UP, 4><<<grid, kQmThreads, 0, stream>>>(p);
+    else if (V == 2) quartermap_kernel<T, UP, 2><<<grid, kQmThreads, 0, stream>>>(p);
+    else quartermap_kernel<T, UP, 1><<<grid, kQmThreads, 0, stream>>>(p);
 }
 
 
 vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, bool up, cudaStream_t stream)
 {
-    // whole output rows per block, about kQmThreads * kQmPerThread elements (more for wide rows:
+    // run length: the widest of at most 16 bytes that divides the output width
+    const int esize = dtype == VMK_FLOAT16 ? 2 : 4;
+    int V = 16 / esize;
+    while (V > 1 && (p.out_w % V != 0 || reinterpret_cast<uintptr_t>(p.y) % (V * esize) != 0)) V /= 2;
+    // whole output rows per block, about kQmThreads * kQmPerThread runs (more for wide rows:
     // then blockIdx.y splits a block's rows into pieces of that size)
-    const int per_piece = kQmThreads * kQmPerThread;
+    const int per_piece = kQmThreads * kQmPerThread * V;
     p.rows_per_block = p.out_w >= per_piece ? 1 : per_piece / p.out_w;
     const long long blocks = (p.rows + p.rows_per_block - 1) / p.rows_per_block;
     const long long count = (long long)p.rows_per_block * p.out_w;
@@ -84,11 +120,11 @@ vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, bool up, cudaStrea
     p.by_keep = make_fastdiv(p.keep > 0 ? p.keep : 1);
     const dim3 grid((unsigned)blocks, (unsigned)pieces);
     if (dtype == VMK_FLOAT16) {
-        if (up) quartermap_kernel<__half, true><<<grid, kQmThreads, 0, stream>>>(p);
-        else quartermap_kernel<__half, false><<<grid, kQmThreads, 0, stream>>>(p);
+        if (up) launch_quartermap_vec<__half, true>(p, grid, V, stream);
+        else launch_quartermap_vec<__half, false>(p, grid, V, stream);
     } else {
-        if (up) quartermap_kernel<float, true><<<grid, kQmThreads, 0, stream>>>(p);
-        else quartermap_kernel<float, false><<<grid, kQmThreads, 0, stream>>>(p);
+        if (up) launch_quartermap_vec<float, true>(p, grid, V, stream);
+        else launch_quartermap_vec<float, false>(p, grid, V, stream);
     }
     return launch_status();
 }

@@ -40,6 +40,16 @@ template <> struct VecOf<4> { using type = unsigned int; };
 template <> struct VecOf<8> { using type = uint2; };
 template <> struct VecOf<16> { using type = uint4; };
 
+// Input row / column of output row / column o: nearest (o * in / out) for up; for down, the o-th
+// kept one (keep of every stride).
+template <bool UP>
+__device__ __forceinline__ uint32_t source_of(const QmParams& p, uint32_t o, int in_len, const FastDiv& by_out_map)
+{
+    if (UP) return by_out_map.div(o * (uint32_t)in_len);
+    const uint32_t q = p.by_keep.div(o);
+    return q * p.stride + (o - q * p.keep);
+}
+
 template <typename T, bool UP, int V>
 __global__ void __launch_bounds__(kQmThreads) quartermap_kernel(QmParams p)
 {
@@ -60,28 +70,12 @@ __global__ void __launch_bounds__(kQmThreads) quartermap_kernel(QmParams p)
         const uint32_t ri = i0 + lr;                 // rows since the first plane of this block
         const uint32_t dbc = p.by_out_h.div(ri);
         const uint32_t oi = ri - dbc * p.out_h;
-        uint32_t ii;
-        if (UP) {
-            ii = p.by_out_h_map.div(oi * (uint32_t)p.in_h);
-        } else {
-            const uint32_t qi = p.by_keep.div(oi);
-            ii = qi * p.stride + (oi - qi * p.keep);
-        }
+        const uint32_t ii = source_of<UP>(p, oi, p.in_h, p.by_out_h_map);
         const T* src = x + ((size_t)(bc0 + dbc) * p.in_h + ii) * p.in_w;
         Vec out;
         T* ov = reinterpret_cast<T*>(&out);
 #pragma unroll
-        for (int v = 0; v < V; ++v) {
-            const uint32_t o = oj + v;
-            uint32_t jj;
-            if (UP) {
-                jj = p.by_out_w_map.div(o * (uint32_t)p.in_w);
-            } else {
-                const uint32_t qj = p.by_keep.div(o);
-                jj = qj * p.stride + (o - qj * p.keep);
-            }
-            ov[v] = src[jj];
-        }
+        for (int v = 0; v < V; ++v) ov[v] = src[source_of<UP>(p, oj + v, p.in_w, p.by_out_w_map)];
         *reinterpret_cast<Vec*>(y + n) = out;
     }
 }

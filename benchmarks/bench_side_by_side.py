@@ -408,7 +408,8 @@ def e2e_section(code, args, budget: Budget, results: dict, save) -> None:
                     else:
                         try:
                             with precision_flags(prec):
-                                m = bench_e2e.measure(ours, prec.dtype, batch, iters, args.image_size)
+                                # tf32=None: the runtime keeps the flags precision_flags set
+                                m = bench_e2e.measure(ours, prec.dtype, batch, iters, args.image_size, tf32=None)
                             row.update({"median_ms": m["median_ms"], "img_per_s": m["img_per_s"], "iters": iters,
                                         "finite": m["finite"]})
                         except Exception as exc:

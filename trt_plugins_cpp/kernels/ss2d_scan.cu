@@ -3,9 +3,11 @@
 //      pixel's projection does not depend on the direction's order), stored at each direction's
 //      own sequence index, [b][k][t][c], so that a scan block stages one contiguous slab; and x
 //      itself channels-last, [b][p][d], so that a warp whose lanes are 32 channels reads one
-//      coalesced line per step in every direction.
+//      coalesced line per step in every direction. Tensor cores for float16 I/O, CUDA cores for
+//      float32.
 //   2. scan: one block per (image, direction, channel groups); lanes = channels, so x_dbl is a
-//      shared-memory broadcast and W_dt[k, d, :] lives in registers. The only loop-carried
+//      shared-memory broadcast; dt = W_dt x_dbl[:R] per 16 steps on tensor cores (float16 I/O) or
+//      from a W_dt register tile (float32). The only loop-carried
 //      dependency is h = a * h + b; everything else of a step is independent work.
 //      Long sequences with few rows (small batch, early stages) are cut into S chunk slots of
 //      T steps per super-chunk: each warp scans its chunk from zero in registers, the block

@@ -223,3 +223,25 @@ def test_runtime_returns_the_feature_maps_of_a_backbone(tmp_path):
         err = float((g.double().cpu() - r.double()).norm() / r.double().norm())
         assert err < 1e-4, err
     rt.release()
+
+
+# ----------------------------------------------------------------------------- bench_export's variants
+def test_bench_export_variants_and_resolutions():
+    """The four export variants of docs/BACKBONES.md on a small backbone with 6 stage-2 blocks."""
+    import bench_export
+    from exporter.models.vmamba import VMambaBackbone
+
+    model = VMambaBackbone(depths=[1, 1, 6, 1], dims=8, ssm_d_state=1, ssm_ratio=1.0, forward_type="v05_noz",
+                           norm_layer="ln2d", downsample_version="v3", patchembed_version="v2", mlp_ratio=0.0)
+    names = list(model.ssm_layers())
+    every3 = [n for i, n in enumerate(names, 1) if i % 3 == 0 and not n.startswith("layers.0.")]  # the authors' rule
+    for variant, vmeanba, quartermap in (("plain", [], []), ("vmeanba", names[2:6], []),
+                                         ("quartermap", [], every3), ("compressed", names[2:6], every3)):
+        got = bench_export.compressed_variant(model, variant).ssm_layers()
+        assert [n for n, m in got.items() if m.vmeanba is not None] == vmeanba, variant
+        assert [n for n, m in got.items() if m.quartermap is not None] == quartermap, variant
+    assert all(m.vmeanba is None and m.quartermap is None for m in model.ssm_layers().values())  # copies
+    assert bench_export.parse_resolution("512x1024") == (512, 1024) and bench_export.parse_resolution("640") == (640, 640)
+    for bad in ("0", "512x", "axb", "1x2x3"):
+        with pytest.raises(Exception, match="bad resolution"):
+            bench_export.parse_resolution(bad)

@@ -42,12 +42,23 @@ start_oflex_build() {
 }
 
 # This project's kernel library (log: $OUT_DIR/kernels_build.log); exports VMAMBA_KERNELS_LIB.
-# Returns 1 when it did not build.
+# Returns 1 when it did not build. A folder configured before is only rebuilt (make reruns cmake when a
+# CMakeLists.txt changed); if that fails, the folder is configured afresh. (Configuring
+# trt_plugins_cpp/kernels a second time in the same folder fails: its standalone check
+# "if(NOT CMAKE_PROJECT_NAME)" finds the cached name and skips project(), so no language is enabled.)
+configure_kernel_library() {
+    cmake -S trt_plugins_cpp/kernels -B "$KERNELS_BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90-real
+}
 build_kernel_library() {
     step "build this project's kernel library (log: kernels_build.log)"
-    if ! { cmake -S trt_plugins_cpp/kernels -B "$KERNELS_BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90-real \
-            && cmake --build "$KERNELS_BUILD" -j "$JOBS" --target vmamba_kernels; } > "$OUT_DIR/kernels_build.log" 2>&1; then
-        tail -40 "$OUT_DIR/kernels_build.log"
+    local log="$OUT_DIR/kernels_build.log"
+    : > "$log"
+    if [ -f "$KERNELS_BUILD/CMakeCache.txt" ] \
+            && cmake --build "$KERNELS_BUILD" -j "$JOBS" --target vmamba_kernels >> "$log" 2>&1; then
+        echo "rebuilt in the configured folder $KERNELS_BUILD"
+    elif ! { rm -rf "$KERNELS_BUILD" && configure_kernel_library \
+             && cmake --build "$KERNELS_BUILD" -j "$JOBS" --target vmamba_kernels; } >> "$log" 2>&1; then
+        tail -40 "$log"
         echo "kernel library build FAILED"
         return 1
     fi

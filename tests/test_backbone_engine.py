@@ -32,7 +32,8 @@ PROFILE = "x:1x3x64x64,2x3x64x96,4x3x128x128"
 @pytest.fixture(scope="module")
 def compressed_export(tmp_path_factory):
     """VMeanba (literal reduced scan, so a VMeanbaScan node is there) on layers.2.blocks.0 and
-    QuarterMap on layers.2.blocks.1 (which keeps its SS2DScan on the reduced map), exported at 64x64 with dynamic batch/H/W (+ the .trt.onnx)."""
+    QuarterMap on layers.2.blocks.1 (which keeps its SS2DScan on the reduced map), exported at 64x64
+    with dynamic batch/H/W (+ the .trt.onnx)."""
     torch.manual_seed(0)
     model = VMambaBackbone(out_indices=(0, 1, 2, 3), **SMALL).eval()
     model = apply_quartermap(apply_vmeanba(model, ["layers.2.blocks.0"], folded=False), ["layers.2.blocks.1"])

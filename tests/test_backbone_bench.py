@@ -225,6 +225,31 @@ def test_runtime_returns_the_feature_maps_of_a_backbone(tmp_path):
     rt.release()
 
 
+@pytest.mark.gpu
+def test_runtime_tf32_none_keeps_the_process_flags():
+    """tf32=None (bench_backbone / bench_side_by_side at PyTorch's fp32 defaults): the flags the
+    caller set stay as they are; tf32=False still turns both off."""
+    from exporter.models import create_model
+    from exporter.runtime import kernel_status, prepare_runtime
+
+    ok, reason = kernel_status()
+    if not ok:
+        pytest.skip(reason)
+    model = create_model("vmamba_tiny_s1l8", features_only=True, depths=[1, 1, 2, 1], dims=32).eval()
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, False  # PyTorch's defaults
+        rt = prepare_runtime(model, dtype=torch.float32, batch_size=1, image_size=64, mode="eager", tf32=None)
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, False)
+        assert rt.config.tf32 is False  # matmul TF32, as in force
+        rt.release()
+        rt = prepare_runtime(model, dtype=torch.float32, batch_size=1, image_size=64, mode="eager", tf32=False)
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (False, False)
+        rt.release()
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 # ----------------------------------------------------------------------------- bench_export's variants
 def test_bench_export_variants_and_resolutions():
     """The four export variants of docs/BACKBONES.md on a small backbone with 6 stage-2 blocks."""

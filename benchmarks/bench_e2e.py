@@ -137,8 +137,8 @@ def measure(model, dtype, batch: int, iters: int, image_size: int, **runtime_kwa
                              clone_output=False, **runtime_kwargs)
         setup_s = time.perf_counter() - t0
         ms = time_replays(rt, iters)
-        out = rt.static_output
-        finite = bool(torch.isfinite(out).all())
+        out = rt.static_output  # a tensor, or a feature backbone's list of stage maps
+        finite = all(bool(torch.isfinite(o).all()) for o in (out if isinstance(out, (list, tuple)) else [out]))
         med = statistics.median(ms)
         q = statistics.quantiles(ms, n=10) if len(ms) >= 2 else [med] * 9
         return {"batch": batch, "median_ms": med, "p10_ms": q[0], "p90_ms": q[-1], "img_per_s": batch * 1000.0 / med,

@@ -394,6 +394,24 @@ def _stand_ins() -> dict[str, types.ModuleType]:
     return made
 
 
+def use_torch_cross_scan(models: types.ModuleType) -> types.ModuleType:
+    """Let the imported official models run on a CPU: their ``cross_scan_fn`` / ``cross_merge_fn``
+    open a ``torch.cuda.device`` context even for CPU tensors, which fails without CUDA. Replaces
+    those two entry points, in the imported module only, by calls of the same official
+    ``CrossScanF`` / ``CrossMergeF`` (its pure-PyTorch cross-scan) without that context; nothing
+    else of the official arithmetic is touched and no official file is changed. Returns ``models``."""
+    csm = sys.modules[f"{PACKAGE_NAME}.csm_triton"]
+
+    def cross_scan_cpu(x, in_channel_first=True, out_channel_first=True, one_by_one=False, scans=0, force_torch=False):
+        return csm.CrossScanF.apply(x, in_channel_first, out_channel_first, one_by_one, scans)
+
+    def cross_merge_cpu(y, in_channel_first=True, out_channel_first=True, one_by_one=False, scans=0, force_torch=False):
+        return csm.CrossMergeF.apply(y, in_channel_first, out_channel_first, one_by_one, scans)
+
+    models.cross_scan_fn, models.cross_merge_fn = cross_scan_cpu, cross_merge_cpu
+    return models
+
+
 def import_models(src: Path) -> types.ModuleType:
     """Import the official ``vmamba.py`` from the copy ``src`` as ``vmamba_official_models.vmamba``.
 
@@ -514,6 +532,18 @@ class OfficialCode:
             raise OfficialCodeError(f"the official vmamba.py has no factory {name!r}; it has: {', '.join(known)}")
         with torch.device(device):
             return factory().to(device).eval()
+
+
+    def backbone(self, config: dict, out_indices=(0, 1, 2, 3), device="cuda"):
+        """The official ``Backbone_VSSM`` (what the mmseg / mmdet configs wrap as ``MM_VSSM``) built
+        with the constructor arguments ``config`` (e.g. ``MODEL_CONFIGS[name].kwargs`` of this
+        project's registry, which mirror the official factories), random weights, on ``device``,
+        eval mode. Its forward returns the ``out_indices`` stage maps, channels-first."""
+        import torch
+
+        config = {**config, "drop_path_rate": 0.0}
+        with torch.device(device):
+            return self.models.Backbone_VSSM(out_indices=tuple(out_indices), **config).to(device).eval()
 
 
 def checkout_fingerprint(root: Path) -> str:

@@ -33,7 +33,10 @@ same function, checked by tests/test_runtime_gpu.py against the CPU float32 mode
 - TF32: off by default (``tf32=False`` sets ``torch.backends.cuda.matmul.allow_tf32`` and
   ``torch.backends.cudnn.allow_tf32`` to False, process-wide). ``tf32=True`` lets float32 GEMMs and
   convolutions use TF32 tensor cores: faster, but results then differ from float32 by ~1e-3
-  relative (10-bit mantissa products); parity bounds of 1e-4 no longer hold.
+  relative (10-bit mantissa products); parity bounds of 1e-4 no longer hold. ``tf32=None`` leaves
+  both flags as the process has them (e.g. PyTorch's defaults: cuDNN TF32 on, matmul TF32 off).
+- Feature backbones (``features_only=True``) return a list of stage maps; the runtime's output is
+  then that list (of static buffers in graph modes, cloned unless ``clone_output=False``).
 
 Without the CUDA kernels the custom ops fall back to the float32 reference in
 ``plugins/reference.py`` (correct, but orders of magnitude slower, and not capturable in a graph
@@ -210,7 +213,11 @@ class Runtime:
                              f"got {tuple(x.shape)}; prepare another runtime (or use mode='eager')")
         self.static_input.copy_(x)  # converts device, dtype and memory format
         self.graph.replay()
-        return self.static_output.clone() if self.clone_output else self.static_output
+        if not self.clone_output:
+            return self.static_output
+        if isinstance(self.static_output, (list, tuple)):  # a feature backbone's stage maps
+            return [t.clone() for t in self.static_output]
+        return self.static_output.clone()
 
     def release(self) -> None:
         """Free the graph and its memory pool."""
@@ -228,7 +235,7 @@ def prepare_runtime(
     mode: str = "graph",
     channels_last: bool | None = None,
     fast_linear: bool = True,
-    tf32: bool = False,
+    tf32: bool | None = False,
     cudnn_benchmark: bool | None = None,
     allow_reference: bool = False,
     inplace: bool = False,
@@ -252,7 +259,8 @@ def prepare_runtime(
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()
-    set_tf32(tf32)
+    if tf32 is not None:
+        set_tf32(tf32)
     if cudnn_benchmark is not None:  # process-wide: autotune cuDNN convolutions per input shape
         torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
     if channels_last is None:
@@ -270,7 +278,7 @@ def prepare_runtime(
     in_chans = _in_chans(model)
     forward = torch.compile(model, dynamic=False) if mode == "compile" else model
     cfg = RuntimeConfig(str(device), dtype, int(batch_size), hw, in_chans, mode, bool(channels_last),
-                        bool(fast_linear), bool(tf32), ok)
+                        bool(fast_linear), bool(torch.backends.cuda.matmul.allow_tf32), ok)
     return Runtime(model, forward, cfg, warmup=warmup, clone_output=clone_output)
 
 

@@ -10,7 +10,8 @@ extension) and the ``CrossScanF`` / ``CrossMergeF`` autograd functions. Its ``cr
 ``cross_merge_fn`` open a ``torch.cuda.device`` context even for CPU tensors, which fails without
 CUDA; this script replaces those two entry points, in the imported official module only, by calls
 of the same official ``CrossScanF`` / ``CrossMergeF`` without that context. Nothing else of the
-official arithmetic is touched and no official file is changed.
+official arithmetic is touched and no official file is changed
+(``benchmarks/official.py``'s ``use_torch_cross_scan``, also used by benchmarks/bench_backbone.py).
 
 Writes
 - ``tests/data/backbone_golden.pt`` (``torch.load(weights_only=True)``): for the v2 line (``v05_noz``,
@@ -62,17 +63,7 @@ FULL_SIZE = ("vmamba_tiny_s1l8", "vanilla_vmamba_tiny")
 
 def import_official(checkout: str):
     src = official.prepare_copy(checkout, REPO / "build" / "official-cpu")
-    models = official.import_models(src)
-    csm = sys.modules[f"{official.PACKAGE_NAME}.csm_triton"]
-
-    def cross_scan_cpu(x, in_channel_first=True, out_channel_first=True, one_by_one=False, scans=0, force_torch=False):
-        return csm.CrossScanF.apply(x, in_channel_first, out_channel_first, one_by_one, scans)
-
-    def cross_merge_cpu(y, in_channel_first=True, out_channel_first=True, one_by_one=False, scans=0, force_torch=False):
-        return csm.CrossMergeF.apply(y, in_channel_first, out_channel_first, one_by_one, scans)
-
-    models.cross_scan_fn, models.cross_merge_fn = cross_scan_cpu, cross_merge_cpu
-    return models
+    return official.use_torch_cross_scan(official.import_models(src))
 
 
 def perturbed_backbone(models, config: dict, seed: int = SEED):

@@ -43,9 +43,7 @@ start_oflex_build() {
 
 # This project's kernel library (log: $OUT_DIR/kernels_build.log); exports VMAMBA_KERNELS_LIB.
 # Returns 1 when it did not build. A folder configured before is only rebuilt (make reruns cmake when a
-# CMakeLists.txt changed); if that fails, the folder is configured afresh. (Configuring
-# trt_plugins_cpp/kernels a second time in the same folder fails: its standalone check
-# "if(NOT CMAKE_PROJECT_NAME)" finds the cached name and skips project(), so no language is enabled.)
+# CMakeLists.txt changed); if that fails, the folder is configured afresh.
 configure_kernel_library() {
     cmake -S trt_plugins_cpp/kernels -B "$KERNELS_BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90-real
 }

@@ -39,7 +39,7 @@ import torch
 
 from exporter.compress.calibration import CalibrationSet, load_calibration
 from exporter.compress.cost_model import (COMPRESSED_OPTIONS, OPTIONS, CostModel, CostModelUnavailable, Timer,
-                                          make_timer, measure_cost_model, option_specs, time_plan_ms)
+                                          make_timer, measure_cost_model, option_specs, time_plans_ms)
 from exporter.compress.layer_specs import every_kth_layers, parse_layer_spec
 from exporter.compress.selection import (DEFAULT_MAX_DROP, CalibratedEvaluator, _progress, check_budget,
                                          select_vmeanba_layers, vmeanba_specs)
@@ -115,7 +115,8 @@ class PlanResult:
     cost_from_cache: bool
     predicted_ms: float
     predicted_speedup: float
-    measured_ms: float | None         # the chosen plan timed on the cost model's backend (None: not measured)
+    measured_baseline_ms: float | None  # the uncompressed model and the chosen plan timed side by side on the
+    measured_ms: float | None           # cost model's backend after planning (None: not measured)
     measured_speedup: float | None
     considered: list[dict]            # [{"kind", "label", "plan", "drop", "predicted_speedup"}]
     steps: list[str]                  # what the back-off and the upgrades did
@@ -155,7 +156,8 @@ class PlanResult:
 def plan_compression(model, calibration, max_drop: float | None = None, *, goal: str = "fastest",
                      cost: CostModel | None = None, timer: Timer | None = None, backend: str = "auto",
                      batch: int = 1, precision: str = "fp32", resolution=None, iters: int = 10, warmup: int = 2,
-                     per_block: bool = False, cache_dir=None, use_cache: bool = True, metric: str = "auto",
+                     per_block: bool = False, rounds: int | None = None, cache_dir=None, use_cache: bool = True,
+                     metric: str = "auto",
                      variant: str = "all-rows", folded: bool | None = None, stride: int | None = None,
                      keep: int | None = None, candidates="all", family: str | None = None, batch_size: int = 64,
                      device: str | None = None, sweep: bool = True, measure: bool = True, progress: bool = False,
@@ -167,8 +169,8 @@ def plan_compression(model, calibration, max_drop: float | None = None, *, goal:
     can be measured here. max_drop: in the metric's units (default DEFAULT_MAX_DROP). candidates: a
     layer spec limiting the blocks the plan may compress. device: where the calibration passes run
     (default: cuda when the project's GPU runtime works, else cpu). sweep: also measure knapsack
-    plans at a sweep of budgets (the Pareto plot). measure: time the chosen plan. The model is not
-    modified.
+    plans at a sweep of budgets (the Pareto plot). measure: time the chosen plan and the
+    uncompressed model side by side (``rounds`` as the cost model). The model is not modified.
     """
     if goal not in PLAN_GOALS:
         raise ValueError(f"unknown plan goal {goal!r}; choose one of {PLAN_GOALS}")
@@ -191,7 +193,8 @@ def plan_compression(model, calibration, max_drop: float | None = None, *, goal:
         if cost is None:
             timer = timer or make_timer(backend, batch, precision, resolution, iters, warmup)
             cost = measure_cost_model(model, timer, vmeanba=vm_of, quartermap=qm, per_block=per_block,
-                                      cache_dir=cache_dir, use_cache=use_cache, progress=progress)
+                                      cache_dir=cache_dir, use_cache=use_cache, rounds=rounds,
+                                      progress=progress)
         if cost.layers != all_names:
             raise ValueError(f"the cost model covers {cost.layers}, not this model's layers {all_names}")
         if device is None:
@@ -201,14 +204,14 @@ def plan_compression(model, calibration, max_drop: float | None = None, *, goal:
         evaluator = CalibratedEvaluator(model, cal, metric, batch_size, progress, device=device)
         check_budget(evaluator.metric, max_drop)
         return _plan(model, evaluator, cost, timer, names, vm_of, qm, max_drop, goal, variant, sweep, measure,
-                     progress, start)
+                     rounds, progress, start)
     finally:
         torch.set_flush_denormal(False)
         torch.set_num_threads(previous_threads)
 
 
-def _plan(model, evaluator, cost, timer, names, vm_of, qm, max_drop, goal, variant, sweep, measure, progress,
-          start) -> PlanResult:
+def _plan(model, evaluator, cost, timer, names, vm_of, qm, max_drop, goal, variant, sweep, measure, rounds,
+          progress, start) -> PlanResult:
     def config(plan: dict[str, str]) -> dict:
         return {n: option_specs(plan.get(n, "none"), vm_of[n], qm) for n in vm_of}
 
@@ -262,9 +265,9 @@ def _plan(model, evaluator, cost, timer, names, vm_of, qm, max_drop, goal, varia
     full_plan = {n: plan.get(n, "none") for n in vm_of}
     if sweep:
         _reference_points(evaluator, cost, names, impacts, saved, unit, max_drop, vm_of, consider)
-    measured_ms = None
-    if measure and timer is not None:
-        measured_ms = time_plan_ms(model, timer, full_plan, vm_of, qm)
+    measured = [None, None]
+    if measure and timer is not None:  # the uncompressed model and the plan, timed now, side by side
+        measured = time_plans_ms(model, timer, [{}, full_plan], vm_of, qm, rounds)
     joint = evaluator.evaluate(config(full_plan))
     cal = evaluator.cal
     return PlanResult(
@@ -272,7 +275,8 @@ def _plan(model, evaluator, cost, timer, names, vm_of, qm, max_drop, goal, varia
         baseline=evaluator.baseline, joint=joint, joint_drop=evaluator.drop(joint), max_drop=max_drop,
         impacts=impacts, saved_ms=saved, cost=cost.to_dict(), cost_from_cache=cost.from_cache,
         predicted_ms=cost.predicted_ms(full_plan), predicted_speedup=cost.predicted_speedup(full_plan),
-        measured_ms=measured_ms, measured_speedup=None if measured_ms is None else cost.baseline_ms / measured_ms,
+        measured_baseline_ms=measured[0], measured_ms=measured[1],
+        measured_speedup=None if measured[1] is None else measured[0] / measured[1],
         considered=considered, steps=steps, variant=variant, quartermap=dataclasses.asdict(qm),
         calibration=cal.describe(), num_samples=len(cal), synthetic=cal.synthetic, seconds=time.time() - start,
         evaluations=evaluator.evaluations, model=type(model).__name__)

@@ -49,6 +49,7 @@ PLAN_GOALS = ("fastest",)
 FRACTION_METRICS = ("accuracy", "agreement")
 BUDGET_SWEEP = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)  # knapsack plans measured for the Pareto plot (x budget)
 CONTINUOUS_STEPS = 1000  # budget units for metrics whose drops are not sample counts
+NOISE_FLOOR = 0.1  # a plan predicted below this fraction of the baseline time: the cost model is noise
 
 
 # --------------------------------------------------------------------------- the knapsack
@@ -203,15 +204,23 @@ def plan_compression(model, calibration, max_drop: float | None = None, *, goal:
             device = "cuda" if kernel_status()[0] else "cpu"
         evaluator = CalibratedEvaluator(model, cal, metric, batch_size, progress, device=device)
         check_budget(evaluator.metric, max_drop)
-        return _plan(model, evaluator, cost, timer, names, vm_of, qm, max_drop, goal, variant, sweep, measure,
-                     rounds, progress, start)
+        return choose_plan(evaluator, cost, names, max_drop, vm_of, qm, goal=goal, variant=variant, sweep=sweep,
+                           model=model if measure else None, timer=timer, rounds=rounds, progress=progress,
+                           start=start)
     finally:
         torch.set_flush_denormal(False)
         torch.set_num_threads(previous_threads)
 
 
-def _plan(model, evaluator, cost, timer, names, vm_of, qm, max_drop, goal, variant, sweep, measure, rounds,
-          progress, start) -> PlanResult:
+def choose_plan(evaluator, cost: CostModel, names: list[str], max_drop: float, vm_of: dict, qm: QuarterMapSpec, *,
+                goal: str = "fastest", variant: str = "all-rows", sweep: bool = True, model=None,
+                timer: Timer | None = None, rounds: int | None = None, progress: bool = False,
+                start: float | None = None) -> PlanResult:
+    """Steps 1-3 of the module docstring for the candidate blocks ``names``. evaluator: a
+    CalibratedEvaluator (or anything with its ``evaluate`` / ``drop`` / ``metric`` / ``baseline`` /
+    ``cal`` interface); vm_of: {layer: VMeanbaSpec} for every block; model and timer: given, the
+    chosen plan and the uncompressed model are timed side by side."""
+    start = time.time() if start is None else start
     def config(plan: dict[str, str]) -> dict:
         return {n: option_specs(plan.get(n, "none"), vm_of[n], qm) for n in vm_of}
 
@@ -263,10 +272,15 @@ def _plan(model, evaluator, cost, timer, names, vm_of, qm, max_drop, goal, varia
             plan, drop = trial, trial_drop
             steps.append(f"upgrade {n} -> {o} kept (saves {gain:.3f} ms more); measured joint drop {drop:+.5f}")
     full_plan = {n: plan.get(n, "none") for n in vm_of}
+    if cost.predicted_ms(full_plan) < NOISE_FLOOR * cost.baseline_ms:
+        warnings.warn(f"the cost model's single-block savings of this plan add up to more than "
+                      f"{100 * (1 - NOISE_FLOOR):.0f}% of the model's {cost.baseline_ms:.3f} ms, so its predicted "
+                      f"speed-up is not meaningful: the measurement ({cost.label}) is dominated by noise; measure "
+                      "with more iterations or rounds, or at a larger batch", stacklevel=2)
     if sweep:
         _reference_points(evaluator, cost, names, impacts, saved, unit, max_drop, vm_of, consider)
     measured = [None, None]
-    if measure and timer is not None:  # the uncompressed model and the plan, timed now, side by side
+    if model is not None and timer is not None:  # the uncompressed model and the plan, timed now, side by side
         measured = time_plans_ms(model, timer, [{}, full_plan], vm_of, qm, rounds)
     joint = evaluator.evaluate(config(full_plan))
     cal = evaluator.cal
@@ -279,7 +293,7 @@ def _plan(model, evaluator, cost, timer, names, vm_of, qm, max_drop, goal, varia
         measured_speedup=None if measured[1] is None else measured[0] / measured[1],
         considered=considered, steps=steps, variant=variant, quartermap=dataclasses.asdict(qm),
         calibration=cal.describe(), num_samples=len(cal), synthetic=cal.synthetic, seconds=time.time() - start,
-        evaluations=evaluator.evaluations, model=type(model).__name__)
+        evaluations=evaluator.evaluations, model=type(model).__name__ if model is not None else "")
 
 
 def _reference_points(evaluator, cost, names, impacts, saved, unit, max_drop, vm_of, consider) -> None:

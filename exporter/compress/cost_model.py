@@ -2,8 +2,8 @@
 on the target.
 
 For every block and every option (``vmeanba``, ``quartermap``, ``both``) the whole model is timed
-with that option on that block alone; the saving is the uncompressed model's time minus that
-time. The planner (exporter.compress.planner) adds the savings of the blocks it compresses to
+with that option on that block alone, right after a run of the uncompressed model; the saving is
+the difference of the two (the median over rounds). The planner (exporter.compress.planner) adds the savings of the blocks it compresses to
 predict a plan's time, then measures the chosen plan.
 
 Backends (the label stays on the cost model, its cache entry and every report):
@@ -232,8 +232,9 @@ class CostModel:
     """Measured times; ``to_dict`` / ``from_dict`` round-trip (the cache stores ``to_dict``)."""
 
     key: dict                          # what the measurement depends on (the cache key)
-    baseline_ms: float                 # the uncompressed model
+    baseline_ms: float                 # the uncompressed model (median of its runs)
     option_ms: dict[str, dict[str, float]]  # layer -> option -> model time with that option on that layer alone
+    #                                   (baseline_ms minus the median paired saving)
     measured_as: dict[str, str]        # layer -> the block whose measurement it carries (itself if per_block)
     iters: int
     rounds: int
@@ -265,7 +266,9 @@ class CostModel:
         return self.baseline_ms - sum(self.saved_ms(n, o) for n, o in plan.items())
 
     def predicted_speedup(self, plan: dict[str, str]) -> float:
-        return self.baseline_ms / max(self.predicted_ms(plan), 1e-9)
+        """baseline / predicted time; inf where the savings add up to the whole model (a noisy cost model)."""
+        predicted = self.predicted_ms(plan)
+        return self.baseline_ms / predicted if predicted > 0 else math.inf
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -319,8 +322,10 @@ def measure_cost_model(model, timer: Timer, *, vmeanba: VMeanbaSpec | dict[str, 
                        use_cache: bool = True, rounds: int | None = None, progress: bool = False) -> CostModel:
     """The cost model of ``model`` with ``timer``: from the cache when a valid entry exists, else measured
     (and cached). ``vmeanba``: one spec for every block or {layer: spec} (default: folded where exact);
-    ``quartermap``: default stride 2, keep 1. rounds: sweeps over all configurations, the fastest of
-    each kept (default 1 on cuda, 3 on the CPU backends). The model is not modified."""
+    ``quartermap``: default stride 2, keep 1. rounds: sweeps over the measured blocks (default 1 on
+    cuda, 3 on the CPU backends); in each, a block's three options are timed right after an
+    uncompressed run and its savings are the paired differences, the median over rounds kept. The
+    model is not modified."""
     from exporter.compress.selection import _progress, vmeanba_specs
 
     names = list(model.ssm_layers())
@@ -345,21 +350,23 @@ def measure_cost_model(model, timer: Timer, *, vmeanba: VMeanbaSpec | dict[str, 
     for name in names:
         sig = name if per_block else block_signature(name, blocks[name])
         measured_as[name] = representative.setdefault(sig, name)
-    configs = [None] + [(n, o) for n in names if measured_as[n] == n for o in COMPRESSED_OPTIONS]
+    measured = [n for n in names if measured_as[n] == n]
     rounds = rounds or (1 if timer.backend == "cuda" else 3)
-    best: dict = {}
-    # whole sweeps, repeated: a burst of load on a shared machine hits one round of a configuration, and
-    # the fastest round is kept
+    baselines: list[float] = []
+    savings: dict[tuple, list[float]] = {}
+    # paired differences: each block's three options are timed right after an uncompressed run, so slow
+    # drift of a shared machine cancels; the median over rounds drops a round hit by a burst of load
     for _ in _progress(range(rounds), progress and rounds > 1, desc="cost model rounds"):
-        for item in _progress(configs, progress, desc="cost model", leave=False):
-            if item is not None:
-                blocks[item[0]].configure(*option_specs(item[1], vm_of[item[0]], quartermap))
-            ms = timer.time_ms(work)
-            best[item] = min(ms, best.get(item, math.inf))
-            if item is not None:
-                blocks[item[0]].configure(vmeanba=None, quartermap=None)
-    baseline = best[None]
-    option_ms = {n: {o: best[(measured_as[n], o)] for o in COMPRESSED_OPTIONS} for n in names}
+        for name in _progress(measured, progress, desc="cost model", leave=False):
+            base = timer.time_ms(work)
+            baselines.append(base)
+            for option in COMPRESSED_OPTIONS:
+                blocks[name].configure(*option_specs(option, vm_of[name], quartermap))
+                savings.setdefault((name, option), []).append(base - timer.time_ms(work))
+            blocks[name].configure(vmeanba=None, quartermap=None)
+    baseline = statistics.median(baselines)
+    option_ms = {n: {o: baseline - statistics.median(savings[(measured_as[n], o)]) for o in COMPRESSED_OPTIONS}
+                 for n in names}
     cost = CostModel(key=key, baseline_ms=baseline, option_ms=option_ms, measured_as=measured_as, iters=timer.iters,
                      rounds=rounds,                      warmup=timer.warmup, seconds=time.time() - start,
                      measured_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))

@@ -352,7 +352,8 @@ def plan_or_select(model, calibration, max_drop: float | None = None, **kwargs):
         reason = (f"no cost model: {exc}; fell back to the plain VMeanba selection (--vmeanba-layers auto) with "
                   f"the same budget")
         warnings.warn(f"planner: {reason}", stacklevel=2)
-    selection_keys = ("metric", "variant", "folded", "candidates", "family", "batch_size", "progress", "threads")
+    selection_keys = ("metric", "variant", "folded", "candidates", "family", "batch_size", "progress", "threads",
+                      "device")
     selection = select_vmeanba_layers(model, calibration, max_drop=max_drop,
-                                      **{k: v for k, v in kwargs.items() if k in selection_keys})
+                                      **{k: v for k, v in kwargs.items() if k in selection_keys and v is not None})
     return None, selection, reason

@@ -42,7 +42,7 @@ from exporter.compress import load_calibration, select_vmeanba_layers  # noqa: E
 from exporter.compress import cost_model as cm  # noqa: E402
 from exporter.compress.layer_specs import every_kth_layers  # noqa: E402
 from exporter.compress.planner import choose_plan  # noqa: E402
-from exporter.compress.report import plot_plan_pareto, save_figure  # noqa: E402
+from exporter.compress.report import format_speedup, plot_plan_pareto, save_figure  # noqa: E402
 from exporter.compress.selection import CalibratedEvaluator, vmeanba_specs  # noqa: E402
 from exporter.files import atomic_write_bytes  # noqa: E402
 from exporter.models import create_model  # noqa: E402
@@ -120,7 +120,7 @@ def digits_rows(args, family: str, axes) -> dict:
         row["plan_faster"] = row["plan_measured"] > row["paper_measured"]
         rows.append(row)
         log(f"  budget {budget:g}: plan [{row['plan_options']}] drop {100 * row['plan_cal_drop']:.2f} pt, "
-            f"{row['plan_measured']:.3f}x measured ({row['plan_predicted']:.3f}x predicted) | paper K={len(paper.layers)} "
+            f"{row['plan_measured']:.3f}x measured ({format_speedup(row['plan_predicted'])} predicted) | paper K={len(paper.layers)} "
             f"drop {100 * row['paper_cal_drop']:.2f} pt, {row['paper_measured']:.3f}x measured")
         if budget == args.plot_budget:
             plans[budget] = plan
@@ -176,9 +176,9 @@ def markdown(study: dict) -> str:
         for r in part["rows"]:
             lines.append(
                 f"| {family} | {100 * r['budget']:g} pt | {r['plan_options']} | {100 * r['plan_cal_drop']:+.2f} pt | "
-                f"{100 * r['plan_test_drop']:+.2f} pt | {r['plan_predicted']:.3f}x / {r['plan_measured']:.3f}x | "
+                f"{100 * r['plan_test_drop']:+.2f} pt | {format_speedup(r['plan_predicted'])} / {r['plan_measured']:.3f}x | "
                 f"{len(r['paper_layers'])} | {100 * r['paper_cal_drop']:+.2f} pt | {100 * r['paper_test_drop']:+.2f} pt | "
-                f"{r['paper_predicted']:.3f}x / {r['paper_measured']:.3f}x | {'yes' if r['plan_faster'] else 'no'} | "
+                f"{format_speedup(r['paper_predicted'])} / {r['paper_measured']:.3f}x | {'yes' if r['plan_faster'] else 'no'} | "
                 f"{r['every3_measured']:.3f}x |")
     for family, part in study["digits"].items():
         c = part["cost"]
@@ -199,7 +199,7 @@ def markdown(study: dict) -> str:
         lines += ["", "| model | plan | predicted | measured |", "|---|---|---|---|"]
         for f in study["full_size"]:
             for c in f["checks"]:
-                lines.append(f"| {f['model']} | {c['plan']} | {c['predicted']:.3f}x | {c['measured']:.3f}x |")
+                lines.append(f"| {f['model']} | {c['plan']} | {format_speedup(c['predicted'])} | {c['measured']:.3f}x |")
     lines += ["", f"Total {study['seconds']:.0f} s."]
     return "\n".join(lines) + "\n"
 

@@ -417,7 +417,7 @@ def _is_auto(spec: str) -> bool:
 
 def compress(o: Options, source: Source) -> Compression:
     """VMeanba (explicit, or chosen on calibration data), then QuarterMap."""
-    from exporter.compress import AutoLayers, apply_quartermap, apply_vmeanba, load_calibration, parse_layer_spec
+    from exporter.compress import AutoLayers, apply_quartermap, apply_vmeanba, parse_layer_spec
     from exporter.compress.selection import select_vmeanba_layers
     from exporter.export.onnx_export import layer_forms
     from plugins.contract import QUARTERMAP_DOWN

@@ -3,8 +3,8 @@ on the target.
 
 For every block and every option (``vmeanba``, ``quartermap``, ``both``) the whole model is timed
 with that option on that block alone, right after a run of the uncompressed model; the saving is
-the difference of the two (the median over rounds). The planner (exporter.compress.planner) adds the savings of the blocks it compresses to
-predict a plan's time, then measures the chosen plan.
+the difference of the two (the median over rounds). The planner (exporter.compress.planner) adds
+the savings of the blocks it compresses to predict a plan's time, then measures the chosen plan.
 
 Backends (the label stays on the cost model, its cache entry and every report):
 
@@ -265,10 +265,10 @@ class CostModel:
         """Baseline minus the sum of the single-block savings of ``plan`` ({layer: option})."""
         return self.baseline_ms - sum(self.saved_ms(n, o) for n, o in plan.items())
 
-    def predicted_speedup(self, plan: dict[str, str]) -> float:
-        """baseline / predicted time; inf where the savings add up to the whole model (a noisy cost model)."""
+    def predicted_speedup(self, plan: dict[str, str]) -> float | None:
+        """baseline / predicted time; None where the savings add up to the whole model (a noisy cost model)."""
         predicted = self.predicted_ms(plan)
-        return self.baseline_ms / predicted if predicted > 0 else math.inf
+        return self.baseline_ms / predicted if predicted > 0 else None
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)

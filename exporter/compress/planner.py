@@ -115,7 +115,7 @@ class PlanResult:
     cost: dict                        # CostModel.to_dict(): backend, device, batch, precision, times
     cost_from_cache: bool
     predicted_ms: float
-    predicted_speedup: float
+    predicted_speedup: float | None   # None: the savings add up to the whole model (noisy cost model)
     measured_baseline_ms: float | None  # the uncompressed model and the chosen plan timed side by side on the
     measured_ms: float | None           # cost model's backend after planning (None: not measured)
     measured_speedup: float | None
@@ -335,6 +335,7 @@ def pareto_front(points: list[dict]) -> list[dict]:
     """The points not dominated by another (lower or equal drop and higher or equal predicted speed-up,
     one of them strictly), by increasing drop."""
     front = []
+    points = [p for p in points if p["predicted_speedup"] is not None]
     for p in sorted(points, key=lambda q: (q["drop"], -q["predicted_speedup"])):
         if not front or p["predicted_speedup"] > front[-1]["predicted_speedup"] + 1e-12:
             front.append(p)

@@ -129,6 +129,10 @@ def save_figure(fig, path) -> None:
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
+def format_speedup(value: float | None) -> str:
+    return "n/a (noisy cost model)" if value is None else f"{value:.3f}x"
+
+
 def _plan_scale(plan) -> tuple[float, str]:
     percent = plan.metric in _PERCENT_METRICS
     return (100.0, "points") if percent else (1.0, _UNITS.get(plan.metric, plan.metric))
@@ -149,10 +153,11 @@ def plan_summary(plan) -> str:
     """One sentence: backend, predicted and measured speed-up, measured drop against the budget."""
     scale, unit = _plan_scale(plan)
     measured = "not measured" if plan.measured_speedup is None else f"{plan.measured_speedup:.3f}x measured"
+    predicted = format_speedup(plan.predicted_speedup)
     cache = " (cost model from the cache)" if plan.cost_from_cache else ""
     key = plan.cost["key"]
     return (f"plan '{plan.goal}' on the {key['backend']} cost model ({key['device']}, batch {key['batch']}, "
-            f"{key['precision']}){cache}: speed-up {plan.predicted_speedup:.3f}x predicted, {measured}; "
+            f"{key['precision']}){cache}: speed-up {predicted} predicted, {measured}; "
             f"{plan.metric} drop {scale * plan.joint_drop:+.3f} {unit} measured (budget {scale * plan.max_drop:g} "
             f"{unit}) on {plan.calibration}")
 
@@ -203,22 +208,24 @@ def plot_plan_pareto(plan, png, ax=None, title: str | None = None) -> str:
     scale, unit = _plan_scale(plan)
     own = plt.subplots(figsize=(6.4, 4.2)) if ax is None else (None, ax)
     fig, ax = own
-    plans = [p for p in plan.considered if p["kind"] in ("knapsack", "back-off", "upgrade")]
+    shown = [p for p in plan.considered if p["predicted_speedup"] is not None]
+    plans = [p for p in shown if p["kind"] in ("knapsack", "back-off", "upgrade")]
     ax.scatter([scale * p["drop"] for p in plans], [p["predicted_speedup"] for p in plans], s=18, color="tab:grey",
                alpha=0.6, label="plans considered")
     front = pareto_front(plans)
     ax.step([scale * p["drop"] for p in front], [p["predicted_speedup"] for p in front], where="post",
             color="tab:blue", lw=1.2, label="Pareto front (considered plans)")
-    paper = sorted((p for p in plan.considered if p["kind"] == "paper-k"), key=lambda p: len(p["plan"]))
+    paper = sorted((p for p in shown if p["kind"] == "paper-k"), key=lambda p: len(p["plan"]))
     if paper:
         ax.plot([scale * p["drop"] for p in paper], [p["predicted_speedup"] for p in paper], marker="o", ms=4,
                 color="tab:orange", lw=1, label="paper: VMeanba on the K smallest-impact layers")
-    for p in plan.considered:
+    for p in shown:
         if p["kind"] == "quartermap-every3":
             ax.scatter([scale * p["drop"]], [p["predicted_speedup"]], marker="D", s=50, color="tab:purple",
                        zorder=3, label="QuarterMap every:3")
-    ax.scatter([scale * plan.joint_drop], [plan.predicted_speedup], marker="*", s=220, color="tab:green", zorder=4,
-               label="chosen plan (predicted)")
+    if plan.predicted_speedup is not None:
+        ax.scatter([scale * plan.joint_drop], [plan.predicted_speedup], marker="*", s=220, color="tab:green",
+                   zorder=4, label="chosen plan (predicted)")
     if plan.measured_speedup is not None:
         ax.scatter([scale * plan.joint_drop], [plan.measured_speedup], marker="*", s=220, facecolors="none",
                    edgecolors="tab:green", zorder=4, label="chosen plan (measured)")

@@ -69,7 +69,8 @@ def check_device(device: str) -> str:
 
         ok, reason = kernel_status()
         if not ok:
-            sys.exit(f"planner_study: --device cuda, but the project's GPU runtime is not usable: {reason}")
+            print(f"planner_study: --device cuda, but the project's GPU runtime is not usable: {reason}", file=sys.stderr)
+            sys.exit(2)
         return reason
     return "CPU (cpu-torch backend: PyTorch eager, float32)"
 

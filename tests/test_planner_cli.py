@@ -4,6 +4,9 @@ the plan applied with the public transforms, and the fallback to the plain selec
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -106,3 +109,14 @@ def test_plan_without_a_gpu_cost_model_falls_back_with_a_warning(tmp_path, one_t
     assert comp.plots == ("impact", "curve")
     assert all(comp.layer_forms[n].startswith("VMeanba") for n in comp.selection.layers)
     assert "plan_pareto" in pipeline.plan_outputs(o, source.arch).plots
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here: the study would run on it")
+def test_planner_study_refuses_cuda_without_a_gpu(tmp_path):
+    """benchmarks/planner_study.py --device cuda fails loudly (exit 2, the reason) instead of timing the CPU."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "planner_study.py"
+    proc = subprocess.run([sys.executable, str(script), "--device", "cuda", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "GPU runtime is not usable" in proc.stderr and "CUDA is not available" in proc.stderr
+    assert not (tmp_path / "out").exists()

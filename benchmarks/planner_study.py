@@ -55,7 +55,7 @@ FULL_MODELS = ["vmamba_tiny_s1l8", "vmamba_small_s1l20", "vmamba_base_s1l20"]
 DEFAULTS = {"cuda": dict(batch=128, precision="fp16", iters=20, warmup=3, full_models=FULL_MODELS, full_batch=128,
                          full_resolution=224, full_iters=10),
             "cpu": dict(batch=16, precision="fp32", iters=5, warmup=1, full_models=["vmamba_tiny_s1l8"], full_batch=1,
-                        full_resolution=64, full_iters=2)}
+                        full_resolution=64, full_iters=5)}
 
 
 def log(*args) -> None:
@@ -105,7 +105,7 @@ def digits_rows(args, family: str, axes) -> dict:
     rows, plans = [], {}
     for budget in args.budgets:
         t0 = time.perf_counter()
-        plan = choose_plan(evaluator, cost, names, budget, vm_of, qm, sweep=budget == args.plot_budget)
+        plan = choose_plan(evaluator, cost, names, budget, vm_of, qm)
         plan_s = time.perf_counter() - t0
         paper = select_vmeanba_layers(model, cal, max_drop=budget, curve=False, progress=False, device=eval_device)
         paper_plan = {n: "vmeanba" for n in paper.layers}
@@ -216,13 +216,14 @@ def main(argv=None) -> None:
     ap.add_argument("--precision", choices=["fp32", "fp16"], help="default: cuda fp16, cpu fp32")
     ap.add_argument("--iters", type=int, help="timed runs per configuration, digits (default: cuda 20, cpu 5)")
     ap.add_argument("--warmup", type=int, help="untimed runs before timing (default: cuda 3, cpu 1)")
-    ap.add_argument("--rounds", type=int, default=None, help="sweeps per cost model, fastest kept (default: cuda 1, cpu 3)")
+    ap.add_argument("--rounds", type=int, default=None, help="cost-model rounds (median of paired differences) and timing rounds of the "
+                         "plans (fastest kept); default: cuda 1, cpu 3")
     ap.add_argument("--per-block", action="store_true", help="digits: time every block, not one per signature")
     ap.add_argument("--full-models", nargs="*", help="full-size models for the speed side (default: cuda VMamba-T/S/B, "
                                                      "cpu VMamba-T); none: --full-models with no name")
     ap.add_argument("--full-batch", type=int, help="default: cuda 128, cpu 1")
     ap.add_argument("--full-resolution", type=int, help="default: cuda 224, cpu 64")
-    ap.add_argument("--full-iters", type=int, help="default: cuda 10, cpu 2")
+    ap.add_argument("--full-iters", type=int, help="default: cuda 10, cpu 5")
     ap.add_argument("--cache-dir", default=None, help="cost-model cache (default: ~/.cache/vm-deploy/cost_models)")
     ap.add_argument("--no-cache", action="store_true", help="measure every cost model again (and write no cache)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")

@@ -16,13 +16,17 @@ For every SS2D block the planner knows two things per option (``none``, ``vmeanb
    drop rounded up, so the sum never exceeds the budget).
 2. Interactions: the joint drop of the chosen plan is measured. While it exceeds the budget, the
    planner demotes the block option that gives up the least saving per unit of single drop removed
-   (``both`` -> the better single method, a single method -> ``none``) and measures again. Then it
-   tries, best saving first, to upgrade blocks again, keeping each upgrade whose measured joint drop
-   stays within the budget (as the VMeanba selection's budgeted walk does).
-3. Report: the chosen option per block, the predicted speed-up (cost model, additive) and the
-   measured one (the whole plan timed on the same backend), the measured drop, and every plan
-   measured on the way (knapsack solutions at a sweep of budgets, the back-off steps) beside the
-   paper's K-smallest-impact VMeanba choices and QuarterMap ``every:3`` for the Pareto plot.
+   (``both`` -> the better single method, a single method -> ``none``) and measures again.
+3. Other candidates, each measured: knapsack plans at a sweep of budgets (the sum of single drops
+   is often pessimistic), the paper's choices (the budgeted VMeanba walk of the plain selection and
+   VMeanba on the K smallest impacts, K = 1..n) and QuarterMap ``every:3``. The planner continues
+   from the fastest (predicted) of all measured plans whose drop holds, so it is never predicted
+   slower than the paper's choice at the same budget. Then it tries, largest extra saving first, to
+   upgrade blocks (``none`` -> a method, a method -> ``both``), keeping each upgrade whose measured
+   joint drop stays within the budget.
+4. Report: the chosen option per block, the predicted speed-up (cost model, additive) and the
+   measured one (the plan and the uncompressed model timed side by side on the same backend), the
+   measured drop, and every plan measured on the way for the Pareto plot.
 
 No cost model (CostModelUnavailable: e.g. ``cuda`` asked for without a GPU) -> :func:`plan_or_select`
 falls back to the plain VMeanba selection and says why.
@@ -41,8 +45,8 @@ from exporter.compress.calibration import CalibrationSet, load_calibration
 from exporter.compress.cost_model import (COMPRESSED_OPTIONS, OPTIONS, CostModel, CostModelUnavailable, Timer,
                                           make_timer, measure_cost_model, option_specs, time_plans_ms)
 from exporter.compress.layer_specs import every_kth_layers, parse_layer_spec
-from exporter.compress.selection import (DEFAULT_MAX_DROP, CalibratedEvaluator, _progress, check_budget,
-                                         select_vmeanba_layers, vmeanba_specs)
+from exporter.compress.selection import (DEFAULT_MAX_DROP, CalibratedEvaluator, _progress, budgeted_walk,
+                                         check_budget, select_vmeanba_layers, vmeanba_specs)
 from exporter.models.ss2d import QuarterMapSpec
 
 PLAN_GOALS = ("fastest",)
@@ -161,7 +165,7 @@ def plan_compression(model, calibration, max_drop: float | None = None, *, goal:
                      metric: str = "auto",
                      variant: str = "all-rows", folded: bool | None = None, stride: int | None = None,
                      keep: int | None = None, candidates="all", family: str | None = None, batch_size: int = 64,
-                     device: str | None = None, sweep: bool = True, measure: bool = True, progress: bool = False,
+                     device: str | None = None, measure: bool = True, progress: bool = False,
                      threads: int | None = None) -> PlanResult:
     """The fastest per-block plan of ``model`` whose measured calibration drop is within ``max_drop``.
 
@@ -169,8 +173,7 @@ def plan_compression(model, calibration, max_drop: float | None = None, *, goal:
     make_timer(backend, batch, precision, resolution, iters, warmup); CostModelUnavailable when none
     can be measured here. max_drop: in the metric's units (default DEFAULT_MAX_DROP). candidates: a
     layer spec limiting the blocks the plan may compress. device: where the calibration passes run
-    (default: cuda when the project's GPU runtime works, else cpu). sweep: also measure knapsack
-    plans at a sweep of budgets (the Pareto plot). measure: time the chosen plan and the
+    (default: cuda when the project's GPU runtime works, else cpu). measure: time the chosen plan and the
     uncompressed model side by side (``rounds`` as the cost model). The model is not modified.
     """
     if goal not in PLAN_GOALS:
@@ -204,7 +207,7 @@ def plan_compression(model, calibration, max_drop: float | None = None, *, goal:
             device = "cuda" if kernel_status()[0] else "cpu"
         evaluator = CalibratedEvaluator(model, cal, metric, batch_size, progress, device=device)
         check_budget(evaluator.metric, max_drop)
-        return choose_plan(evaluator, cost, names, max_drop, vm_of, qm, goal=goal, variant=variant, sweep=sweep,
+        return choose_plan(evaluator, cost, names, max_drop, vm_of, qm, goal=goal, variant=variant,
                            model=model if measure else None, timer=timer, rounds=rounds, progress=progress,
                            start=start)
     finally:
@@ -213,7 +216,7 @@ def plan_compression(model, calibration, max_drop: float | None = None, *, goal:
 
 
 def choose_plan(evaluator, cost: CostModel, names: list[str], max_drop: float, vm_of: dict, qm: QuarterMapSpec, *,
-                goal: str = "fastest", variant: str = "all-rows", sweep: bool = True, model=None,
+                goal: str = "fastest", variant: str = "all-rows", model=None,
                 timer: Timer | None = None, rounds: int | None = None, progress: bool = False,
                 start: float | None = None) -> PlanResult:
     """Steps 1-3 of the module docstring for the candidate blocks ``names``. evaluator: a
@@ -256,6 +259,16 @@ def choose_plan(evaluator, cost: CostModel, names: list[str], max_drop: float, v
         plan = {**plan, n: lower}
         drop = consider("back-off", f"back-off: {n} -> {lower}", plan)
         steps.append(f"joint drop over budget: {n} demoted to {lower}; measured joint drop {drop:+.5f}")
+    # the other measured candidates: knapsack plans at other budgets (the sum of single drops is often
+    # pessimistic), the paper's choices (the budgeted VMeanba walk, the K smallest impacts) and QuarterMap
+    # every:3; the planner goes on from the fastest one (predicted) whose measured drop holds
+    _reference_points(evaluator, names, impacts, saved, max_drop, vm_of, consider)
+    feasible = [c for c in considered if c["drop"] <= max_drop + 1e-12]
+    best = max(feasible, key=lambda c: (round(_saving(c["plan"], saved), 9), -len(c["plan"])), default=None)
+    if best is not None and _saving(best["plan"], saved) > _saving(plan, saved) + 1e-9:
+        plan = {n: best["plan"].get(n, "none") for n in names}
+        drop = best["drop"]
+        steps.append(f"start from {best['label']} (faster, measured joint drop {drop:+.5f})")
     # upgrades, largest extra saving first, each kept when the measured joint drop stays within the budget
     def extra(n: str, o: str) -> float:
         return saved[n][o] - (saved[n][plan[n]] if plan[n] != "none" else 0.0)
@@ -277,8 +290,6 @@ def choose_plan(evaluator, cost: CostModel, names: list[str], max_drop: float, v
                       f"{100 * (1 - NOISE_FLOOR):.0f}% of the model's {cost.baseline_ms:.3f} ms, so its predicted "
                       f"speed-up is not meaningful: the measurement ({cost.label}) is dominated by noise; measure "
                       "with more iterations or rounds, or at a larger batch", stacklevel=2)
-    if sweep:
-        _reference_points(evaluator, cost, names, impacts, saved, unit, max_drop, vm_of, consider)
     measured = [None, None]
     if model is not None and timer is not None:  # the uncompressed model and the plan, timed now, side by side
         measured = time_plans_ms(model, timer, [{}, full_plan], vm_of, qm, rounds)
@@ -296,25 +307,33 @@ def choose_plan(evaluator, cost: CostModel, names: list[str], max_drop: float, v
         evaluations=evaluator.evaluations, model=type(model).__name__ if model is not None else "")
 
 
-def _reference_points(evaluator, cost, names, impacts, saved, unit, max_drop, vm_of, consider) -> None:
-    """Knapsack plans at a sweep of budgets, the paper's K-smallest-impact VMeanba choices (K = 1..n)
-    and QuarterMap every:3, each measured, for the Pareto plot."""
+def _reference_points(evaluator, names, impacts, saved, max_drop, vm_of, consider) -> None:
+    """Measure the knapsack plans at a sweep of budgets, the paper's choices (the budgeted VMeanba walk
+    in impact order, as select_vmeanba_layers does, and VMeanba on the K smallest impacts, K = 1..n) and
+    QuarterMap every:3."""
     seen = set()
     for factor in BUDGET_SWEEP:
         budget = factor * max_drop
-        plan = solve_knapsack(saved, impacts, budget, budget_unit(evaluator.metric, len(evaluator.cal), budget)
-                              if budget > 0 else unit)
+        plan = solve_knapsack(saved, impacts, budget, budget_unit(evaluator.metric, len(evaluator.cal), budget))
         key = tuple(sorted(plan.items()))
         if key not in seen:
             seen.add(key)
             consider("knapsack", f"knapsack at the budget {budget:g}", plan)
     position = {n: i for i, n in enumerate(names)}
     order = sorted(names, key=lambda n: (impacts[n]["vmeanba"], position[n]))
+    walk = budgeted_walk(order, lambda layers: evaluator.drop(evaluator.evaluate(
+        {n: option_specs("vmeanba" if n in layers else "none", vm_of[n], QuarterMapSpec()) for n in vm_of})), max_drop)
+    consider("paper-walk", f"VMeanba budgeted walk ({len(walk)} layers, the plain selection)",
+             {n: "vmeanba" for n in walk})
     for k in range(1, len(order) + 1):
         consider("paper-k", f"VMeanba K={k} (smallest impact)", {n: "vmeanba" for n in order[:k]})
     every3 = [n for n in every_kth_layers(list(vm_of), 3) if n in names]
     if every3:
         consider("quartermap-every3", "QuarterMap every:3", {n: "quartermap" for n in every3})
+
+
+def _saving(plan: dict[str, str], saved) -> float:
+    return sum(saved[n][o] for n, o in plan.items() if o != "none")
 
 
 def _lower(option: str) -> tuple[str, ...]:

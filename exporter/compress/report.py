@@ -220,6 +220,9 @@ def plot_plan_pareto(plan, png, ax=None, title: str | None = None) -> str:
         ax.plot([scale * p["drop"] for p in paper], [p["predicted_speedup"] for p in paper], marker="o", ms=4,
                 color="tab:orange", lw=1, label="paper: VMeanba on the K smallest-impact layers")
     for p in shown:
+        if p["kind"] == "paper-walk":
+            ax.scatter([scale * p["drop"]], [p["predicted_speedup"]], marker="s", s=50, color="tab:orange", zorder=3,
+                       label="paper: budgeted walk (the plain selection)")
         if p["kind"] == "quartermap-every3":
             ax.scatter([scale * p["drop"]], [p["predicted_speedup"]], marker="D", s=50, color="tab:purple",
                        zorder=3, label="QuarterMap every:3")

@@ -277,6 +277,21 @@ class CalibratedEvaluator:
         return self._cache[state]
 
 
+def budgeted_walk(order: list[str], joint_drop, max_drop: float, k: int | None = None,
+                  progress: bool = False) -> list[str]:
+    """The budgeted greedy of the module docstring: walk ``order`` and keep each layer whose addition
+    leaves ``joint_drop(layers)`` (measured on all kept layers together) within ``max_drop``; at most
+    ``k`` layers. Returns the kept layers in walk order."""
+    chosen: list[str] = []
+    for name in _progress(order, progress, desc="budgeted greedy"):
+        if k is not None and len(chosen) >= k:
+            break
+        trial = chosen + [name]
+        if joint_drop(trial) <= max_drop + 1e-12:
+            chosen = trial
+    return chosen
+
+
 def _select(model, calibration, k, max_drop, metric, variant, folded, candidates, family, batch_size, curve,
             progress, device) -> SelectionResult:
     start = time.time()
@@ -308,13 +323,8 @@ def _select(model, calibration, k, max_drop, metric, variant, folded, candidates
     if max_drop is None:
         chosen = order[:k]
     else:
-        chosen = []
-        for name in _progress(order, progress, desc="budgeted greedy"):
-            if k is not None and len(chosen) >= k:
-                break
-            trial = chosen + [name]
-            if _drop(metric, baseline, evaluate(trial)) <= max_drop + 1e-12:
-                chosen = trial
+        chosen = budgeted_walk(order, lambda layers: _drop(metric, baseline, evaluate(layers)), max_drop, k,
+                               progress)
     joint = evaluate(chosen)
     curve_points = []
     if curve:

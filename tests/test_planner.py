@@ -224,6 +224,10 @@ def test_interactions_are_backed_off():
 
 
 # --------------------------------------------------------------------------- real digits model
+NOISY_COST_MODEL = "ignore:the cost model's single-block savings"  # quick timers: speed is not what these check
+
+
+@pytest.mark.filterwarnings(NOISY_COST_MODEL)
 def test_digits_plan_end_to_end_respects_the_budget(digits, tmp_path):
     model, cal = digits
     budget = 0.01
@@ -247,6 +251,7 @@ def test_digits_plan_end_to_end_respects_the_budget(digits, tmp_path):
     assert planner.PlanResult.from_json(result.to_json()) == result
 
 
+@pytest.mark.filterwarnings(NOISY_COST_MODEL)
 def test_digits_plan_is_deterministic_for_a_fixed_cache(digits, tmp_path):
     model, cal = digits
     runs = [planner.plan_compression(model, cal, 0.005, timer=fast_timer(), cache_dir=tmp_path,

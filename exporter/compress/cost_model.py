@@ -390,10 +390,12 @@ def time_plans_ms(model, timer: Timer, plans: list[dict[str, str]], vmeanba: dic
     if timer.backend == "cuda":
         work = work.cuda()
     blocks = work.ssm_layers()
-    best = [math.inf] * len(plans)
+    # equal plans are one configuration: timed once, so they cannot differ by noise
+    unique = list(dict.fromkeys(tuple(plan.get(n, "none") for n in blocks) for plan in plans))
+    best = dict.fromkeys(unique, math.inf)
     for _ in range(rounds or (1 if timer.backend == "cuda" else 3)):
-        for i, plan in enumerate(plans):
-            for name, ss2d in blocks.items():
-                ss2d.configure(*option_specs(plan.get(name, "none"), vmeanba.get(name, VMeanbaSpec()), quartermap))
-            best[i] = min(best[i], timer.time_ms(work))
-    return best
+        for options in unique:
+            for (name, ss2d), option in zip(blocks.items(), options):
+                ss2d.configure(*option_specs(option, vmeanba.get(name, VMeanbaSpec()), quartermap))
+            best[options] = min(best[options], timer.time_ms(work))
+    return [best[tuple(plan.get(n, "none") for n in blocks)] for plan in plans]

@@ -162,9 +162,9 @@ def plan_compression(model, calibration, max_drop: float | None = None, *, goal:
                      cost: CostModel | None = None, timer: Timer | None = None, backend: str = "auto",
                      batch: int = 1, precision: str = "fp32", resolution=None, iters: int = 10, warmup: int = 2,
                      per_block: bool = False, rounds: int | None = None, cache_dir=None, use_cache: bool = True,
-                     metric: str = "auto",
-                     variant: str = "all-rows", folded: bool | None = None, stride: int | None = None,
-                     keep: int | None = None, candidates="all", family: str | None = None, batch_size: int = 64,
+                     metric: str = "auto", variant: str = "all-rows", folded: bool | None = None,
+                     stride: int | None = None, keep: int | None = None, candidates="all", family: str | None = None,
+                     batch_size: int = 64,
                      device: str | None = None, measure: bool = True, progress: bool = False,
                      threads: int | None = None) -> PlanResult:
     """The fastest per-block plan of ``model`` whose measured calibration drop is within ``max_drop``.
@@ -194,6 +194,12 @@ def plan_compression(model, calibration, max_drop: float | None = None, *, goal:
         vm_of = vmeanba_specs(model, all_names, variant, folded)
         qm = QuarterMapSpec(**{k: v for k, v in (("stride", stride), ("keep", keep)) if v is not None})
         resolution = resolution or tuple(cal.images.shape[-2:])
+        if device is None:
+            from exporter.runtime import kernel_status
+
+            device = "cuda" if kernel_status()[0] else "cpu"
+        evaluator = CalibratedEvaluator(model, cal, metric, batch_size, progress, device=device)
+        check_budget(evaluator.metric, max_drop)  # before any timing
         if cost is None:
             timer = timer or make_timer(backend, batch, precision, resolution, iters, warmup)
             cost = measure_cost_model(model, timer, vmeanba=vm_of, quartermap=qm, per_block=per_block,
@@ -201,12 +207,6 @@ def plan_compression(model, calibration, max_drop: float | None = None, *, goal:
                                       progress=progress)
         if cost.layers != all_names:
             raise ValueError(f"the cost model covers {cost.layers}, not this model's layers {all_names}")
-        if device is None:
-            from exporter.runtime import kernel_status
-
-            device = "cuda" if kernel_status()[0] else "cpu"
-        evaluator = CalibratedEvaluator(model, cal, metric, batch_size, progress, device=device)
-        check_budget(evaluator.metric, max_drop)
         return choose_plan(evaluator, cost, names, max_drop, vm_of, qm, goal=goal, variant=variant,
                            model=model if measure else None, timer=timer, rounds=rounds, progress=progress,
                            start=start)

@@ -105,7 +105,7 @@ def digits_rows(args, family: str, axes) -> dict:
     rows, plans = [], {}
     for budget in args.budgets:
         t0 = time.perf_counter()
-        plan = choose_plan(evaluator, cost, names, budget, vm_of, qm)
+        plan = choose_plan(evaluator, cost, names, budget, vm_of, qm, model=model, timer=timer, rounds=args.rounds)
         plan_s = time.perf_counter() - t0
         paper = select_vmeanba_layers(model, cal, max_drop=budget, curve=False, progress=False, device=eval_device)
         paper_plan = {n: "vmeanba" for n in paper.layers}

@@ -354,3 +354,38 @@ def test_option_specs_and_unknown_backend():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert planner.budget_unit("accuracy", 359, 0.01) == pytest.approx(1 / 359)
+
+
+class ConfigClock(cm.Timer):
+    """A timer that reads the model's configuration: VMeanba really saves 0.5 ms per block, while
+    QuarterMap really COSTS 0.5 ms per block (whatever a cost model claims)."""
+
+    backend = "synthetic-clock"
+
+    def _time_ms(self, model) -> float:
+        blocks = model.ssm_layers().values()
+        return 10.0 - 0.5 * sum(b.vmeanba is not None for b in blocks) + 0.5 * sum(b.quartermap is not None
+                                                                                  for b in blocks)
+
+
+def test_finalists_are_timed_and_a_misleading_cost_model_loses(digits):
+    """The cost model claims QuarterMap and both save more than VMeanba; timed, QuarterMap is slower.
+    The finalists (plan, plain selection's walk, next) are measured side by side and the fastest wins."""
+    model, _ = digits
+    names = list(model.ssm_layers())
+    drops = {n: {o: 0.0 for o in COMPRESSED_OPTIONS} for n in names}
+    claimed = {"vmeanba": 0.5, "quartermap": 0.8, "both": 1.0}
+    cost = CostModel(key={"backend": "synthetic", "device": "table", "batch": 1, "precision": "fp32",
+                          "resolution": [1, 1]}, baseline_ms=10.0,
+                     option_ms={n: {o: 10.0 - claimed[o] for o in COMPRESSED_OPTIONS} for n in names},
+                     measured_as={n: n for n in names}, iters=1, rounds=1, warmup=0, seconds=0.0, measured_at="")
+    evaluator = SyntheticEvaluator(drops, 0.0)
+    timer = ConfigClock(1, "fp32", (32, 32), 1, 0)
+    vm_of = {n: VMeanbaSpec() for n in names}
+    result = planner.choose_plan(evaluator, cost, names, 0.01, vm_of, QuarterMapSpec(), model=model, timer=timer,
+                                 rounds=1)
+    assert result.plan == {n: "vmeanba" for n in names}  # the walk: VMeanba everywhere (every drop is 0)
+    assert result.measured_speedup == pytest.approx(10.0 / (10.0 - 0.5 * len(names)))
+    assert result.predicted_speedup == pytest.approx(10.0 / (10.0 - 0.5 * len(names)))
+    assert any("finalists timed" in s for s in result.steps) and any("replaces the plan" in s for s in result.steps)
+    assert all(b.vmeanba is None and b.quartermap is None for b in model.ssm_layers().values())  # model untouched

@@ -126,8 +126,9 @@ def digits_rows(args, family: str, axes) -> dict:
             f"drop {100 * row['paper_cal_drop']:.2f} pt, {row['paper_measured']:.3f}x measured")
         if budget == args.plot_budget:
             plans[budget] = plan
-            plot_plan_pareto(plan, None, ax=axes, title=f"digits {family}: budget {100 * budget:g} pt, "
-                                                        f"{cost.label}")
+            key = cost.key
+            plot_plan_pareto(plan, None, ax=axes, title=f"digits {family}: budget {100 * budget:g} pt; {key['backend']}, "
+                                                        f"batch {key['batch']}, {key['precision']}")
     return {"rows": rows, "cost": cost.to_dict(), "cost_seconds": cost_s, "cost_from_cache": cost.from_cache,
             "impacts": (plans.get(args.plot_budget).impacts if plans else None),
             "baseline_accuracy": {"calibration": evaluator.baseline, "test": tester.baseline}}

@@ -150,11 +150,11 @@ def check_options(o: Options) -> None:
     check_plan_options(o)
     auto = _is_auto(o.vmeanba_layers) or o.plan is not None
     if o.max_drop is not None and not auto:
-        raise UsageError("--max-drop only applies to --plan or --vmeanba-layers auto or k=N; add one of them or drop "
+        raise UsageError("--max-drop only applies to --vmeanba-layers auto or k=N or --plan; add one of them or drop "
                          "--max-drop")
     for flag, value in (("--calib", o.calib), ("--calib-limit", o.calib_limit)):
         if value is not None and not auto:
-            raise UsageError(f"{flag} only applies to --plan or --vmeanba-layers auto or k=N (layers chosen on "
+            raise UsageError(f"{flag} only applies to --vmeanba-layers auto or k=N or --plan (layers chosen on "
                              f"calibration data); add one of them or drop {flag}")
     if o.vmeanba_layers.strip().lower() == "none" and o.plan is None:
         for flag, value in (("--vmeanba-variant", o.vmeanba_variant), ("--vmeanba-form", o.vmeanba_form)):

@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from exporter.models import create_model  # noqa: E402
 from exporter.models.ss2d import QuarterMapSpec, VMeanbaSpec  # noqa: E402
-from exporter.runtime import kernel_status, prepare_runtime  # noqa: E402
+from exporter.runtime import kernel_status, prepare_runtime, time_replays  # noqa: E402,F401  (time_replays: bench_side_by_side imports it from here)
 
 VMAMBA_MODELS = ["vmamba_tiny_s1l8", "vmamba_small_s1l20", "vmamba_base_s1l20", "vmamba_base_s2l15"]
 MEDMAMBA_MODELS = ["medmamba_t", "medmamba_s", "medmamba_b"]
@@ -115,20 +115,6 @@ def release(rt) -> None:
 
 
 # --------------------------------------------------------------------------- timing
-def time_replays(rt, iters: int, warm: int = 2) -> list[float]:
-    """Milliseconds of ``iters`` replays, each between two CUDA events on the current stream."""
-    for _ in range(warm):
-        rt.replay()
-    torch.cuda.synchronize()
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
-    for start, end in events:
-        start.record()
-        rt.replay()
-        end.record()
-    torch.cuda.synchronize()
-    return [s.elapsed_time(e) for s, e in events]
-
-
 def measure(model, dtype, batch: int, iters: int, image_size: int, **runtime_kwargs) -> dict:
     rt = None
     try:

@@ -29,6 +29,12 @@ layer specs (--vmeanba-layers, --quartermap):
   none | all | auto | k=4 | layers.2.blocks.0,layers.2.blocks.3 | 0,3,5 (global, from 0) |
   stage:2 | stage:1-2 | every:3 (QuarterMap's strategy; `--quartermap` alone = every:3)
 
+speed-aware plan (docs/COMPRESSION.md, "The speed-aware planner"):
+  vm-export --plan fastest --max-drop 0.005 [--plan-cost gpu --plan-batch 128 --precision fp16]
+  per block none / VMeanba / QuarterMap / both, from a cost model measured on the target (cached in
+  --plan-cache) and single-block drops on --calib; the joint drop is measured and backed off
+  until it holds. --report R.json adds the plan to R.json / R.md and writes R.plan_pareto.png.
+
 outputs (all staged beside their destination and moved in at the end: a failed run writes nothing):
   OUT.onnx        custom nodes WITH standard-op function bodies: runs in ONNX Runtime anywhere
                   (no plugin); TensorRT >= 10.15 uses the plugins (nodes carry plugin_namespace)
@@ -111,6 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default S={stride.default})")
     c.add_argument("--quartermap-keep", type=int, metavar="K",
                    help=f"rows/columns kept of every S (default K={keep.default}: the top-left pixel of each 2x2)")
+    c.add_argument("--plan", choices=["fastest"], default=None,
+                   help="speed-aware planner: choose none / VMeanba / QuarterMap / both per block for the fastest "
+                        "model whose measured calibration drop stays within --max-drop (default 0.01); conflicts "
+                        "with --vmeanba-layers / --quartermap (exit 2)")
+    c.add_argument("--plan-cost", default="auto", choices=["auto", "gpu", "cpu", "cuda", "cpu-torch", "cpu-ort"],
+                   help="where the per-block cost model is measured: gpu (= cuda: the project's GPU runtime, CUDA "
+                        "graphs), cpu (= cpu-torch: PyTorch eager), cpu-ort (ONNX Runtime CPU); auto: gpu when the "
+                        "CUDA kernels work, else cpu. No cost model (e.g. gpu without a GPU): the plain "
+                        "--vmeanba-layers auto selection with a warning")
+    c.add_argument("--plan-cache", metavar="DIR",
+                   help="cost-model cache folder (default $VM_DEPLOY_CACHE or ~/.cache/vm-deploy, sub-folder "
+                        "cost_models); an entry that does not match is ignored with a warning")
+    c.add_argument("--plan-batch", type=int, metavar="N",
+                   help="deployment batch the cost model is measured at (default: --batch); precision: --precision")
     c.add_argument("--calib", metavar="SRC", help="calibration data for auto/k=N: image dir, .npy/.npz, digits[:split], "
                                                   "synthetic[:N] (default for the digits models: digits)")
     c.add_argument("--calib-limit", type=int, metavar="N", help="use at most N calibration samples")
@@ -249,6 +269,13 @@ def summary_rows(report: dict) -> list[tuple[str, str]]:
     if sel:
         rows.append(("VMeanba selection", f"{sel['metric']}: baseline {sel['baseline']:.4f}, joint {sel['joint']:.4f} "
                                           f"(drop {sel['joint_drop']:+.4f}) on {sel['calibration']}"))
+    if report.get("plan"):
+        from exporter.compress.planner import PlanResult
+        from exporter.compress.report import plan_summary
+
+        rows.append(("compression plan", plan_summary(PlanResult(**report["plan"]))))
+    elif report["compression"].get("plan_fallback"):
+        rows.append(("compression plan", report["compression"]["plan_fallback"]))
     par = report.get("parity")
     if par:
         rows.append(("parity ORT vs PyTorch", f"{'PASS' if par['passed'] else 'FAIL'} max abs {par['max_abs_error']}, "

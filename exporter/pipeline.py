@@ -4,6 +4,7 @@ returning a dataclass; :func:`run` chains them with staged outputs.
     from exporter.pipeline import Options, run
     result = run(Options(vmeanba_layers="auto", max_drop=0.01, quartermap="every:3", output="out/m.onnx",
                          verify=True, report="out/report.json"))
+    result = run(Options(plan="fastest", max_drop=0.005, output="out/fast.onnx"))  # both methods, speed-aware
 
 Failures raise a :class:`PipelineError` subclass whose ``exit_code`` is the CLI's; its message
 names the problem and the fix. Nothing is written in place until every step has succeeded: all
@@ -93,6 +94,10 @@ class Options:
     quartermap_keep: int | None = None
     calib: str | None = None
     calib_limit: int | None = None
+    plan: str | None = None  # "fastest": the speed-aware planner chooses VMeanba / QuarterMap per block
+    plan_cost: str = "auto"  # cost model backend: auto | gpu | cpu (= cuda | cpu-torch), or cpu-ort
+    plan_cache: str | None = None  # cost-model cache folder (default ~/.cache/vm-deploy/cost_models)
+    plan_batch: int | None = None  # batch the cost model is measured at (default: --batch)
     output: str | None = None
     precision: str = "fp32"
     batch: int = 1
@@ -142,18 +147,20 @@ def check_options(o: Options) -> None:
                              "so one point is --max-drop 0.01")
     if o.output is not None and not o.output.endswith(".onnx"):
         raise UsageError(f"--output must end with .onnx, got {o.output!r}")
-    auto = o.vmeanba_layers.strip().lower() == "auto" or o.vmeanba_layers.strip().lower().startswith("k=")
+    check_plan_options(o)
+    auto = _is_auto(o.vmeanba_layers) or o.plan is not None
     if o.max_drop is not None and not auto:
-        raise UsageError("--max-drop only applies to --vmeanba-layers auto or k=N; add one of them or drop --max-drop")
+        raise UsageError("--max-drop only applies to --vmeanba-layers auto or k=N or --plan; add one of them or drop "
+                         "--max-drop")
     for flag, value in (("--calib", o.calib), ("--calib-limit", o.calib_limit)):
         if value is not None and not auto:
-            raise UsageError(f"{flag} only applies to --vmeanba-layers auto or k=N (layers chosen on calibration "
-                             f"data); add one of them or drop {flag}")
-    if o.vmeanba_layers.strip().lower() == "none":
+            raise UsageError(f"{flag} only applies to --vmeanba-layers auto or k=N or --plan (layers chosen on "
+                             f"calibration data); add one of them or drop {flag}")
+    if o.vmeanba_layers.strip().lower() == "none" and o.plan is None:
         for flag, value in (("--vmeanba-variant", o.vmeanba_variant), ("--vmeanba-form", o.vmeanba_form)):
             if value is not None:
                 raise UsageError(f"{flag} does nothing without --vmeanba-layers; add --vmeanba-layers SPEC or drop it")
-    if o.quartermap is None:
+    if o.quartermap is None and o.plan is None:
         for flag, value in (("--quartermap-stride", o.quartermap_stride), ("--quartermap-keep", o.quartermap_keep)):
             if value is not None:
                 raise UsageError(f"{flag} does nothing without --quartermap; add --quartermap [SPEC] or drop it")
@@ -166,6 +173,30 @@ def check_options(o: Options) -> None:
         if cfg is not None and cfg.default_cfg.weights is not None:
             raise UsageError(f"--num-classes does not apply to the bundled {name} (trained with "
                              f"{cfg.kwargs.get('num_classes')} classes); drop --num-classes")
+
+
+def check_plan_options(o: Options) -> None:
+    """--plan chooses the layers of both methods itself: explicit layer specs conflict with it (exit 2)."""
+    from exporter.compress.cost_model import BACKEND_CHOICES
+    from exporter.compress.planner import PLAN_GOALS
+
+    if o.plan is None:
+        for flag, value in (("--plan-cost", None if o.plan_cost == "auto" else o.plan_cost),
+                            ("--plan-cache", o.plan_cache), ("--plan-batch", o.plan_batch)):
+            if value is not None:
+                raise UsageError(f"{flag} does nothing without --plan; add --plan fastest or drop {flag}")
+        return
+    if o.plan not in PLAN_GOALS:
+        raise UsageError(f"--plan {o.plan!r}: choose one of {', '.join(PLAN_GOALS)}")
+    if o.plan_cost not in BACKEND_CHOICES:
+        raise UsageError(f"--plan-cost {o.plan_cost!r}: choose one of {', '.join(BACKEND_CHOICES)}")
+    if o.plan_batch is not None and o.plan_batch < 1:
+        raise UsageError(f"--plan-batch must be >= 1, got {o.plan_batch}")
+    given = [f"{flag} {value}" for flag, value in (("--vmeanba-layers", o.vmeanba_layers), ("--quartermap", o.quartermap))
+             if value is not None and value.strip().lower() != "none"]
+    if given:
+        raise UsageError(f"--plan {o.plan} chooses the VMeanba and QuarterMap layers itself, so it cannot be combined "
+                         f"with {' and '.join(given)}; drop {'them' if len(given) > 1 else 'it'} or drop --plan")
 
 
 ENGINE_BUILDERS = ("auto", "tensorrt", "tensorrt_rtx")
@@ -235,14 +266,15 @@ class OutputPlan:
         items.update({f"the --report plot {name}": path for name, path in self.plots.items()})
         return {k: v for k, v in items.items() if v is not None}
 
-    def files(self, with_plots: bool) -> dict[str, str]:
-        """What the summary and the report list: a short label per written file."""
+    def files(self, plots=()) -> dict[str, str]:
+        """What the summary and the report list: a short label per written file (``plots``: the names
+        of the plots written)."""
         items = {"onnx (ORT anywhere; TRT with plugins)": self.onnx, "trt.onnx (TensorRT + plugins only)": self.trt_onnx,
                  "polygraphy inputs": self.inputs_json, "polygraphy golden outputs": self.golden_json,
                  "report": self.report_json, "report summary": self.report_md,
                  "engine (serialized TensorRT engine)": self.engine}
-        if with_plots:
-            items.update({f"plot: VMeanba {name}": path for name, path in self.plots.items()})
+        items.update({f"plot: {'compression plan' if name == 'plan_pareto' else 'VMeanba'} {name}": path
+                      for name, path in self.plots.items() if name in plots})
         return {k: str(v) for k, v in items.items() if v is not None}
 
 
@@ -261,9 +293,11 @@ def plan_outputs(o: Options, arch_label: str) -> OutputPlan:
         base = report.name[:-5] if report.name.endswith(".json") else report.name
         plan.report_json = report
         plan.report_md = report.with_name(f"{base}.md")
-        if _is_auto(o.vmeanba_layers):
+        if _is_auto(o.vmeanba_layers) or o.plan:  # --plan falls back to the selection without a cost model
             plan.plots = {"impact": report.with_name(f"{base}.vmeanba_impact.png"),
                           "curve": report.with_name(f"{base}.vmeanba_metric_vs_k.png")}
+        if o.plan:
+            plan.plots["plan_pareto"] = report.with_name(f"{base}.plan_pareto.png")
     return plan
 
 
@@ -364,8 +398,16 @@ def load_source(o: Options) -> Source:
 class Compression:
     model: Any
     layer_forms: dict[str, str]  # SS2D layer -> how it is exported
-    selection: Any = None  # exporter.compress.SelectionResult for auto / k=N
+    selection: Any = None  # exporter.compress.SelectionResult for auto / k=N (and --plan without a cost model)
     calibration: str | None = None  # describes the calibration data used
+    plan: Any = None  # exporter.compress.planner.PlanResult for --plan
+    plan_fallback: str | None = None  # why --plan fell back to the plain selection (no cost model)
+
+    @property
+    def plots(self) -> tuple[str, ...]:
+        """The report plots this compression has data for (OutputPlan.plots names)."""
+        return (("plan_pareto",) if self.plan is not None else ()) + \
+            (("impact", "curve") if self.selection is not None else ())
 
 
 def _is_auto(spec: str) -> bool:
@@ -375,7 +417,7 @@ def _is_auto(spec: str) -> bool:
 
 def compress(o: Options, source: Source) -> Compression:
     """VMeanba (explicit, or chosen on calibration data), then QuarterMap."""
-    from exporter.compress import AutoLayers, apply_quartermap, apply_vmeanba, load_calibration, parse_layer_spec
+    from exporter.compress import AutoLayers, apply_quartermap, apply_vmeanba, parse_layer_spec
     from exporter.compress.selection import select_vmeanba_layers
     from exporter.export.onnx_export import layer_forms
     from plugins.contract import QUARTERMAP_DOWN
@@ -394,16 +436,10 @@ def compress(o: Options, source: Source) -> Compression:
             raise UsageError(f"{flag} {given} selects no layer of this model ({n} SS2D layers); choose a spec that "
                              "names at least one (e.g. every:3, stage:2, all) or drop the option")
     selection = calib_note = None
+    if o.plan is not None:
+        return plan_step(o, source, folded, variant)
     if isinstance(vm_spec, AutoLayers):
-        source_name = o.calib or source.calib_default
-        if source_name is None:
-            raise UsageError(f"--vmeanba-layers {o.vmeanba_layers} chooses layers on calibration data: pass --calib "
-                             "DIR|file.npz|synthetic")
-        try:
-            cal = load_calibration(source_name, source.family, limit=o.calib_limit, seed=o.seed,
-                                   cfg=source.default_cfg)
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"calibration data: {exc}") from exc
+        cal = _calibration(o, source, f"--vmeanba-layers {o.vmeanba_layers}")
         calib_note = cal.describe()
         try:
             selection = select_vmeanba_layers(model, cal, k=vm_spec.k, max_drop=o.max_drop, variant=variant,
@@ -425,6 +461,58 @@ def compress(o: Options, source: Source) -> Compression:
         raise UsageError(f"{exc} (--quartermap-stride / --quartermap-keep)" if qm_spec and "QuarterMap" in str(exc)
                          else str(exc)) from exc
     return Compression(model, layer_forms(model), selection, calib_note)
+
+
+def _calibration(o: Options, source: Source, flag: str):
+    from exporter.compress import load_calibration
+
+    source_name = o.calib or source.calib_default
+    if source_name is None:
+        raise UsageError(f"{flag} chooses layers on calibration data: pass --calib DIR|file.npz|synthetic")
+    try:
+        return load_calibration(source_name, source.family, limit=o.calib_limit, seed=o.seed, cfg=source.default_cfg)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"calibration data: {exc}") from exc
+
+
+def plan_step(o: Options, source: Source, folded, variant: str) -> Compression:
+    """--plan: the speed-aware planner (exporter.compress.planner) on the cost model of --plan-cost at
+    --plan-batch (default --batch), --precision and the export resolution; without a cost model, the
+    plain VMeanba selection with the same budget (the reason is printed as a warning)."""
+    from exporter.compress import apply_quartermap, apply_vmeanba
+    from exporter.compress.planner import plan_or_select
+    from exporter.export.onnx_export import layer_forms
+    from plugins.contract import QUARTERMAP_DOWN
+
+    cal = _calibration(o, source, f"--plan {o.plan}")
+    stride = QUARTERMAP_DOWN.default("stride") if o.quartermap_stride is None else o.quartermap_stride
+    keep = QUARTERMAP_DOWN.default("keep") if o.quartermap_keep is None else o.quartermap_keep
+    if keep == stride:
+        raise UsageError(f"QuarterMap with keep == stride ({keep}) changes nothing; use --quartermap-keep < "
+                         "--quartermap-stride (e.g. 2 and 1)")
+    try:
+        plan, selection, reason = plan_or_select(
+            source.model, cal, o.max_drop, goal=o.plan, backend=o.plan_cost, batch=o.plan_batch or o.batch,
+            precision=o.precision, resolution=o.resolution or (source.default_cfg.resolution,) * 2,
+            cache_dir=o.plan_cache, variant=variant, folded=folded, stride=stride, keep=keep, progress=o.progress,
+            threads=o.threads)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if plan is not None:
+        plan = dataclasses.replace(plan, model=source.arch)
+        vm_layers, qm_layers = plan.vmeanba_layers, plan.quartermap_layers
+    else:
+        selection = dataclasses.replace(selection, model=source.arch)
+        vm_layers, qm_layers = selection.layers, []
+    model = source.model
+    try:
+        if vm_layers:
+            model = apply_vmeanba(model, vm_layers, variant=variant, folded=folded)
+        if qm_layers:
+            model = apply_quartermap(model, qm_layers, stride=stride, keep=keep)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    return Compression(model, layer_forms(model), selection, cal.describe(), plan, reason)
 
 
 def plugin_limit_warnings(model) -> list[str]:
@@ -648,8 +736,10 @@ def build_report(o: Options, source: Source, comp: Compression, exported, ver: V
         "compression": {"vmeanba_layers": o.vmeanba_layers, "vmeanba_variant": o.vmeanba_variant,
                         "vmeanba_form": o.vmeanba_form, "quartermap": o.quartermap,
                         "quartermap_stride": o.quartermap_stride, "quartermap_keep": o.quartermap_keep,
-                        "calibration": comp.calibration},
+                        "calibration": comp.calibration, "plan": o.plan, "plan_cost": o.plan_cost if o.plan else None,
+                        "plan_fallback": comp.plan_fallback},
         "selection": comp.selection.to_dict() if comp.selection is not None else None,
+        "plan": comp.plan.to_dict() if comp.plan is not None else None,
         "export": exported.as_dict(), "files": files, "parity": None, "parity_per_shape": None, "latency": None,
         "engine": engine.as_dict() if engine is not None else None,
         # what the loader decided and left out (e.g. the heads of a segmentation checkpoint)
@@ -691,6 +781,14 @@ def report_markdown(report: dict) -> str:
         lines += [f"| {n} | {sel['impacts'][n]:+.4f} | {'yes' if n in sel['layers'] else ''} |" for n in sel["order"]]
         if sel.get("synthetic"):
             lines += ["", "**Calibration was synthetic noise: the selection says nothing about accuracy.**"]
+    plan = report.get("plan")
+    if plan:
+        from exporter.compress.planner import PlanResult
+        from exporter.compress.report import plan_markdown
+
+        lines += ["", "## Compression plan (--plan)", "", *plan_markdown(PlanResult(**plan))]
+    elif report["compression"].get("plan_fallback"):
+        lines += ["", "## Compression plan (--plan)", "", report['compression']['plan_fallback'] + "."]
     lines += ["", "## Layers", "", "| layer | exported as |", "|---|---|"]
     lines += [f"| {name} | {form} |" for name, form in report["layers"].items()]
     par, lat = report.get("parity"), report.get("latency")
@@ -728,13 +826,15 @@ def engine_summary(eng: dict) -> list[tuple[str, str]]:
             ("engine executed", eng["executed_text"])] + [("engine note", n) for n in eng.get("notes", [])]
 
 
-def write_report(report: dict, selection, plan: OutputPlan, staged: Callable[[Path], Path]) -> None:
-    from exporter.compress.report import plot_selection
+def write_report(report: dict, comp: Compression, plan: OutputPlan, staged: Callable[[Path], Path]) -> None:
+    from exporter.compress.report import plot_plan_pareto, plot_selection
 
     staged(plan.report_json).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     staged(plan.report_md).write_text(report_markdown(report))
-    if selection is not None and plan.plots:
-        plot_selection(selection, staged(plan.plots["impact"]), staged(plan.plots["curve"]))
+    if comp.selection is not None and "impact" in plan.plots:
+        plot_selection(comp.selection, staged(plan.plots["impact"]), staged(plan.plots["curve"]))
+    if comp.plan is not None and "plan_pareto" in plan.plots:
+        plot_plan_pareto(comp.plan, staged(plan.plots["plan_pareto"]))
 
 
 # --------------------------------------------------------------------------- the whole run
@@ -818,7 +918,8 @@ def run(o: Options, step: Callable[[str], ContextManager] | None = None) -> Resu
             plan = plan_outputs(o, source.arch)
             check_outputs(plan, o, estimated_output_bytes(source.model, o))
             resolution = o.resolution or (source.default_cfg.resolution,) * 2
-            with step("compressing" if o.vmeanba_layers != "none" or o.quartermap else "preparing"):
+            with step("planning (cost model, impacts) and compressing" if o.plan else
+                      "compressing" if o.vmeanba_layers != "none" or o.quartermap else "preparing"):
                 comp = compress(o, source)
             with writing():
                 staged_onnx = staging.path_for(plan.onnx)
@@ -843,11 +944,11 @@ def run(o: Options, step: Callable[[str], ContextManager] | None = None) -> Resu
                                      "height" in exported.dynamic_axes.values(), eng)
                 if eng is not None:
                     eng.result = dataclasses.replace(eng.result, path=plan.engine)
-                files = plan.files(with_plots=comp.selection is not None)
+                files = plan.files(plots=comp.plots)
                 final_export = dataclasses.replace(exported, onnx_path=plan.onnx, trt_onnx_path=plan.trt_onnx)
                 report = build_report(o, source, comp, final_export, ver, plan, files, eng)
                 if plan.report_json is not None:
-                    write_report(report, comp.selection, plan, staging.path_for)
+                    write_report(report, comp, plan, staging.path_for)
                 staging.commit()
         except BaseException as exc:
             staging.discard()

@@ -282,6 +282,22 @@ def prepare_runtime(
     return Runtime(model, forward, cfg, warmup=warmup, clone_output=clone_output)
 
 
+def time_replays(rt, iters: int, warm: int = 2) -> list[float]:
+    """Milliseconds of ``iters`` replays of ``rt`` (a Runtime, or anything with ``replay()`` such as a
+    CUDA graph), each between two CUDA events on the current stream, after ``warm`` untimed ones.
+    The one replay timer of the project: the benchmarks and the planner's cost model use it."""
+    for _ in range(warm):
+        rt.replay()
+    torch.cuda.synchronize()
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
+    for start, end in events:
+        start.record()
+        rt.replay()
+        end.record()
+    torch.cuda.synchronize()
+    return [s.elapsed_time(e) for s, e in events]
+
+
 def _in_chans(model: nn.Module) -> int:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):

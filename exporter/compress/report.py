@@ -1,4 +1,4 @@
-"""Selection report: a rich table on the console, JSON, and two PNG plots (matplotlib, Agg)."""
+"""Selection and plan reports: rich tables on the console, JSON, Markdown and PNG plots (matplotlib, Agg)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -112,3 +112,150 @@ def write_selection_report(result: SelectionResult, out_dir, console=None, print
     if print_table:
         print_selection_table(result, console)
     return paths
+
+
+# --------------------------------------------------------------------------- the speed-aware plan
+def save_figure(fig, path) -> None:
+    """PNG through a temporary file beside ``path``, renamed into place (never half-written)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from exporter.files import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format="png")
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def format_speedup(value: float | None) -> str:
+    return "n/a (noisy cost model)" if value is None else f"{value:.3f}x"
+
+
+def _plan_scale(plan) -> tuple[float, str]:
+    percent = plan.metric in _PERCENT_METRICS
+    return (100.0, "points") if percent else (1.0, _UNITS.get(plan.metric, plan.metric))
+
+
+def plan_table_rows(plan) -> list[dict]:
+    """One row per block: option, single-block drop and saving of that option, and whether it is chosen."""
+    rows = []
+    for name, option in plan.plan.items():
+        rows.append({"layer": name, "option": option,
+                     "saved_ms": plan.saved_ms.get(name, {}).get(option, 0.0) if option != "none" else 0.0,
+                     "impact": plan.impacts.get(name, {}).get(option, 0.0) if option != "none" else 0.0,
+                     "measured_as": plan.cost["measured_as"].get(name, name)})
+    return rows
+
+
+def plan_summary(plan) -> str:
+    """One sentence: backend, predicted and measured speed-up, measured drop against the budget."""
+    scale, unit = _plan_scale(plan)
+    measured = "not measured" if plan.measured_speedup is None else f"{plan.measured_speedup:.3f}x measured"
+    predicted = format_speedup(plan.predicted_speedup)
+    cache = " (cost model from the cache)" if plan.cost_from_cache else ""
+    key = plan.cost["key"]
+    return (f"plan '{plan.goal}' on the {key['backend']} cost model ({key['device']}, batch {key['batch']}, "
+            f"{key['precision']}){cache}: speed-up {predicted} predicted, {measured}; "
+            f"{plan.metric} drop {scale * plan.joint_drop:+.3f} {unit} measured (budget {scale * plan.max_drop:g} "
+            f"{unit}) on {plan.calibration}")
+
+
+def print_plan_table(plan, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    if plan.synthetic:
+        console.print("[bold red]Calibration was synthetic noise: the plan's accuracy side is meaningless.[/]")
+    scale, unit = _plan_scale(plan)
+    table = Table(title=f"compression plan ({plan.backend} cost model)")
+    for col, justify in (("layer", "left"), ("option", "left"), ("saved ms (alone)", "right"),
+                         (f"drop alone ({unit})", "right"), ("timed as", "left")):
+        table.add_column(col, justify=justify)
+    for row in plan_table_rows(plan):
+        table.add_row(row["layer"], row["option"], f"{row['saved_ms']:.3f}", f"{scale * row['impact']:+.3f}",
+                      row["measured_as"])
+    console.print(table)
+    console.print(plan_summary(plan))
+
+
+def plan_markdown(plan) -> list[str]:
+    """The plan as Markdown lines (the vm-export report's section and the study's tables use it)."""
+    scale, unit = _plan_scale(plan)
+    lines = [plan_summary(plan) + ".", "", f"| layer | option | time saved alone (ms) | drop alone ({unit}) | timed as |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['layer']} | {r['option']} | {r['saved_ms']:.3f} | {scale * r['impact']:+.3f} | {r['measured_as']} |"
+              for r in plan_table_rows(plan)]
+    lines += ["", "Steps: " + "; ".join(plan.steps)]
+    if plan.synthetic:
+        lines += ["", "**Calibration was synthetic noise: the plan's accuracy side is meaningless.**"]
+    return lines
+
+
+def plot_plan_pareto(plan, png, ax=None, title: str | None = None) -> str:
+    """Predicted speed-up against measured drop of every plan considered, its Pareto front, the chosen
+    plan (predicted and measured), the paper's K-smallest-impact VMeanba choices and QuarterMap
+    every:3, and the budget. Writes ``png`` (atomically) unless an ``ax`` is given; returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from exporter.compress.planner import pareto_front
+
+    scale, unit = _plan_scale(plan)
+    own = plt.subplots(figsize=(6.4, 4.2)) if ax is None else (None, ax)
+    fig, ax = own
+    shown = [p for p in plan.considered if p["predicted_speedup"] is not None]
+    plans = [p for p in shown if p["kind"] in ("knapsack", "back-off", "upgrade")]
+    ax.scatter([scale * p["drop"] for p in plans], [p["predicted_speedup"] for p in plans], s=18, color="tab:grey",
+               alpha=0.6, label="plans considered")
+    front = pareto_front(plans)
+    ax.step([scale * p["drop"] for p in front], [p["predicted_speedup"] for p in front], where="post",
+            color="tab:blue", lw=1.2, label="Pareto front (considered plans)")
+    paper = sorted((p for p in shown if p["kind"] == "paper-k"), key=lambda p: len(p["plan"]))
+    if paper:
+        ax.plot([scale * p["drop"] for p in paper], [p["predicted_speedup"] for p in paper], marker="o", ms=4,
+                color="tab:orange", lw=1, label="paper: VMeanba on the K smallest-impact layers")
+    for p in shown:
+        if p["kind"] == "paper-walk":
+            ax.scatter([scale * p["drop"]], [p["predicted_speedup"]], marker="s", s=50, color="tab:orange", zorder=3,
+                       label="paper: budgeted walk (the plain selection)")
+        if p["kind"] == "quartermap-every3":
+            ax.scatter([scale * p["drop"]], [p["predicted_speedup"]], marker="D", s=50, color="tab:purple",
+                       zorder=3, label="QuarterMap every:3")
+    if plan.predicted_speedup is not None:
+        ax.scatter([scale * plan.joint_drop], [plan.predicted_speedup], marker="*", s=220, color="tab:green",
+                   zorder=4, label="chosen plan (predicted)")
+    if plan.measured_speedup is not None:
+        ax.scatter([scale * plan.joint_drop], [plan.measured_speedup], marker="*", s=220, facecolors="none",
+                   edgecolors="tab:green", zorder=4, label="chosen plan (measured)")
+    ax.axvline(scale * plan.max_drop, color="tab:red", ls=":", lw=1, label="budget")
+    ax.axhline(1.0, color="black", lw=0.5)
+    ax.set_xlabel(f"{plan.metric} drop on calibration ({unit})")
+    ax.set_ylabel("speed-up (cost model)")
+    key = plan.cost["key"]
+    ax.set_title(title or f"plans: {key['backend']}, {key['device'][:40]}, batch {key['batch']}, {key['precision']}"
+                 f"{' [SYNTHETIC]' if plan.synthetic else ''}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if fig is not None:
+        fig.tight_layout()
+        save_figure(fig, png)
+    return str(png)
+
+
+def write_plan_report(plan, out_dir, console=None, print_table: bool = True) -> dict:
+    """``plan.json``, ``plan.md`` and ``plan_pareto.png`` in ``out_dir``; prints the table. Returns the paths."""
+    from exporter.files import atomic_write_bytes
+
+    out = Path(out_dir)
+    paths = {"json": out / "plan.json", "md": out / "plan.md", "pareto_png": out / "plan_pareto.png"}
+    atomic_write_bytes(paths["json"], (plan.to_json() + "\n").encode())
+    atomic_write_bytes(paths["md"], ("\n".join(["# Compression plan", ""] + plan_markdown(plan)) + "\n").encode())
+    plot_plan_pareto(plan, paths["pareto_png"])
+    if print_table:
+        print_plan_table(plan, console)
+    return {k: str(v) for k, v in paths.items()}

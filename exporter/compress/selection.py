@@ -174,7 +174,7 @@ def select_vmeanba_layers(model, calibration, k: int | None = None, max_drop: fl
                           metric: str = "auto", *, variant: str = "all-rows", folded: bool | None = None,
                           candidates="all", family: str | None = None, batch_size: int = 64,
                           curve: bool = True, progress: bool = True, flush_denormal: bool = True,
-                          threads: int | None = None) -> SelectionResult:
+                          threads: int | None = None, device: str = "cpu") -> SelectionResult:
     """Choose VMeanba layers of ``model`` on ``calibration``.
 
     calibration: a CalibrationSet, or any source ``load_calibration`` accepts (loaded with the
@@ -189,7 +189,8 @@ def select_vmeanba_layers(model, calibration, k: int | None = None, max_drop: fl
     slower on the digits models; the process-wide setting is switched back off afterwards).
     threads: torch CPU threads for the duration of the call (restored afterwards); on a loaded
     2-core machine 1 thread ran the digits selection in 2.7 s where 2 threads took 87 s.
-    The model is not modified.
+    device: where the calibration passes run (a private float32 copy of the model; "cuda" with the
+    project's kernels is the fast path on a GPU). The model is not modified.
     """
     previous_threads = torch.get_num_threads()
     if threads is not None:
@@ -198,15 +199,101 @@ def select_vmeanba_layers(model, calibration, k: int | None = None, max_drop: fl
         torch.set_flush_denormal(True)
     try:
         return _select(model, calibration, k, max_drop, metric, variant, folded, candidates, family, batch_size,
-                       curve, progress)
+                       curve, progress, device)
     finally:
         if flush_denormal:
             torch.set_flush_denormal(False)
         torch.set_num_threads(previous_threads)
 
 
+def check_budget(metric: str, max_drop: float) -> None:
+    """A budget in the metric's own units: a fraction in [0, 1] for accuracy/agreement/feature-cosine."""
+    if max_drop < 0 or (metric not in LOWER_IS_BETTER and max_drop > 1):
+        raise ValueError(f"max_drop={max_drop} is out of range: it is a fraction in [0, 1] for {metric} "
+                         "(0.01 = 1 point), or >= 0 for kl (nats) and feature-relerr")
+
+
+def vmeanba_specs(model, names, variant: str = "all-rows", folded: bool | None = None) -> dict:
+    """{layer: VMeanbaSpec} for ``names``: folded where exact unless ``folded`` says otherwise. Each
+    spec is checked by its block's ``configure`` now (and the block restored), so a fold refusal
+    fails before any measurement."""
+    blocks = model.ssm_layers()
+    specs = {}
+    for name in names:
+        ss2d = blocks[name]
+        fold = ss2d.out_norm_is_channel_layernorm if folded is None else folded
+        specs[name] = VMeanbaSpec(variant=variant, folded=fold)
+        previous = ss2d.vmeanba
+        ss2d.configure(vmeanba=specs[name])  # raises (leaving the block unchanged) where it cannot fold
+        ss2d.configure(vmeanba=previous)
+    return specs
+
+
+class CalibratedEvaluator:
+    """The calibration metric of ``model`` under compression configurations, cached.
+
+    A configuration maps layer names to ``(VMeanbaSpec | None, QuarterMapSpec | None)``; layers it
+    does not name keep the model's own settings. The outputs of the model as given are computed
+    once (the reference for the label-free metrics, and the baseline); each configuration is
+    evaluated once, in batches under ``no_grad``, on a private copy of the model on ``device``
+    (float32). Used by the VMeanba selection below and by the speed-aware planner
+    (exporter.compress.planner)."""
+
+    def __init__(self, model, cal: CalibrationSet, metric: str = "auto", batch_size: int = 64,
+                 progress: bool = False, device: str = "cpu"):
+        self.cal = cal
+        self.metric = _resolve_metric(metric, cal, features=bool(getattr(model, "features_only", False)))
+        self.batch_size = batch_size
+        self.progress = progress
+        self.work = copy.deepcopy(model).eval().to(device)
+        self.blocks = self.work.ssm_layers()
+        self.base = {name: (ss2d.vmeanba, ss2d.quartermap) for name, ss2d in self.blocks.items()}
+        self.reference = model_logits(self.work, cal.images, batch_size, progress, desc="uncompressed")
+        self.baseline = metric_value(self.metric, self.reference, self.reference, cal.labels)
+        self._cache: dict[tuple, float] = {self._state({}): self.baseline}
+        self.evaluations = 0  # configurations actually run (cache misses)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric not in LOWER_IS_BETTER
+
+    def drop(self, value: float) -> float:
+        """``value``'s drop from the baseline, oriented so that positive = worse."""
+        return _drop(self.metric, self.baseline, value)
+
+    def _state(self, config) -> tuple:
+        return tuple(tuple(config.get(name, self.base[name])) for name in self.blocks)
+
+    def evaluate(self, config) -> float:
+        """The metric with ``config`` ({layer: (vmeanba spec, quartermap spec)}) applied."""
+        state = self._state(config)
+        if state not in self._cache:
+            for ss2d, (vmeanba, quartermap) in zip(self.blocks.values(), state):
+                ss2d.configure(vmeanba=vmeanba, quartermap=quartermap)
+            logits = model_logits(self.work, self.cal.images, self.batch_size, self.progress,
+                                  desc=f"{sum(s != (None, None) for s in state)} layer(s)")
+            self._cache[state] = metric_value(self.metric, logits, self.reference, self.cal.labels)
+            self.evaluations += 1
+        return self._cache[state]
+
+
+def budgeted_walk(order: list[str], joint_drop, max_drop: float, k: int | None = None,
+                  progress: bool = False) -> list[str]:
+    """The budgeted greedy of the module docstring: walk ``order`` and keep each layer whose addition
+    leaves ``joint_drop(layers)`` (measured on all kept layers together) within ``max_drop``; at most
+    ``k`` layers. Returns the kept layers in walk order."""
+    chosen: list[str] = []
+    for name in _progress(order, progress, desc="budgeted greedy"):
+        if k is not None and len(chosen) >= k:
+            break
+        trial = chosen + [name]
+        if joint_drop(trial) <= max_drop + 1e-12:
+            chosen = trial
+    return chosen
+
+
 def _select(model, calibration, k, max_drop, metric, variant, folded, candidates, family, batch_size, curve,
-            progress) -> SelectionResult:
+            progress, device) -> SelectionResult:
     start = time.time()
     cal = calibration if isinstance(calibration, CalibrationSet) else load_calibration(
         calibration, family or getattr(model, "family", "vmamba"))
@@ -217,34 +304,16 @@ def _select(model, calibration, k, max_drop, metric, variant, folded, candidates
     if k is not None and not 1 <= int(k) <= len(names):
         raise ValueError(f"k={k} but there are {len(names)} candidate layers; k must be in 1..{len(names)}")
     if max_drop is not None:
-        if max_drop < 0 or (metric not in LOWER_IS_BETTER and max_drop > 1):
-            raise ValueError(f"max_drop={max_drop} is out of range: it is a fraction in [0, 1] for {metric} "
-                             "(0.01 = 1 point), or >= 0 for kl (nats) and feature-relerr")
+        check_budget(metric, max_drop)
     elif k is None:
         max_drop = DEFAULT_MAX_DROP
-    spec_of = {}
-    work = copy.deepcopy(model).eval()
-    blocks = work.ssm_layers()
-    for name in names:
-        ss2d = blocks[name]
-        fold = ss2d.out_norm_is_channel_layernorm if folded is None else folded
-        spec_of[name] = VMeanbaSpec(variant=variant, folded=fold)
-        ss2d.configure(vmeanba=spec_of[name])  # validates now (a fold refusal fails before any work)
-        ss2d.configure(vmeanba=None)
+    spec_of = vmeanba_specs(model, names, variant, folded)  # validates now (a fold refusal fails before any work)
+    evaluator = CalibratedEvaluator(model, cal, metric, batch_size, progress, device=device)
+    baseline = evaluator.baseline
 
-    images, labels = cal.images, cal.labels
-    reference = model_logits(work, images, batch_size, progress, desc="uncompressed")
-    baseline = metric_value(metric, reference, reference, labels)
-    cache: dict[frozenset, float] = {frozenset(): baseline}
-
-    def evaluate(layer_set) -> float:
-        key = frozenset(layer_set)
-        if key not in cache:
-            for name in names:
-                blocks[name].configure(vmeanba=spec_of[name] if name in key else None)
-            cache[key] = metric_value(metric, model_logits(work, images, batch_size, progress,
-                                                           desc=f"{len(key)} layer(s)"), reference, labels)
-        return cache[key]
+    def evaluate(layer_set) -> float:  # VMeanba on layer_set only among the candidates; QuarterMap as given
+        return evaluator.evaluate({name: (spec_of[name] if name in layer_set else None, evaluator.base[name][1])
+                                   for name in names})
 
     layer_scores = {name: evaluate([name]) for name in _progress(names, progress, desc="impact per layer")}
     impacts = {name: _drop(metric, baseline, s) for name, s in layer_scores.items()}
@@ -254,13 +323,8 @@ def _select(model, calibration, k, max_drop, metric, variant, folded, candidates
     if max_drop is None:
         chosen = order[:k]
     else:
-        chosen = []
-        for name in _progress(order, progress, desc="budgeted greedy"):
-            if k is not None and len(chosen) >= k:
-                break
-            trial = chosen + [name]
-            if _drop(metric, baseline, evaluate(trial)) <= max_drop + 1e-12:
-                chosen = trial
+        chosen = budgeted_walk(order, lambda layers: _drop(metric, baseline, evaluate(layers)), max_drop, k,
+                               progress)
     joint = evaluate(chosen)
     curve_points = []
     if curve:

@@ -1,0 +1,401 @@
+"""The speed-aware compression planner: the fastest model within an accuracy budget, with VMeanba
+and QuarterMap chosen together, block by block.
+
+For every SS2D block the planner knows two things per option (``none``, ``vmeanba``,
+``quartermap``, ``both``):
+
+- the time it saves, from the cost model measured on the target (exporter.compress.cost_model);
+- the accuracy it costs alone, measured on the calibration data with the metric machinery of the
+  VMeanba selection (exporter.compress.selection.CalibratedEvaluator: top-1 with labels,
+  agreement / KL without, feature metrics for backbones).
+
+1. Choice: a multiple-choice knapsack (:func:`solve_knapsack`, exact dynamic programming) picks one
+   option per block to maximise the summed saving while the summed single-block drops stay within
+   the budget. Drops are counted in units of ``1/N`` for the sample-fraction metrics (accuracy,
+   agreement: exact, a drop is a whole number of samples) and of ``budget/1000`` otherwise (each
+   drop rounded up, so the sum never exceeds the budget).
+2. Interactions: the joint drop of the chosen plan is measured. While it exceeds the budget, the
+   planner demotes the block option that gives up the least saving per unit of single drop removed
+   (``both`` -> the better single method, a single method -> ``none``) and measures again.
+3. Other candidates, each measured: knapsack plans at a sweep of budgets (the sum of single drops
+   is often pessimistic), the paper's choices (the budgeted VMeanba walk of the plain selection and
+   VMeanba on the K smallest impacts, K = 1..n) and QuarterMap ``every:3``. The planner continues
+   from the fastest (predicted) of all measured plans whose drop holds, so it is never predicted
+   slower than the paper's choice at the same budget. Then it tries, largest extra saving first, to
+   upgrade blocks (``none`` -> a method, a method -> ``both``), keeping each upgrade whose measured
+   joint drop stays within the budget.
+4. Finalists (when a timer is given): the plan, the plain selection's walk and the next fastest
+   predicted plan whose drop holds are timed side by side with the uncompressed model; the fastest
+   measured one is the result, so a cost model blurred by noise cannot leave the planner slower
+   than the plain selection.
+5. Report: the chosen option per block, the predicted speed-up (cost model, additive) and the
+   measured one, the measured drop, and every plan measured on the way for the Pareto plot.
+
+No cost model (CostModelUnavailable: e.g. ``cuda`` asked for without a GPU) -> :func:`plan_or_select`
+falls back to the plain VMeanba selection and says why.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import warnings
+
+import torch
+
+from exporter.compress.calibration import CalibrationSet, load_calibration
+from exporter.compress.cost_model import (COMPRESSED_OPTIONS, OPTIONS, CostModel, CostModelUnavailable, Timer,
+                                          make_timer, measure_cost_model, option_specs, time_plans_ms)
+from exporter.compress.layer_specs import every_kth_layers, parse_layer_spec
+from exporter.compress.selection import (DEFAULT_MAX_DROP, CalibratedEvaluator, _progress, budgeted_walk,
+                                         check_budget, select_vmeanba_layers, vmeanba_specs)
+from exporter.models.ss2d import QuarterMapSpec
+
+PLAN_GOALS = ("fastest",)
+FRACTION_METRICS = ("accuracy", "agreement")
+BUDGET_SWEEP = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)  # knapsack plans measured for the Pareto plot (x budget)
+CONTINUOUS_STEPS = 1000  # budget units for metrics whose drops are not sample counts
+NOISE_FLOOR = 0.1  # a plan predicted below this fraction of the baseline time: the cost model is noise
+FINALISTS = 3  # plans timed side by side at the end (the plan, the plain selection's walk, the next fastest)
+
+
+# --------------------------------------------------------------------------- the knapsack
+def solve_knapsack(gain: dict[str, dict[str, float]], cost: dict[str, dict[str, float]], budget: float,
+                   unit: float) -> dict[str, str]:
+    """One option per layer maximising the summed ``gain`` with the summed ``cost`` within ``budget``.
+
+    gain / cost: {layer: {option: value}} for the compressed options ("none" has gain 0 and cost 0).
+    Costs are counted in whole ``unit``s, rounded up (negative costs count 0); options with gain <= 0
+    are never taken. Exact dynamic programming over the integer budget; ties keep the cheaper plan
+    and, between equal ones, the first option in OPTIONS order. Returns {layer: option} for every layer.
+    """
+    if budget < 0 or unit <= 0:
+        raise ValueError(f"budget must be >= 0 and unit > 0, got {budget}, {unit}")
+    capacity = int(math.floor(budget / unit + 1e-6))
+
+    def units(value: float) -> int:
+        return max(0, int(math.ceil(value / unit - 1e-6)))
+
+    names = list(gain)
+    best = [0.0] * (capacity + 1)  # best[w]: the largest gain of the layers so far with cost <= w
+    picks: list[list[str]] = []
+    for name in names:
+        items = [(o, gain[name][o], units(cost[name][o])) for o in COMPRESSED_OPTIONS
+                 if gain[name][o] > 0 and units(cost[name][o]) <= capacity]
+        new, choice = list(best), ["none"] * (capacity + 1)
+        for w in range(capacity + 1):
+            for option, g, c in items:
+                if c <= w and best[w - c] + g > new[w] + 1e-12:
+                    new[w], choice[w] = best[w - c] + g, option
+        best = new
+        picks.append(choice)
+    plan, w = {}, capacity
+    for name, choice in zip(reversed(names), reversed(picks)):
+        plan[name] = choice[w]
+        if choice[w] != "none":
+            w -= units(cost[name][choice[w]])
+    return {name: plan[name] for name in names}
+
+
+def budget_unit(metric: str, num_samples: int, budget: float) -> float:
+    """Sample-fraction metrics move in steps of 1/N; others are split into CONTINUOUS_STEPS of the budget."""
+    if metric in FRACTION_METRICS:
+        return 1.0 / num_samples
+    return budget / CONTINUOUS_STEPS if budget > 0 else 1e-9
+
+
+# --------------------------------------------------------------------------- the result
+@dataclasses.dataclass
+class PlanResult:
+    """Outcome of :func:`plan_compression` (``to_json`` / ``from_json`` round-trip)."""
+
+    plan: dict[str, str]              # layer -> none | vmeanba | quartermap | both (forward order)
+    goal: str
+    metric: str
+    higher_is_better: bool
+    baseline: float                   # metric of the uncompressed model
+    joint: float                      # metric of the chosen plan, measured
+    joint_drop: float
+    max_drop: float
+    impacts: dict[str, dict[str, float]]   # layer -> option -> drop with that option alone
+    saved_ms: dict[str, dict[str, float]]  # layer -> option -> time saved alone (cost model)
+    cost: dict                        # CostModel.to_dict(): backend, device, batch, precision, times
+    cost_from_cache: bool
+    predicted_ms: float
+    predicted_speedup: float | None   # None: the savings add up to the whole model (noisy cost model)
+    measured_baseline_ms: float | None  # the uncompressed model and the chosen plan timed side by side on the
+    measured_ms: float | None           # cost model's backend after planning (None: not measured)
+    measured_speedup: float | None
+    considered: list[dict]            # [{"kind", "label", "plan", "drop", "predicted_speedup"}]
+    steps: list[str]                  # what the back-off and the upgrades did
+    variant: str
+    quartermap: dict                  # {"stride", "keep"}
+    calibration: str
+    num_samples: int
+    synthetic: bool
+    seconds: float
+    evaluations: int                  # calibration passes run
+    model: str = ""
+
+    @property
+    def vmeanba_layers(self) -> list[str]:
+        return [n for n, o in self.plan.items() if o in ("vmeanba", "both")]
+
+    @property
+    def quartermap_layers(self) -> list[str]:
+        return [n for n, o in self.plan.items() if o in ("quartermap", "both")]
+
+    @property
+    def backend(self) -> str:
+        return self.cost["key"]["backend"]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self, indent: int = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> "PlanResult":
+        return cls(**json.loads(text))
+
+
+# --------------------------------------------------------------------------- planning
+def plan_compression(model, calibration, max_drop: float | None = None, *, goal: str = "fastest",
+                     cost: CostModel | None = None, timer: Timer | None = None, backend: str = "auto",
+                     batch: int = 1, precision: str = "fp32", resolution=None, iters: int = 10, warmup: int = 2,
+                     per_block: bool = False, rounds: int | None = None, cache_dir=None, use_cache: bool = True,
+                     metric: str = "auto", variant: str = "all-rows", folded: bool | None = None,
+                     stride: int | None = None, keep: int | None = None, candidates="all", family: str | None = None,
+                     batch_size: int = 64,
+                     device: str | None = None, measure: bool = True, progress: bool = False,
+                     threads: int | None = None) -> PlanResult:
+    """The fastest per-block plan of ``model`` whose measured calibration drop is within ``max_drop``.
+
+    cost: a CostModel, else one is measured (or read from the cache) with ``timer``, or with
+    make_timer(backend, batch, precision, resolution, iters, warmup); CostModelUnavailable when none
+    can be measured here. max_drop: in the metric's units (default DEFAULT_MAX_DROP). candidates: a
+    layer spec limiting the blocks the plan may compress. device: where the calibration passes run
+    (default: cuda when the project's GPU runtime works, else cpu). measure: time the chosen plan and the
+    uncompressed model side by side (``rounds`` as the cost model). The model is not modified.
+    """
+    if goal not in PLAN_GOALS:
+        raise ValueError(f"unknown plan goal {goal!r}; choose one of {PLAN_GOALS}")
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    torch.set_flush_denormal(True)  # as select_vmeanba_layers: denormals made CPU evaluation ~10x slower
+    try:
+        start = time.time()
+        cal = calibration if isinstance(calibration, CalibrationSet) else load_calibration(
+            calibration, family or getattr(model, "family", "vmamba"))
+        max_drop = DEFAULT_MAX_DROP if max_drop is None else float(max_drop)
+        names = parse_layer_spec(candidates, model, method="vmeanba")
+        if not isinstance(names, list) or not names:
+            raise ValueError(f"candidates must name at least one layer explicitly, got {candidates!r}")
+        all_names = list(model.ssm_layers())
+        vm_of = vmeanba_specs(model, all_names, variant, folded)
+        qm = QuarterMapSpec(**{k: v for k, v in (("stride", stride), ("keep", keep)) if v is not None})
+        resolution = resolution or tuple(cal.images.shape[-2:])
+        if device is None:
+            from exporter.runtime import kernel_status
+
+            device = "cuda" if kernel_status()[0] else "cpu"
+        evaluator = CalibratedEvaluator(model, cal, metric, batch_size, progress, device=device)
+        check_budget(evaluator.metric, max_drop)  # before any timing
+        if cost is None:
+            timer = timer or make_timer(backend, batch, precision, resolution, iters, warmup)
+            cost = measure_cost_model(model, timer, vmeanba=vm_of, quartermap=qm, per_block=per_block,
+                                      cache_dir=cache_dir, use_cache=use_cache, rounds=rounds,
+                                      progress=progress)
+        if cost.layers != all_names:
+            raise ValueError(f"the cost model covers {cost.layers}, not this model's layers {all_names}")
+        return choose_plan(evaluator, cost, names, max_drop, vm_of, qm, goal=goal, variant=variant,
+                           model=model if measure else None, timer=timer, rounds=rounds, progress=progress,
+                           start=start)
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(previous_threads)
+
+
+def choose_plan(evaluator, cost: CostModel, names: list[str], max_drop: float, vm_of: dict, qm: QuarterMapSpec, *,
+                goal: str = "fastest", variant: str = "all-rows", model=None,
+                timer: Timer | None = None, rounds: int | None = None, progress: bool = False,
+                start: float | None = None) -> PlanResult:
+    """Steps 1-3 of the module docstring for the candidate blocks ``names``. evaluator: a
+    CalibratedEvaluator (or anything with its ``evaluate`` / ``drop`` / ``metric`` / ``baseline`` /
+    ``cal`` interface); vm_of: {layer: VMeanbaSpec} for every block; model and timer: given, the
+    chosen plan and the uncompressed model are timed side by side."""
+    start = time.time() if start is None else start
+    def config(plan: dict[str, str]) -> dict:
+        return {n: option_specs(plan.get(n, "none"), vm_of[n], qm) for n in vm_of}
+
+    def drop_of(plan: dict[str, str]) -> float:
+        return evaluator.drop(evaluator.evaluate(config(plan)))
+
+    impacts = {n: {o: drop_of({n: o}) for o in COMPRESSED_OPTIONS}
+               for n in _progress(names, progress, desc="impact per layer and option")}
+    saved = {n: {o: cost.saved_ms(n, o) for o in COMPRESSED_OPTIONS} for n in names}
+    unit = budget_unit(evaluator.metric, len(evaluator.cal), max_drop)
+    considered: list[dict] = []
+
+    def consider(kind: str, label: str, plan: dict[str, str]) -> float:
+        drop = drop_of(plan)
+        considered.append({"kind": kind, "label": label, "plan": {n: o for n, o in plan.items() if o != "none"},
+                           "drop": drop, "predicted_speedup": cost.predicted_speedup(plan)})
+        return drop
+
+    plan = solve_knapsack(saved, impacts, max_drop, unit)
+    drop = consider("knapsack", f"knapsack at the budget {max_drop:g}", plan)
+    steps = [f"knapsack on single-block drops: {_describe(plan)}; measured joint drop {drop:+.5f}"]
+    while drop > max_drop + 1e-12:  # back off: demote the option giving up least saving per unit of drop removed
+        moves = [(n, lower) for n, o in plan.items() if o != "none" for lower in _lower(o)]
+        lower_gain = lambda n, o: saved[n][o] if o != "none" else 0.0  # noqa: E731
+
+        def score(move):
+            n, lower = move
+            lost = saved[n][plan[n]] - lower_gain(n, lower)
+            removed = impacts[n][plan[n]] - (impacts[n][lower] if lower != "none" else 0.0)
+            return (0, lost / removed) if removed > 0 else (1, lost)
+
+        n, lower = min(moves, key=score)
+        plan = {**plan, n: lower}
+        drop = consider("back-off", f"back-off: {n} -> {lower}", plan)
+        steps.append(f"joint drop over budget: {n} demoted to {lower}; measured joint drop {drop:+.5f}")
+    # the other measured candidates: knapsack plans at other budgets (the sum of single drops is often
+    # pessimistic), the paper's choices (the budgeted VMeanba walk, the K smallest impacts) and QuarterMap
+    # every:3; the planner goes on from the fastest one (predicted) whose measured drop holds
+    _reference_points(evaluator, names, impacts, saved, max_drop, vm_of, consider)
+    feasible = [c for c in considered if c["drop"] <= max_drop + 1e-12]
+    best = max(feasible, key=lambda c: (round(_saving(c["plan"], saved), 9), -len(c["plan"])), default=None)
+    if best is not None and _saving(best["plan"], saved) > _saving(plan, saved) + 1e-9:
+        plan = {n: best["plan"].get(n, "none") for n in names}
+        drop = best["drop"]
+        steps.append(f"start from {best['label']} (faster, measured joint drop {drop:+.5f})")
+    # upgrades, largest extra saving first, each kept when the measured joint drop stays within the budget
+    def extra(n: str, o: str) -> float:
+        return saved[n][o] - (saved[n][plan[n]] if plan[n] != "none" else 0.0)
+
+    upgrades = sorted(((n, o) for n in names for o in COMPRESSED_OPTIONS if _is_upgrade(plan[n], o)),
+                      key=lambda t: (-extra(*t), names.index(t[0]), OPTIONS.index(t[1])))
+    for n, o in upgrades:
+        gain = extra(n, o)
+        if gain <= 0 or not _is_upgrade(plan[n], o):
+            continue
+        trial = {**plan, n: o}
+        trial_drop = consider("upgrade", f"upgrade: {n} -> {o}", trial)
+        if trial_drop <= max_drop + 1e-12:
+            plan, drop = trial, trial_drop
+            steps.append(f"upgrade {n} -> {o} kept (saves {gain:.3f} ms more); measured joint drop {drop:+.5f}")
+    full_plan = {n: plan.get(n, "none") for n in vm_of}
+    if cost.predicted_ms(full_plan) < NOISE_FLOOR * cost.baseline_ms:
+        warnings.warn(f"the cost model's single-block savings of this plan add up to more than "
+                      f"{100 * (1 - NOISE_FLOOR):.0f}% of the model's {cost.baseline_ms:.3f} ms, so its predicted "
+                      f"speed-up is not meaningful: the measurement ({cost.label}) is dominated by noise; measure "
+                      "with more iterations or rounds, or at a larger batch", stacklevel=2)
+    measured = [None, None]
+    if model is not None and timer is not None:
+        # finalists timed side by side with the uncompressed model: the plan, the plain selection's walk
+        # and the next fastest predicted plans whose drop holds; the fastest measured one is the result
+        # (a cost model blurred by noise cannot make the planner slower than the plain selection)
+        walk = [c for c in considered if c["kind"] == "paper-walk"]
+        others = sorted((c for c in considered if c["drop"] <= max_drop + 1e-12 and c["kind"] != "paper-walk"),
+                        key=lambda c: -_saving(c["plan"], saved))
+        finalists = [full_plan]
+        for c in walk + others:
+            candidate = {n: c["plan"].get(n, "none") for n in vm_of}
+            if len(finalists) < FINALISTS and candidate not in finalists:
+                finalists.append(candidate)
+        times = time_plans_ms(model, timer, [{}] + finalists, vm_of, qm, rounds)
+        fastest = min(range(len(finalists)), key=lambda i: (times[i + 1], i))
+        steps.append("finalists timed (speed-up measured): " + "; ".join(
+            f"{_describe(f)}: {times[0] / t:.3f}x" for f, t in zip(finalists, times[1:])))
+        if fastest:
+            full_plan = finalists[fastest]
+            steps.append(f"the fastest measured finalist replaces the plan: {_describe(full_plan)}")
+        measured = [times[0], times[fastest + 1]]
+    joint = evaluator.evaluate(config(full_plan))
+    cal = evaluator.cal
+    return PlanResult(
+        plan=full_plan, goal=goal, metric=evaluator.metric, higher_is_better=evaluator.higher_is_better,
+        baseline=evaluator.baseline, joint=joint, joint_drop=evaluator.drop(joint), max_drop=max_drop,
+        impacts=impacts, saved_ms=saved, cost=cost.to_dict(), cost_from_cache=cost.from_cache,
+        predicted_ms=cost.predicted_ms(full_plan), predicted_speedup=cost.predicted_speedup(full_plan),
+        measured_baseline_ms=measured[0], measured_ms=measured[1],
+        measured_speedup=None if measured[1] is None else measured[0] / measured[1],
+        considered=considered, steps=steps, variant=variant, quartermap=dataclasses.asdict(qm),
+        calibration=cal.describe(), num_samples=len(cal), synthetic=cal.synthetic, seconds=time.time() - start,
+        evaluations=evaluator.evaluations, model=type(model).__name__ if model is not None else "")
+
+
+def _reference_points(evaluator, names, impacts, saved, max_drop, vm_of, consider) -> None:
+    """Measure the knapsack plans at a sweep of budgets, the paper's choices (the budgeted VMeanba walk
+    in impact order, as select_vmeanba_layers does, and VMeanba on the K smallest impacts, K = 1..n) and
+    QuarterMap every:3."""
+    seen = set()
+    for factor in BUDGET_SWEEP:
+        budget = factor * max_drop
+        plan = solve_knapsack(saved, impacts, budget, budget_unit(evaluator.metric, len(evaluator.cal), budget))
+        key = tuple(sorted(plan.items()))
+        if key not in seen:
+            seen.add(key)
+            consider("knapsack", f"knapsack at the budget {budget:g}", plan)
+    position = {n: i for i, n in enumerate(names)}
+    order = sorted(names, key=lambda n: (impacts[n]["vmeanba"], position[n]))
+    walk = budgeted_walk(order, lambda layers: evaluator.drop(evaluator.evaluate(
+        {n: option_specs("vmeanba" if n in layers else "none", vm_of[n], QuarterMapSpec()) for n in vm_of})), max_drop)
+    consider("paper-walk", f"VMeanba budgeted walk ({len(walk)} layers, the plain selection)",
+             {n: "vmeanba" for n in walk})
+    for k in range(1, len(order) + 1):
+        consider("paper-k", f"VMeanba K={k} (smallest impact)", {n: "vmeanba" for n in order[:k]})
+    every3 = [n for n in every_kth_layers(list(vm_of), 3) if n in names]
+    if every3:
+        consider("quartermap-every3", "QuarterMap every:3", {n: "quartermap" for n in every3})
+
+
+def _saving(plan: dict[str, str], saved) -> float:
+    return sum(saved[n][o] for n, o in plan.items() if o != "none")
+
+
+def _lower(option: str) -> tuple[str, ...]:
+    return ("vmeanba", "quartermap") if option == "both" else ("none",)
+
+
+def _is_upgrade(current: str, option: str) -> bool:
+    """From none to anything; from one method to both (never swapping one method for the other)."""
+    return option != current and (current == "none" or option == "both")
+
+
+def _describe(plan: dict[str, str]) -> str:
+    chosen = [f"{n}={o}" for n, o in plan.items() if o != "none"]
+    return ", ".join(chosen) or "(nothing)"
+
+
+def pareto_front(points: list[dict]) -> list[dict]:
+    """The points not dominated by another (lower or equal drop and higher or equal predicted speed-up,
+    one of them strictly), by increasing drop."""
+    front = []
+    points = [p for p in points if p["predicted_speedup"] is not None]
+    for p in sorted(points, key=lambda q: (q["drop"], -q["predicted_speedup"])):
+        if not front or p["predicted_speedup"] > front[-1]["predicted_speedup"] + 1e-12:
+            front.append(p)
+    return front
+
+
+# --------------------------------------------------------------------------- with the fallback
+def plan_or_select(model, calibration, max_drop: float | None = None, **kwargs):
+    """:func:`plan_compression`, or, when no cost model can be measured here, the plain VMeanba selection
+    (select_vmeanba_layers with the same budget). Returns (PlanResult | None, SelectionResult | None,
+    reason): reason says why the planner fell back (None when it did not); a warning says it too."""
+    try:
+        return plan_compression(model, calibration, max_drop, **kwargs), None, None
+    except CostModelUnavailable as exc:
+        reason = (f"no cost model: {exc}; fell back to the plain VMeanba selection (--vmeanba-layers auto) with "
+                  f"the same budget")
+        warnings.warn(f"planner: {reason}", stacklevel=2)
+    selection_keys = ("metric", "variant", "folded", "candidates", "family", "batch_size", "progress", "threads",
+                      "device")
+    selection = select_vmeanba_layers(model, calibration, max_drop=max_drop,
+                                      **{k: v for k, v in kwargs.items() if k in selection_keys and v is not None})
+    return None, selection, reason

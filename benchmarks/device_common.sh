@@ -87,3 +87,17 @@ finish_oflex_build() {
     fi
     return $rc
 }
+
+# Everything a side-by-side script needs before its benchmark: the device line, the official
+# checkout, and both builds (in parallel). Exits with the documented status when a step fails.
+prepare_side_by_side() {
+    step "device"
+    device_info
+    require_official_checkout
+    start_oflex_build
+    if ! build_kernel_library; then
+        wait "$oflex_pid"
+        exit 1
+    fi
+    finish_oflex_build || exit $?
+}

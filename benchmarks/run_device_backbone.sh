@@ -24,15 +24,7 @@ OUT_DIR="${OUT:-$PWD/out/backbone}"
 mkdir -p "$OUT_DIR"
 source benchmarks/device_common.sh
 
-step "device"
-device_info
-require_official_checkout
-start_oflex_build
-if ! build_kernel_library; then
-    wait "$oflex_pid"
-    exit 1
-fi
-finish_oflex_build || exit $?
+prepare_side_by_side  # device line, official checkout, both builds (benchmarks/device_common.sh)
 
 rc_tests=0
 if [ -z "${BACKBONE_SKIP_TESTS:-}" ]; then

@@ -22,15 +22,7 @@ OUT_DIR="${OUT:-$PWD/out/side_by_side}"
 mkdir -p "$OUT_DIR"
 source benchmarks/device_common.sh  # step, device_info and the two builds (shared with run_device_backbone.sh)
 
-step "device"
-device_info
-require_official_checkout
-start_oflex_build
-if ! build_kernel_library; then
-    wait "$oflex_pid"
-    exit 1
-fi
-finish_oflex_build || exit $?
+prepare_side_by_side  # device line, official checkout, both builds (benchmarks/device_common.sh)
 
 budget=${SBS_BUDGET_S:-$(( 560 - SECONDS ))}
 step "benchmark (budget ${budget} s)"

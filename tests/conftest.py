@@ -43,3 +43,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits_cpu_settings(one_torch_thread):
+    """The digits models' scans underflow into denormal floats, ~10x slower on CPU; flushing them
+    changes values by < 1e-38 (select_vmeanba_layers does the same). Plus one thread. Use it with
+    ``pytestmark = pytest.mark.usefixtures("digits_cpu_settings")``."""
+    import torch
+
+    torch.set_flush_denormal(True)
+    yield
+    torch.set_flush_denormal(False)

@@ -29,15 +29,7 @@ from exporter.samples_data import load_digits_model
 CAL_LIMIT = 120  # calibration images for the end-to-end runs (keeps each calibration pass short)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fast_cpu_settings():
-    """As tests/test_selection.py: one thread and flushed denormals for the tiny digits models."""
-    threads = torch.get_num_threads()
-    torch.set_flush_denormal(True)
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.set_flush_denormal(False)
+pytestmark = pytest.mark.usefixtures("digits_cpu_settings")
 
 
 @pytest.fixture(scope="module")

@@ -21,17 +21,7 @@ from exporter.samples_data import ASSETS_DIR, digits_dataset, digits_model_info,
 FAMILIES = ("vmamba", "medmamba")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def fast_cpu_settings():
-    """The digits models' scans underflow into denormal floats, ~10x slower on CPU; flushing them
-    changes values by < 1e-38 (select_vmeanba_layers does the same). One thread: these models are
-    tiny, and two OpenMP threads on a loaded 2-core machine ran 10-30x slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_flush_denormal(True)
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.set_flush_denormal(False)
+pytestmark = pytest.mark.usefixtures("digits_cpu_settings")
 
 
 # --------------------------------------------------------------------------- calibration

@@ -286,7 +286,22 @@ def kernel_rows(code, shape: dict, batches, precisions, args, bw_gbs: float, bud
                 attempt(row, "oflex_ms", lambda: graph_replay_ms(code.scan, scan_inputs(), args.iters, reps,
                                                                  args.warmup))
                 attempt(row, "ours_ms", lambda: graph_replay_ms(ours, inputs, args.iters, reps, args.warmup))
-                del xs, inputs
+                # our other ops on the same inputs (no official counterpart): the literal VMeanba core and
+                # QuarterMap down / up (stride 2, keep 1), as fractions of this run's copy rate
+                attempt(row, "vmeanba_ms", lambda: graph_replay_ms(
+                    lambda x: torch.ops.vmamba.vmeanba_scan(x, *ours_w, 0), inputs, args.iters, reps, args.warmup))
+                small = [torch.ops.vmamba.quartermap_down(x, 2, 1) for x in xs]
+                small_bytes = small[0].numel() * esize
+                attempt(row, "qm_down_ms", lambda: graph_replay_ms(
+                    lambda x: torch.ops.vmamba.quartermap_down(x, 2, 1), inputs, args.iters, reps, args.warmup))
+                attempt(row, "qm_up_ms", lambda: graph_replay_ms(
+                    lambda y: torch.ops.vmamba.quartermap_up(y, xs[0]), [(y,) for y in small], args.iters, reps,
+                    args.warmup))
+                if row.get("qm_down_ms"):  # kept elements read + written
+                    row["qm_down_copy_frac"] = 2 * small_bytes / row["qm_down_ms"] / 1e6 / bw_gbs
+                if row.get("qm_up_ms"):    # quarter map read + full map written
+                    row["qm_up_copy_frac"] = (small_bytes + x_bytes) / row["qm_up_ms"] / 1e6 / bw_gbs
+                del xs, inputs, small
             torch.cuda.empty_cache()
             log(f"kernels {row['shapes']:18s} stage {row['stage']} D={D:<4d} {H}x{W} R={R:<2d} N={N:<2d} "
                 f"b{batch:<4d} {prec.name:12s} " + format_kernel_progress(row) + f"  ({budget.left():.0f} s left)")
@@ -460,6 +475,22 @@ def kernel_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def other_ops_markdown(rows: list[dict]) -> str:
+    """Our literal VMeanbaScan against our SS2DScan, and QuarterMap against the copy rate, same process."""
+    lines = ["| shapes | stage | batch | precision | ours SS2DScan ms | ours VMeanbaScan ms | VMeanba / SS2D "
+             "| QuarterMap down ms | down % of copy | QuarterMap up ms | up % of copy |",
+             "| " + " | ".join(["---"] * 11) + " |"]
+    for r in rows:
+        if r.get("vmeanba_ms") is None and r.get("qm_down_ms") is None:
+            continue
+        pct = (lambda v: fmt(100 * v if v is not None else None, ".0f", "%"))
+        lines.append(f"| {r['shapes']} | {r['stage']} | {r['batch']} | {r['precision']} | {fmt(r.get('ours_ms'), '.4f')} "
+                     f"| {fmt(r.get('vmeanba_ms'), '.4f')} | {fmt(_ratio(r.get('vmeanba_ms'), r.get('ours_ms')), '.2f', 'x')} "
+                     f"| {fmt(r.get('qm_down_ms'), '.4f')} | {pct(r.get('qm_down_copy_frac'))} "
+                     f"| {fmt(r.get('qm_up_ms'), '.4f')} | {pct(r.get('qm_up_copy_frac'))} |")
+    return "\n".join(lines)
+
+
 def _find(rows, **key):
     for r in rows:
         if all(r.get(k) == v for k, v in key.items()) and "error" not in r and "skipped" not in r:
@@ -489,6 +520,15 @@ def kernel_verdicts(rows: list[dict]) -> list[str]:
                 speed = default["official_ms"] / r["ours_ms"]
                 out.append(f"{where}: {speed:.2f}x faster than the official core at PyTorch defaults "
                            f"(target >= 3x): {'MET' if speed >= 3 else 'MISSED'}")
+        if r["batch"] > 1 and r.get("vmeanba_ms"):
+            ok = r["vmeanba_ms"] <= r["ours_ms"]
+            out.append(f"{where}: VMeanbaScan {r['vmeanba_ms']:.4f} ms vs SS2DScan {r['ours_ms']:.4f} ms "
+                       f"(target: no slower): {'MET' if ok else 'MISSED'}")
+        for op in ("down", "up"):
+            frac = r.get(f"qm_{op}_copy_frac")
+            if r["batch"] > 1 and frac is not None:
+                out.append(f"{where}: QuarterMap {op} {100 * frac:.0f}% of copy (target >= 80%): "
+                           f"{'MET' if frac >= 0.8 else 'MISSED'}")
     return out
 
 
@@ -558,7 +598,9 @@ def render_markdown(results: dict) -> str:
              f"command: {env.get('command', '?')}"]
     if results.get("kernels"):
         parts += ["", "## SS2D core per stage shape (CUDA-graph replay, median, ms)", "",
-                  kernel_markdown(results["kernels"])]
+                  kernel_markdown(results["kernels"]),
+                  "", "## Our other ops on the same inputs (same process; no official counterpart)", "",
+                  other_ops_markdown(results["kernels"])]
         verdicts = kernel_verdicts(results["kernels"])
         if verdicts:
             parts += ["", "Targets:", ""] + [f"- {v}" for v in verdicts]

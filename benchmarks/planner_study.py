@@ -135,7 +135,24 @@ def digits_rows(args, family: str, axes) -> dict:
 
 
 # --------------------------------------------------------------------------- full-size models (speed side)
-def full_size(args, name: str) -> dict:
+def official_reference(code, args, name: str) -> dict:
+    """The official model of the same name, in this process, at the full-size batch and precision (fp16:
+    autocast; fp32: both TF32 settings), so every speed figure of the study has the official code
+    measured in the same run."""
+    import bench_side_by_side as sbs
+
+    torch.manual_seed(0)
+    model = code.model(name)
+    precs = ["fp16"] if args.precision == "fp16" else ["fp32-tf32off", "fp32-default"]
+    rows = {p: sbs.official_e2e_row(model, name, sbs.PRECISIONS[p], args.full_batch, args.full_iters, args.warmup,
+                                    args.full_resolution)["median_ms"] for p in precs}
+    del model
+    torch.cuda.empty_cache()
+    log(f"{name}: official " + ", ".join(f"{p} {ms:.2f} ms" for p, ms in rows.items()))
+    return rows
+
+
+def full_size(args, name: str, code=None) -> dict:
     if args.device == "cuda":
         from bench_e2e import build  # seeded random weights, initialised on the GPU (much faster for B)
 
@@ -166,6 +183,9 @@ def full_size(args, name: str) -> dict:
                        "predicted": cost.predicted_speedup(best), "measured": base_ms / best_ms}]}
     log(f"{name}: {cost.label}, uncompressed {cost.baseline_ms:.2f} ms, {out['seconds']:.1f} s")
     del model
+    if code is not None:
+        out["official_ms"] = official_reference(code, args, name)
+        out["ours_ms"] = {"uncompressed": base_ms, "best option on every block": best_ms}
     if args.device == "cuda":
         torch.cuda.empty_cache()
     return out
@@ -209,6 +229,17 @@ def markdown(study: dict) -> str:
         for f in study["full_size"]:
             for c in f["checks"]:
                 lines.append(f"| {f['model']} | {c['plan']} | {format_speedup(c['predicted'])} | {c['measured']:.3f}x |")
+        refs = [f for f in study["full_size"] if f.get("official_ms")]
+        if refs:
+            lines += ["", "The official models in the same process (eager, no_grad, oflex; fp16 = autocast), same "
+                          "batch and resolution, against ours (prepare_runtime graph):", "",
+                      "| model | official | ms | ours uncompressed ms | ours / official | ours, best option on every "
+                      "block, ms | that / official |", "|---|---|---|---|---|---|---|"]
+            for f in refs:
+                ours, best = f["ours_ms"]["uncompressed"], f["ours_ms"]["best option on every block"]
+                for prec, ms in f["official_ms"].items():
+                    lines.append(f"| {f['model']} | {prec} | {ms:.2f} | {ours:.2f} | {ms / ours:.2f}x faster "
+                                 f"| {best:.2f} | {ms / best:.2f}x faster |")
     lines += ["", f"Total {study['seconds']:.0f} s."]
     return "\n".join(lines) + "\n"
 
@@ -235,6 +266,11 @@ def main(argv=None) -> None:
     ap.add_argument("--cache-dir", default=None, help="cost-model cache (default: ~/.cache/vm-deploy/cost_models)")
     ap.add_argument("--no-cache", action="store_true", help="measure every cost model again (and write no cache)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    ap.add_argument("--official", default=None,
+                    help="official VMamba checkout (e.g. third_party/VMamba): with --device cuda, the official "
+                         "full-size models are timed in the same process as the reference")
+    ap.add_argument("--work-dir", default="build/official-oflex",
+                    help="where the patched official copy and its oflex build live (default build/official-oflex)")
     args = ap.parse_args(argv)
     for key, value in DEFAULTS[args.device].items():
         if getattr(args, key) is None:
@@ -260,8 +296,15 @@ def main(argv=None) -> None:
     fig, axes = plt.subplots(1, len(FAMILIES), figsize=(6.4 * len(FAMILIES), 4.4))
     for ax, family in zip(axes, FAMILIES):
         study["digits"][family] = digits_rows(args, family, ax)
+    code = None
+    if args.official:
+        if args.device != "cuda":
+            sys.exit("planner_study: --official needs --device cuda (the official models run on the GPU)")
+        import official as official_code
+
+        code = official_code.OfficialCode(args.official, args.work_dir)
     for name in args.full_models:
-        study["full_size"].append(full_size(args, name))
+        study["full_size"].append(full_size(args, name, code))
     study["seconds"] = time.perf_counter() - start
     out = Path(args.out)
     fig.tight_layout()

@@ -120,3 +120,20 @@ def test_planner_study_refuses_cuda_without_a_gpu(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "GPU runtime is not usable" in proc.stderr and "CUDA is not available" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_planner_study_table_shows_the_official_reference():
+    """With --official, the full-size section gains the official model's time from the same run and
+    our speed-up over it (uncompressed and with the best option on every block)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import planner_study
+
+    study = {"digits": {}, "seconds": 1.0, "environment": {"command": "c", "date_utc": "d", "device": "dev",
+                                                          "runtime": "r"},
+             "full_size": [{"model": "vmamba_tiny_s1l8", "cost": {"baseline_ms": 20.0}, "stages": {},
+                            "checks": [], "official_ms": {"fp16": 40.0},
+                            "ours_ms": {"uncompressed": 20.0, "best option on every block": 16.0}}]}
+    text = planner_study.markdown(study)
+    assert "| vmamba_tiny_s1l8 | fp16 | 40.00 | 20.00 | 2.00x faster | 16.00 | 2.50x faster |" in text
+    study["full_size"][0].pop("official_ms")
+    assert "official models in the same process" not in planner_study.markdown(study)

@@ -220,6 +220,21 @@ def test_kernel_table_and_verdicts():
     assert verdicts[3].endswith("MET") and verdicts[4].endswith("MISSED")  # 0.0199 / 0.021 ms vs 0.02 ms
 
 
+def test_other_ops_table_and_verdicts():
+    rows = [_kernel_row(128, "fp16", 3.0, 0.5, 0.1, vmeanba_ms=0.6, qm_down_ms=0.02, qm_down_copy_frac=0.44,
+                        qm_up_ms=0.03, qm_up_copy_frac=0.85),
+            _kernel_row(1, "fp16", 0.05, 0.02, 0.001, vmeanba_ms=0.01),      # batch 1: table only, no verdict
+            _kernel_row(128, "fp32-tf32off", None, 0.5, 0.2)]                 # no other-op columns: left out
+    table = sbs.other_ops_markdown(rows).splitlines()
+    assert len(table) == 4 and all(line.count("|") == 12 for line in table)
+    assert "| 0.5000 | 0.6000 | 1.20x | 0.0200 | 44% | 0.0300 | 85% |" in table[2]
+    verdicts = [v for v in sbs.kernel_verdicts(rows) if "VMeanba" in v or "QuarterMap" in v]
+    assert len(verdicts) == 3
+    assert "VMeanbaScan 0.6000 ms vs SS2DScan 0.5000 ms" in verdicts[0] and verdicts[0].endswith("MISSED")
+    assert "down 44%" in verdicts[1] and verdicts[1].endswith("MISSED")
+    assert "up 85%" in verdicts[2] and verdicts[2].endswith("MET")
+
+
 def _e2e(side, config, precision, batch, ms):
     return {"model": "vmamba_tiny_s1l8", "side": side, "config": config, "precision": precision, "batch": batch,
             "median_ms": ms, "img_per_s": batch * 1000.0 / ms}

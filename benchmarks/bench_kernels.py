@@ -29,8 +29,10 @@ SIDES = [56, 28, 14, 7]
 MODELS = {  # name: (dims of stage 0, ssm_ratio, d_state); dt_rank = ceil(dims / 16)
     "T-s1l8": (96, 1, 1),      # also VMamba-S s1l20 (same stage widths)
     "B-s1l20": (128, 1, 1),
-    "T-v0": (96, 2, 16),       # also MedMamba-T (d_inner = 2 x dims, d_state 16)
+    "T-v0": (96, 2, 16),       # VMamba-T v0 (d_inner = 2 x dims, d_state 16)
+    "Med-T": (48, 2, 16),      # MedMamba-T (dims 48: D = 96 at stage 0, dt_rank 3)
 }
+OPS = ("ss2d", "vmeanba", "quartermap")
 
 
 def scan_inputs(B, D, H, W, N, R, dtype, copies):
@@ -48,6 +50,9 @@ def scan_inputs(B, D, H, W, N, R, dtype, copies):
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="T-s1l8 shapes only")
+    ap.add_argument("--models", nargs="+", choices=sorted(MODELS), help="shape families (default: all; --quick: T-s1l8)")
+    ap.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS), help="ops to time (default: all)")
+    ap.add_argument("--no-sweep", action="store_true", help="skip the decomposition-knob sweep of the SS2D op")
     ap.add_argument("--iters", type=int, default=20, help="graph replays timed (median)")
     ap.add_argument("--reps", type=int, default=8, help="calls captured per graph")
     ap.add_argument("--json", help="write the rows as JSON here")
@@ -70,7 +75,7 @@ def main() -> int:
                          copy_frac=gbs / bw, floor_ms=floor, x_floor=ms / floor))
 
     stages = [0, 1, 2, 3]
-    models = ["T-s1l8"] if args.quick else list(MODELS)
+    models = args.models or (["T-s1l8"] if args.quick else list(MODELS))
     for model in models:
         dims, ratio, N = MODELS[model]
         for stage in stages:
@@ -83,13 +88,15 @@ def main() -> int:
                     x_bytes = B * D * H * W * esize
                     copies = max(1, min(4, math.ceil(2 * l2 / x_bytes)))
                     xs, params = scan_inputs(B, D, H, W, N, R, dtype, copies)
-                    ms = graph_replay_ms(lambda x: kernels.ss2d_scan(x, *params), [(x,) for x in xs], args.iters, args.reps)
-                    record("ss2d", model, stage, B, D, H, W, N, R, dtype, ms, 2 * x_bytes)
-                    if N == 1 or B == 1 or stage > 0:
+                    if "ss2d" in args.ops:
+                        ms = graph_replay_ms(lambda x: kernels.ss2d_scan(x, *params), [(x,) for x in xs], args.iters,
+                                             args.reps)
+                        record("ss2d", model, stage, B, D, H, W, N, R, dtype, ms, 2 * x_bytes)
+                    if "vmeanba" in args.ops and (N == 1 or B == 1 or stage > 0):
                         ms = graph_replay_ms(lambda x: kernels.vmeanba_scan(x, *params, variant=0), [(x,) for x in xs],
                                            args.iters, args.reps)
                         record("vmeanba0", model, stage, B, D, H, W, N, R, dtype, ms, 2 * x_bytes)
-                    if model == "T-s1l8":
+                    if "quartermap" in args.ops and model == "T-s1l8":
                         down_bytes = x_bytes // 4 + x_bytes // 4  # kept pixels read + written
                         small = [kernels.quartermap_down(x) for x in xs]
                         ms = graph_replay_ms(lambda x: kernels.quartermap_down(x), [(x,) for x in xs], args.iters, args.reps)
@@ -106,7 +113,7 @@ def main() -> int:
     knobs = {"VMK_SCAN_SLOTS": ("auto", "1", "2", "4", "8", "16"), "VMK_PREP_TILE": ("auto", "simt", "large", "small"),
              "VMK_SCAN_DT": ("auto", "simt")}
     sweep = []
-    for B, stage in ((128, 0), (128, 1), (128, 2), (1, 0), (1, 3), (128, 3)):
+    for B, stage in () if args.no_sweep else ((128, 0), (128, 1), (128, 2), (1, 0), (1, 3), (128, 3)):
         D, H = 96 << stage, SIDES[stage]
         xs, params = scan_inputs(B, D, H, H, 1, math.ceil(D / 16), torch.float16, 2)
         for var, values in knobs.items():

@@ -37,12 +37,33 @@ constexpr int kMergeThreads = 256;
 // 6/12/24/48 for VMamba-T/S, 8/16/32/64 for VMamba-B).
 inline int rank_regs(int R) { return R <= 8 ? 8 : R <= 16 ? 16 : R <= 32 ? 32 : R <= 48 ? 48 : R <= 64 ? 64 : 0; }
 
-// x_dbl row stride: C = R + 2N rounded up to a float4, and at least the register tile, whose dot
-// product reads whole tiles (the extra columns are B, C and zero padding, against zero weights).
-inline int xdbl_stride(int R, int N)
+// Columns of a staged x_dbl row (one per pixel and direction): dt_low in [0, R), B at bo, C at co.
+// d_state 1: B and C follow dt_low (bo = R, co = R + 1). d_state > 1: B and C each start on a
+// float4 and take 16 columns (kMaxDState; the ones past N are zero), so a step reads them as four
+// 16-byte loads each and needs no guard on N. The stride Cp is a float4 multiple and at least the
+// register tile, whose dot product reads whole tiles (the extra columns meet zero weights).
+struct XdblCols {
+    int R, N, bo, co, Cp;
+    // row of x_proj_weight that column col holds, or -1 for a zero padding column
+    __host__ __device__ __forceinline__ int source(int col) const
+    {
+        if (col < R) return col;
+        if (col >= bo && col < bo + N) return R + col - bo;
+        if (col >= co && col < co + N) return R + N + col - co;
+        return -1;
+    }
+};
+
+inline XdblCols xdbl_cols(int R, int N)
 {
-    const int c4 = (R + 2 * N + 3) / 4 * 4, rr = rank_regs(R);
-    return rr > c4 ? rr : c4;
+    XdblCols c{R, N, R, R + 1, 0};
+    if (N > 1) {
+        c.bo = (R + 3) / 4 * 4;
+        c.co = c.bo + kMaxDState;
+    }
+    const int used = (N > 1 ? c.co + kMaxDState : R + 2 + 3) / 4 * 4, rr = rank_regs(R);
+    c.Cp = rr > used ? rr : used;
+    return c;
 }
 
 // Per-direction partial outputs: float32 for float32 I/O; float16 for float16 I/O (each partial
@@ -58,7 +79,7 @@ Ss2dLayout ss2d_layout(const vmk_ss2d_args_t* a)
 {
     const size_t L = (size_t)a->height * a->width, B = a->batch, D = a->dim;
     const size_t esz = a->dtype == VMK_FLOAT16 ? sizeof(__half) : sizeof(float);
-    const size_t Cp = xdbl_stride(a->dt_rank, a->d_state);
+    const size_t Cp = xdbl_cols(a->dt_rank, a->d_state).Cp;
     Ss2dLayout w;
     w.xt = 0;
     w.xdbl = align_up(B * L * D * esz);
@@ -87,10 +108,11 @@ __device__ __forceinline__ void load_run(const float* src, float* dst)
 
 template <typename T, int BM, int BN>
 __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_kernel(
-    const T* __restrict__ x, const T* __restrict__ wx, int D, int H, int W, int C, int Cp,
+    const T* __restrict__ x, const T* __restrict__ wx, int D, int H, int W, XdblCols cols,
     T* __restrict__ xt, float* __restrict__ xdbl)
 {
     constexpr int TM = BM / 16, TN = BN / 16;
+    const int Cp = cols.Cp, C = cols.R + 2 * cols.N;  // x_proj rows per direction
     __shared__ __align__(16) float xs[kPrepK][BN + 4];
     __shared__ __align__(16) float ws[kPrepK][BM + 4];
     __shared__ float out_s[BM][BN + 1];
@@ -140,8 +162,8 @@ __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_kernel(
         for (int e = tid; e < BM * kPrepK; e += kPrepThreads) {
             const int mm = e >> 5, dd = e & 31;
             const int m = m0 + mm;
-            const int k = (m >= Cp) + (m >= 2 * Cp) + (m >= 3 * Cp), c = m - k * Cp;
-            ws[dd][mm] = (m < M && c < C && d0 + dd < D) ? to_f32(wx[((size_t)k * C + c) * D + d0 + dd]) : 0.f;
+            const int k = (m >= Cp) + (m >= 2 * Cp) + (m >= 3 * Cp), src = m < M ? cols.source(m - k * Cp) : -1;
+            ws[dd][mm] = (src >= 0 && d0 + dd < D) ? to_f32(wx[((size_t)k * C + src) * D + d0 + dd]) : 0.f;
         }
         __syncthreads();
         if (blockIdx.y == 0) {  // channels-last copy of x, coalesced along channels
@@ -211,9 +233,10 @@ inline size_t mma_prep_smem(const MmaPrepTile& t, int KC)
 
 template <int TM, int TN, int GM, int GN, int GK>
 __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_mma_kernel(
-    const __half* __restrict__ x, const __half* __restrict__ wx, int D, int H, int W, int C, int Cp, int KC,
+    const __half* __restrict__ x, const __half* __restrict__ wx, int D, int H, int W, XdblCols cols, int KC,
     __half* __restrict__ xt, float* __restrict__ xdbl)
 {
+    const int Cp = cols.Cp, C = cols.R + 2 * cols.N;  // x_proj rows per direction
     static_assert(GM * GN * GK * 32 == kPrepThreads, "8 warps");
     constexpr int BM = 16 * TM * GM, BN = 8 * TN * GN;
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -269,9 +292,9 @@ __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_mma_kernel(
         // W_x rows of all four directions (padding rows c >= C and channels >= D are zero)
         for (int e = tid; e < BM * (KC / 8); e += kPrepThreads) {
             const int mm = e / (KC / 8), dq = (e % (KC / 8)) * 8, m = m0 + mm;
-            const int k = (m >= Cp) + (m >= 2 * Cp) + (m >= 3 * Cp), c = m - k * Cp;
-            const bool row = m < M && c < C;
-            const __half* src = wx + ((size_t)k * C + c) * D + d0 + dq;
+            const int k = (m >= Cp) + (m >= 2 * Cp) + (m >= 3 * Cp), sr = m < M ? cols.source(m - k * Cp) : -1;
+            const bool row = sr >= 0;
+            const __half* src = wx + ((size_t)k * C + (row ? sr : 0)) * D + d0 + dq;
             __half* dst = ws + (size_t)mm * KS + dq;
             if (dvec) {
                 const uint4 v = row && d0 + dq < D ? *reinterpret_cast<const uint4*>(src) : make_uint4(0, 0, 0, 0);
@@ -344,16 +367,16 @@ __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_mma_kernel(
 }
 
 template <int TM, int TN, int GM, int GN, int GK>
-vmk_status_t launch_prep_mma(const __half* x, const __half* wx, int B, int D, int H, int W, int C, int Cp, int KC,
+vmk_status_t launch_prep_mma(const __half* x, const __half* wx, int B, int D, int H, int W, XdblCols cols, int KC,
                              __half* xt, float* xdbl, cudaStream_t stream)
 {
     constexpr MmaPrepTile t{TM, TN, GM, GN, GK};
     auto kernel = ss2d_prep_mma_kernel<TM, TN, GM, GN, GK>;
     const size_t smem = mma_prep_smem(t, KC);
     if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
-    const int L = H * W, M = kDirs * Cp;
+    const int L = H * W, M = kDirs * cols.Cp;
     kernel<<<dim3((L + t.bn() - 1) / t.bn(), (M + t.bm() - 1) / t.bm(), B), kPrepThreads, smem, stream>>>(
-        x, wx, D, H, W, C, Cp, KC, xt, xdbl);
+        x, wx, D, H, W, cols, KC, xt, xdbl);
     return launch_status();
 }
 
@@ -367,6 +390,7 @@ struct ScanParams {
     const float* A_logs;   // [4 D][N]
     void* ys;              // [B][4][L][D] Partial<dtype>
     int D, H, W, N, R, Cp;
+    int bo, co;            // columns of B and C in a staged x_dbl row (XdblCols)
     int S, GW, ngroups;    // chunk slots, channel groups (warps) per block, blocks along channels
 };
 
@@ -412,7 +436,25 @@ __host__ __device__ constexpr int scan_threads_max(bool chunked, int rreg, int n
     return chunked && nmax == 1 && rreg > 0 && rreg <= 16 ? 512 : 256;
 }
 
-// dt = bias + W_dt[r] . dt_low for one staged x_dbl row (register tile: no guards; see xdbl_stride).
+// Register caps, through the blocks per SM asked of the compiler (0: none asked; an explicit 1 makes
+// it spend more). Where ptxas fits them without spilling (or nearly), so that more warps are resident:
+//   16 states: 128 registers, 16 warps per SM (uncapped: 178, 6 warps per SM, and two waves at
+//     MedMamba-T stage 0, batch 128, in Nsight Compute). Not with the W_dt register tiles of 32-64
+//     (float32 I/O), which would spill hundreds of bytes.
+//   d_state 1, tensor-core dt with tiles of 8 or 16 (VMamba stages 0-1): 80 registers, 24 warps per
+//     SM, so that VMamba-T stage 1 at batch 128 (3072 row warps) is one wave (uncapped: 100, 16
+//     warps per SM, 1.45 waves at best).
+#ifndef VMK_SCAN_N1_MIN_BLOCKS
+#define VMK_SCAN_N1_MIN_BLOCKS 3
+#endif
+__host__ __device__ constexpr int scan_min_blocks(bool chunked, int nmax, int rreg, bool dt_mma)
+{
+    return chunked ? 0
+           : nmax > 1 ? (dt_mma || rreg <= 16 ? 2 : 0)
+                      : (dt_mma && rreg <= 16 ? VMK_SCAN_N1_MIN_BLOCKS : 0);
+}
+
+// dt = bias + W_dt[r] . dt_low for one staged x_dbl row (register tile: no guards; see XdblCols).
 template <typename T, int RREG>
 __device__ __forceinline__ float dt_of(const float* row, const float* wdt, const T* wdt_g, float bias, int R)
 {
@@ -432,7 +474,13 @@ __device__ __forceinline__ float dt_of(const float* row, const float* wdt, const
     return v;
 }
 
-// The dt of a lane's channel for T consecutive staged steps: dt[q] = bias + W_dt[r] . dt_low(step q).
+// Per-warp dt tile: [step][36] floats (the tensor-core fragment stores hit 32 distinct banks).
+constexpr int kDtTileStride = 36;
+constexpr int kDtScratch = kSteps * kDtTileStride;  // floats per warp
+
+// The dt of a lane's channel for T consecutive staged steps: dt[q] = bias + W_dt[r] . dt_low(step q),
+// either into registers (window) or, without the bias, into the warp's dt tile at
+// [q][lane] (store: the unchunked scan then holds no dt registers).
 // Two implementations with one interface, chosen per launch (scan kernel template DT_MMA):
 //   DtSimt: the W_dt row in registers, 2 FMAs per rank and step (CUDA cores).
 //   DtMma (float16 I/O, tiles of 8..64): the warp's 32 channels x T steps as one tensor-core
@@ -460,10 +508,13 @@ struct DtSimt {
 #pragma unroll
         for (int q = 0; q < kSteps; ++q) dt[q] = dt_of<T, RREG>(rows + q * Cp, w, wg, bias, R);
     }
+    __device__ __forceinline__ void store(const float* rows, int Cp, float* scratch) const
+    {
+        const int lane = threadIdx.x & 31;  // each lane writes and later reads only its own column
+#pragma unroll
+        for (int q = 0; q < kSteps; ++q) scratch[q * kDtTileStride + lane] = dt_of<T, RREG>(rows + q * Cp, w, wg, 0.f, R);
+    }
 };
-
-constexpr int kDtTileStride = 36;  // [step][36] floats: the fragment stores hit 32 distinct banks
-constexpr int kDtScratch = kSteps * kDtTileStride;  // floats per warp
 
 __device__ __forceinline__ uint32_t half2_bits(__half2 v) { return *reinterpret_cast<uint32_t*>(&v); }
 
@@ -500,6 +551,13 @@ struct DtMma {
         }
     }
     __device__ __forceinline__ void window(const float* rows, int Cp, float* scratch, float* dt) const
+    {
+        store(rows, Cp, scratch);
+        const int lane = threadIdx.x & 31;
+#pragma unroll
+        for (int q = 0; q < kSteps; ++q) dt[q] = scratch[q * kDtTileStride + lane] + bias;
+    }
+    __device__ __forceinline__ void store(const float* rows, int Cp, float* scratch) const
     {
         const int lane = threadIdx.x & 31, g = lane >> 2, t2 = (lane & 3) * 2;
         float c[2][2][4];
@@ -539,8 +597,6 @@ struct DtMma {
                 scratch[(st + 1) * kDtTileStride + ch + 8] = c[i][j][3];
             }
         __syncwarp();
-#pragma unroll
-        for (int q = 0; q < kSteps; ++q) dt[q] = scratch[q * kDtTileStride + lane] + bias;
     }
 };
 
@@ -548,34 +604,46 @@ template <typename T, int RREG, bool DT_MMA> struct DtSource { using type = DtSi
 template <int RREG> struct DtSource<__half, RREG, true> { using type = DtMma<RREG>; };
 
 // Whether the tensor-core dt applies: float16 I/O and a register tile of 8 or whole 16-rank steps
-// (the staged rows then hold at least the tile's columns; see xdbl_stride).
+// (the staged rows then hold at least the tile's columns; see XdblCols).
 __host__ __device__ constexpr bool dt_mma_fits(bool half_io, int rreg)
 {
     return half_io && (rreg == 8 || (rreg >= 16 && rreg % 16 == 0));
 }
 
-// One step of the selective scan from state h (N states) with readout: delta = softplus(dt),
-// h = exp(delta A) h + delta u B, returns y = C . h.
+// One step of the selective scan from state h with readout: delta = softplus(dt),
+// h = exp(delta A) h + delta u B, returns y = C . h. NMAX is 1 or kMaxDState; with kMaxDState every
+// one of the 16 states is updated: past N, A2 and B are zero, so those states stay zero.
 template <int NMAX>
-__device__ __forceinline__ float scan_step(const float* row, float u, float dt, const float* A2, int R, int N, float* h)
+__device__ __forceinline__ float scan_step(const float* row, float u, float dt, const float* A2, int bo, int co,
+                                           float* h)
 {
     const float delta = softplus_f32(dt);
     const float du = delta * u;
-    float y = 0.f;
-#pragma unroll
-    for (int n = 0; n < NMAX; ++n) {
-        if (NMAX == 1 || n < N) {
-            h[n] = fmaf(fast_exp2(delta * A2[n]), h[n], du * row[R + n]);
-            y = fmaf(row[R + N + n], h[n], y);
-        }
+    if (NMAX == 1) {
+        h[0] = fmaf(fast_exp2(delta * A2[0]), h[0], du * row[bo]);
+        return row[co] * h[0];
     }
-    return y;
+    float y0 = 0.f, y1 = 0.f;  // two partial sums: half the readout's dependent chain
+#pragma unroll
+    for (int n = 0; n < NMAX; n += 4) {
+        const float4 b = *reinterpret_cast<const float4*>(row + bo + n);
+        const float4 c = *reinterpret_cast<const float4*>(row + co + n);
+        h[n] = fmaf(fast_exp2(delta * A2[n]), h[n], du * b.x);
+        h[n + 1] = fmaf(fast_exp2(delta * A2[n + 1]), h[n + 1], du * b.y);
+        h[n + 2] = fmaf(fast_exp2(delta * A2[n + 2]), h[n + 2], du * b.z);
+        h[n + 3] = fmaf(fast_exp2(delta * A2[n + 3]), h[n + 3], du * b.w);
+        y0 = fmaf(c.x, h[n], y0);
+        y1 = fmaf(c.y, h[n + 1], y1);
+        y0 = fmaf(c.z, h[n + 2], y0);
+        y1 = fmaf(c.w, h[n + 3], y1);
+    }
+    return y0 + y1;
 }
 
 // One thread's T steps of a chunk slot (d_state 1) from a zero state: local states and decays.
 // FULL: every step lies inside the sequence (all windows but the last), so nothing is guarded.
 template <bool FULL>
-__device__ __forceinline__ void chunk_local(const float* xd_s, int Cp, int R, int s0, int cnt, const float* u,
+__device__ __forceinline__ void chunk_local(const float* xd_s, int Cp, int bo, int s0, int cnt, const float* u,
                                             const float* dt, float A2, float* hl, float* Pl, float& h, float& P)
 {
     h = 0.f;
@@ -584,7 +652,7 @@ __device__ __forceinline__ void chunk_local(const float* xd_s, int Cp, int R, in
     for (int q = 0; q < kSteps; ++q) {
         const float* row = xd_s + (s0 + q) * Cp;
         const float delta = softplus_f32(dt[q]);
-        float a = fast_exp2(delta * A2), bu = delta * u[q] * row[R];
+        float a = fast_exp2(delta * A2), bu = delta * u[q] * row[bo];
         if (!FULL && s0 + q >= cnt) { a = 1.f; bu = 0.f; }
         h = fmaf(a, h, bu);
         P *= a;
@@ -593,33 +661,57 @@ __device__ __forceinline__ void chunk_local(const float* xd_s, int Cp, int R, in
     }
 }
 
-// T steps of an unchunked scan from `carry`, and the prefetch of the next T inputs into unext.
-// FULL: the T steps and the T prefetched ones all lie inside the sequence (no guards).
+// What the unchunked scan loads ahead: u of the next T steps, as float32 for d_state 1, raw for 16
+// states (there a rolling buffer; see unchunked_steps).
+template <typename T, int NMAX> using Ahead = typename std::conditional<NMAX == 1, float, T>::type;
+
+// T steps of an unchunked scan from state h, and the loads of the next T inputs into `ahead` (their
+// latency is the step loop's only long wait). FULL: the T steps and the T loaded ahead all lie
+// inside the sequence (no guards).
+//   d_state 1: dt and u of the T steps in registers; the T loads are issued before the steps.
+//   16 states: no dt or u registers: dt comes from the warp's dt tile, and step q's slot of the
+//   rolling buffer is refilled with the input T steps ahead as soon as it is read (registers are
+//   what limits the 16-state scan's occupancy).
 template <typename T, int NMAX, bool FULL, typename Dt>
-__device__ __forceinline__ void unchunked_steps(const float* xd_s, const int* off_s, int Cp, int R, int N, int s0,
+__device__ __forceinline__ void unchunked_steps(const float* xd_s, const int* off_s, int Cp, int bo, int co, int s0,
                                                 int cnt, int rest, const T* xl, typename Partial<T>::type* yl,
-                                                bool live, const Dt& dtp, float* scratch, const float* A2,
-                                                float* carry, float* unext)
+                                                bool live, const Dt& dtp, float* scratch, const float* A2, float* h,
+                                                Ahead<T, NMAX>* ahead)
 {
     using PT = typename Partial<T>::type;
-    float u[kSteps], dt[kSteps];
-    dtp.window(xd_s + s0 * Cp, Cp, scratch, dt);
+    if constexpr (NMAX == 1) {
+        float u[kSteps], dt[kSteps];
+        dtp.window(xd_s + s0 * Cp, Cp, scratch, dt);
 #pragma unroll
-    for (int q = 0; q < kSteps; ++q) u[q] = unext[q];
+        for (int q = 0; q < kSteps; ++q) u[q] = ahead[q];
 #pragma unroll
-    for (int q = 0; q < kSteps; ++q)
-        unext[q] = (FULL || s0 + kSteps + q < rest) ? to_f32(xl[off_s[s0 + kSteps + q]]) : 0.f;
+        for (int q = 0; q < kSteps; ++q)
+            ahead[q] = (FULL || s0 + kSteps + q < rest) ? to_f32(xl[off_s[s0 + kSteps + q]]) : 0.f;
 #pragma unroll
-    for (int q = 0; q < kSteps; ++q) {
-        const float y = scan_step<NMAX>(xd_s + (s0 + q) * Cp, u[q], dt[q], A2, R, N, carry);
-        // steps past the end only occur in the last window; their state is never used
-        const PT yv = from_f32<PT>(y);
-        if (live && (FULL || s0 + q < cnt)) yl[off_s[s0 + q]] = yv;
+        for (int q = 0; q < kSteps; ++q) {
+            const float y = scan_step<NMAX>(xd_s + (s0 + q) * Cp, u[q], dt[q], A2, bo, co, h);
+            // steps past the end only occur in the last window; their state is never used
+            const PT yv = from_f32<PT>(y);
+            if (live && (FULL || s0 + q < cnt)) yl[off_s[s0 + q]] = yv;
+        }
+    } else {
+        const int lane = threadIdx.x & 31;
+        dtp.store(xd_s + s0 * Cp, Cp, scratch);
+#pragma unroll
+        for (int q = 0; q < kSteps; ++q) {
+            const float u = to_f32(ahead[q]);
+            ahead[q] = (FULL || s0 + kSteps + q < rest) ? xl[off_s[s0 + kSteps + q]] : from_f32<T>(0.f);
+            const float y = scan_step<NMAX>(xd_s + (s0 + q) * Cp, u, scratch[q * kDtTileStride + lane] + dtp.bias,
+                                            A2, bo, co, h);
+            const PT yv = from_f32<PT>(y);
+            if (live && (FULL || s0 + q < cnt)) yl[off_s[s0 + q]] = yv;
+        }
     }
 }
 
 template <typename T, int NMAX, int RREG, bool CHUNKED, bool DT_MMA>
-__global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX)) ss2d_chunk_scan_kernel(ScanParams p)
+__global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX), scan_min_blocks(CHUNKED, NMAX, RREG, DT_MMA))
+    ss2d_chunk_scan_kernel(ScanParams p)
 {
     using PT = typename Partial<T>::type;
     extern __shared__ __align__(16) float smem[];
@@ -631,13 +723,13 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX)) ss2d_ch
     const int d = (gb * p.GW + gw) * 32 + lane;
     const bool live = d < p.D;
     const int dc = live ? d : p.D - 1;  // dead lanes compute on a real channel and store nothing
-    const int H = p.H, W = p.W, L = H * W, N = p.N, R = p.R, Cp = p.Cp;
+    const int H = p.H, W = p.W, L = H * W, N = p.N, R = p.R, Cp = p.Cp, bo = p.bo, co = p.co;
     const int window = CHUNKED ? S * kSteps : kWindowSub * kSteps;
     float* xd_s = smem;                        // [window][Cp]
     int* off_s = reinterpret_cast<int*>(xd_s + (size_t)window * Cp);  // [window + T] pixel offsets
     // CHUNKED chunk summaries: [GW][S][32] x (P, h) for d_state 1, x (sum of delta, h[N]) otherwise
     float* sum_s = reinterpret_cast<float*>(off_s + window + kSteps);
-    // DT_MMA: one dt transpose tile per warp, after the summaries (scan_smem_floats)
+    // one dt tile per warp after the summaries (DT_MMA, or unchunked: see launch_scan)
     float* scratch = sum_s + (CHUNKED ? (size_t)p.GW * S * 32 * (NMAX == 1 ? 2 : NMAX + 1) : 0) +
                      (size_t)warp * kDtScratch;
 
@@ -660,12 +752,13 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX)) ss2d_ch
     float carry[NMAX];  // state entering the current window (all slots of a channel hold the same)
 #pragma unroll
     for (int n = 0; n < NMAX; ++n) carry[n] = 0.f;
-    float unext[CHUNKED ? 1 : kSteps];  // unchunked: u of the next T steps, loaded ahead
+    Ahead<T, NMAX> ahead[CHUNKED ? 1 : kSteps];  // unchunked: u of the next T steps, loaded ahead
     if (!CHUNKED) {
         w.start(k, 0, H, W, p.D);
 #pragma unroll
         for (int q = 0; q < (CHUNKED ? 1 : kSteps); ++q) {
-            unext[q] = q < L ? to_f32(xtb[w.off]) : 0.f;
+            if constexpr (NMAX == 1) ahead[q] = q < L ? to_f32(xtb[w.off]) : 0.f;
+            else ahead[q] = q < L ? xtb[w.off] : from_f32<T>(0.f);
             w.next();
         }
     }
@@ -701,8 +794,8 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX)) ss2d_ch
             for (int q = 0; q < kSteps; ++q) u[q] = (full || s0 + q < cnt) ? to_f32(xtb[off_s[s0 + q]]) : 0.f;
             float h, P, hl[kSteps], Pl[kSteps], dt[kSteps];
             dtp.window(xd_s + s0 * Cp, Cp, scratch, dt);
-            if (full) chunk_local<true>(xd_s, Cp, R, s0, cnt, u, dt, A2[0], hl, Pl, h, P);
-            else chunk_local<false>(xd_s, Cp, R, s0, cnt, u, dt, A2[0], hl, Pl, h, P);
+            if (full) chunk_local<true>(xd_s, Cp, bo, s0, cnt, u, dt, A2[0], hl, Pl, h, P);
+            else chunk_local<false>(xd_s, Cp, bo, s0, cnt, u, dt, A2[0], hl, Pl, h, P);
             float* mine = sum_s + ((size_t)(gw * S + slot) * 32 + lane) * 2;
             mine[0] = P;
             mine[1] = h;
@@ -716,7 +809,7 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX)) ss2d_ch
             carry[0] = c;
 #pragma unroll
             for (int q = 0; q < kSteps; ++q) {
-                const PT yv = from_f32<PT>(xd_s[(s0 + q) * Cp + R + 1] * fmaf(Pl[q], hin, hl[q]));
+                const PT yv = from_f32<PT>(xd_s[(s0 + q) * Cp + co] * fmaf(Pl[q], hin, hl[q]));
                 if (live && (full || s0 + q < cnt)) ysb[off_s[s0 + q]] = yv;
             }
         } else if (CHUNKED) {
@@ -739,8 +832,13 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX)) ss2d_ch
                 const float du = delta * u[q];
                 dsum += delta;
 #pragma unroll
-                for (int n = 0; n < NMAX; ++n)
-                    if (n < N) h[n] = fmaf(fast_exp2(delta * A2[n]), h[n], du * row[R + n]);
+                for (int n = 0; n < NMAX; n += 4) {  // states past N stay zero (A2 and B are zero)
+                    const float4 bv = *reinterpret_cast<const float4*>(row + bo + n);
+                    h[n] = fmaf(fast_exp2(delta * A2[n]), h[n], du * bv.x);
+                    h[n + 1] = fmaf(fast_exp2(delta * A2[n + 1]), h[n + 1], du * bv.y);
+                    h[n + 2] = fmaf(fast_exp2(delta * A2[n + 2]), h[n + 2], du * bv.z);
+                    h[n + 3] = fmaf(fast_exp2(delta * A2[n + 3]), h[n + 3], du * bv.w);
+                }
             }
             const int stride = NMAX + 1;
             float* mine = sum_s + ((size_t)(gw * S + slot) * 32 + lane) * stride;
@@ -759,27 +857,25 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX)) ss2d_ch
                 }
                 const float* e = chain + (size_t)s2 * 32 * stride;
 #pragma unroll
-                for (int n = 0; n < NMAX; ++n)
-                    if (n < N) carry[n] = fmaf(fast_exp2(A2[n] * e[0]), carry[n], e[1 + n]);
+                for (int n = 0; n < NMAX; ++n) carry[n] = fmaf(fast_exp2(A2[n] * e[0]), carry[n], e[1 + n]);
             }
 #pragma unroll
             for (int q = 0; q < kSteps; ++q) {
                 if (s0 + q >= cnt) break;
-                const float y = scan_step<NMAX>(xd_s + (s0 + q) * Cp, u[q], dt[q], A2, R, N, hin);
+                const float y = scan_step<NMAX>(xd_s + (s0 + q) * Cp, u[q], dt[q], A2, bo, co, hin);
                 const PT yv = from_f32<PT>(y);
                 if (live) ysb[off_s[s0 + q]] = yv;
             }
         } else {
-            // u of the next T steps is loaded while the current T steps compute (the loads' latency
-            // is the step loop's only long wait); their offsets are in the table's tail. Sub-chunks
-            // whose steps and prefetch all lie inside the sequence run without any guard.
+            // the offsets of the T steps after the window (the rolling prefetch) are in the table's
+            // tail; sub-chunks whose steps and prefetch all lie inside the sequence run unguarded
             for (int s0 = 0; s0 < cnt; s0 += kSteps) {
                 if (t0 + s0 + 2 * kSteps <= L)
-                    unchunked_steps<T, NMAX, true>(xd_s, off_s, Cp, R, N, s0, cnt, L - t0, xl, yl, live, dtp, scratch,
-                                                   A2, carry, unext);
+                    unchunked_steps<T, NMAX, true>(xd_s, off_s, Cp, bo, co, s0, cnt, L - t0, xl, yl, live, dtp,
+                                                   scratch, A2, carry, ahead);
                 else
-                    unchunked_steps<T, NMAX, false>(xd_s, off_s, Cp, R, N, s0, cnt, L - t0, xl, yl, live, dtp, scratch,
-                                                    A2, carry, unext);
+                    unchunked_steps<T, NMAX, false>(xd_s, off_s, Cp, bo, co, s0, cnt, L - t0, xl, yl, live, dtp,
+                                                    scratch, A2, carry, ahead);
             }
         }
     }
@@ -885,63 +981,90 @@ inline const char* prep_override()
 }
 
 template <typename T>
-vmk_status_t launch_prep_simt(const T* x, const T* wx, int B, int D, int H, int W, int C, int Cp, T* xt, float* xdbl,
+vmk_status_t launch_prep_simt(const T* x, const T* wx, int B, int D, int H, int W, XdblCols cols, T* xt, float* xdbl,
                               cudaStream_t stream, bool small)
 {
-    const int L = H * W, M = kDirs * Cp;
+    const int L = H * W, M = kDirs * cols.Cp;
     if (small)
         ss2d_prep_kernel<T, 16, 16><<<dim3((L + 15) / 16, (M + 15) / 16, B), kPrepThreads, 0, stream>>>(
-            x, wx, D, H, W, C, Cp, xt, xdbl);
+            x, wx, D, H, W, cols, xt, xdbl);
     else if (M <= 32)
         ss2d_prep_kernel<T, 32, kPrepPx><<<dim3((L + kPrepPx - 1) / kPrepPx, 1, B), kPrepThreads, 0, stream>>>(
-            x, wx, D, H, W, C, Cp, xt, xdbl);
+            x, wx, D, H, W, cols, xt, xdbl);
     else
         ss2d_prep_kernel<T, 64, kPrepPx><<<dim3((L + kPrepPx - 1) / kPrepPx, (M + 63) / 64, B), kPrepThreads, 0,
-                                            stream>>>(x, wx, D, H, W, C, Cp, xt, xdbl);
+                                            stream>>>(x, wx, D, H, W, cols, xt, xdbl);
     return launch_status();
 }
 
-vmk_status_t launch_prep(const float* x, const float* wx, int B, int D, int H, int W, int C, int Cp, float* xt,
+vmk_status_t launch_prep(const float* x, const float* wx, int B, int D, int H, int W, XdblCols cols, float* xt,
                          float* xdbl, cudaStream_t stream, const DeviceInfo& dev)
 {
     // float32 stays on CUDA cores: float16 or TF32 operands would cost the float32 accuracy
-    return launch_prep_simt(x, wx, B, D, H, W, C, Cp, xt, xdbl, stream, prep_small_tiles(B, H * W, kDirs * Cp, dev));
+    return launch_prep_simt(x, wx, B, D, H, W, cols, xt, xdbl, stream, prep_small_tiles(B, H * W, kDirs * cols.Cp, dev));
 }
 
-vmk_status_t launch_prep(const __half* x, const __half* wx, int B, int D, int H, int W, int C, int Cp, __half* xt,
+vmk_status_t launch_prep(const __half* x, const __half* wx, int B, int D, int H, int W, XdblCols cols, __half* xt,
                          float* xdbl, cudaStream_t stream, const DeviceInfo& dev)
 {
-    const int M = kDirs * Cp;
+    const int M = kDirs * cols.Cp;
     bool small = prep_small_tiles(B, H * W, M, dev);
     if (const char* force = prep_override()) {
-        if (!strcmp(force, "simt")) return launch_prep_simt(x, wx, B, D, H, W, C, Cp, xt, xdbl, stream, small);
+        if (!strcmp(force, "simt")) return launch_prep_simt(x, wx, B, D, H, W, cols, xt, xdbl, stream, small);
         if (!strcmp(force, "large")) small = false;
         if (!strcmp(force, "small")) small = true;
     }
     if (small) {  // the whole channel sum in one stage (up to 1024 channels): one round of loads
         const int KC = D <= 1024 ? (D + 127) / 128 * 128 : 1024;
         return launch_prep_mma<kMmaSmall.TM, kMmaSmall.TN, kMmaSmall.GM, kMmaSmall.GN, kMmaSmall.GK>(
-            x, wx, B, D, H, W, C, Cp, KC, xt, xdbl, stream);
+            x, wx, B, D, H, W, cols, KC, xt, xdbl, stream);
     }
     // Channels per stage: all of them up to 128 (one round of loads), else 128 (the shared memory
     // then still allows the 4 blocks per SM that the registers allow).
     const int KC = D <= 128 ? (D + 15) / 16 * 16 : 128;
     if (M <= 32)
         return launch_prep_mma<kMmaRows32.TM, kMmaRows32.TN, kMmaRows32.GM, kMmaRows32.GN, kMmaRows32.GK>(
-            x, wx, B, D, H, W, C, Cp, KC, xt, xdbl, stream);
+            x, wx, B, D, H, W, cols, KC, xt, xdbl, stream);
     return launch_prep_mma<kMmaRows64.TM, kMmaRows64.TN, kMmaRows64.GM, kMmaRows64.GN, kMmaRows64.GK>(
-        x, wx, B, D, H, W, C, Cp, KC, xt, xdbl, stream);
+        x, wx, B, D, H, W, cols, KC, xt, xdbl, stream);
 }
 
 template <typename T, int NMAX, int RREG, bool CHUNKED, bool DT_MMA>
-vmk_status_t launch_scan(const ScanParams& p, int B, cudaStream_t stream)
+vmk_status_t launch_scan(ScanParams p, int B, cudaStream_t stream, const DeviceInfo& dev)
 {
     auto kernel = ss2d_chunk_scan_kernel<T, NMAX, RREG, CHUNKED, DT_MMA>;
     const int S = CHUNKED ? p.S : 1;
     const int window = CHUNKED ? S * kSteps : kWindowSub * kSteps;
-    const size_t sums = CHUNKED ? (size_t)p.GW * S * 32 * (NMAX == 1 ? 2 : NMAX + 1) : 0;
-    const size_t tiles = DT_MMA ? (size_t)p.GW * S * kDtScratch : 0;
-    const size_t smem = ((size_t)window * p.Cp + window + kSteps + sums + tiles) * sizeof(float);
+    auto smem_of = [&](int gw) {
+        const size_t sums = CHUNKED ? (size_t)gw * S * 32 * (NMAX == 1 ? 2 : NMAX + 1) : 0;
+        const size_t tiles = DT_MMA || !CHUNKED ? (size_t)gw * S * kDtScratch : 0;
+        return ((size_t)window * p.Cp + window + kSteps + sums + tiles) * sizeof(float);
+    };
+    // Channel groups per block: among the divisors of the group count that fit the block (no dead
+    // warps), the one whose grid runs in the fewest waves at the occupancy that this kernel's
+    // registers and shared memory allow (at least one wave; ties within 2% to the larger block,
+    // which stages x_dbl once for more channels). Blocks of one length make a partial last wave
+    // cost nearly a whole one: VMamba-T stage 1, batch 128 ran 1.94 waves of 6-warp blocks.
+    const int groups32 = (p.D + 31) / 32, max_warps = scan_threads_max(CHUNKED, RREG, NMAX) / 32;
+    if (p.GW <= 0) {
+        double best = 0.0;
+        for (int g = 1; g <= groups32 && g * S <= max_warps && g * S <= 16; ++g) {
+            if (groups32 % g != 0 || !allow_smem(kernel, smem_of(g))) continue;
+            int per_sm = 0;
+            if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 32 * g * S, smem_of(g)) != cudaSuccess ||
+                per_sm <= 0)
+                continue;
+            const double blocks = (double)kDirs * (groups32 / g) * B;
+            const double waves = fmax(1.0, blocks / ((double)per_sm * dev.sms));
+            if (p.GW <= 0 || waves <= best * 1.02) {
+                p.GW = g;
+                best = fmin(best > 0.0 ? best : waves, waves);
+            }
+        }
+        if (p.GW <= 0) return VMK_ERR_UNSUPPORTED;
+    }
+    p.ngroups = (groups32 + p.GW - 1) / p.GW;
+    const size_t smem = smem_of(p.GW);
     if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
     const int threads = 32 * p.GW * S;
     if (threads > scan_threads_max(CHUNKED, RREG, NMAX)) return VMK_ERR_UNSUPPORTED;
@@ -951,23 +1074,23 @@ vmk_status_t launch_scan(const ScanParams& p, int B, cudaStream_t stream)
 
 // dt on tensor cores wherever it applies (dt_mma_fits), unless `mma` is false (VMK_SCAN_DT=simt).
 template <typename T, int NMAX, int RREG, bool CHUNKED>
-vmk_status_t launch_scan_dt(const ScanParams& p, int B, cudaStream_t stream, bool mma)
+vmk_status_t launch_scan_dt(const ScanParams& p, int B, cudaStream_t stream, const DeviceInfo& dev, bool mma)
 {
     if constexpr (dt_mma_fits(std::is_same<T, __half>::value, RREG))
-        if (mma) return launch_scan<T, NMAX, RREG, CHUNKED, true>(p, B, stream);
-    return launch_scan<T, NMAX, RREG, CHUNKED, false>(p, B, stream);
+        if (mma) return launch_scan<T, NMAX, RREG, CHUNKED, true>(p, B, stream, dev);
+    return launch_scan<T, NMAX, RREG, CHUNKED, false>(p, B, stream, dev);
 }
 
 template <typename T, int NMAX, bool CHUNKED>
-vmk_status_t launch_scan_rank(const ScanParams& p, int B, cudaStream_t stream, bool mma)
+vmk_status_t launch_scan_rank(const ScanParams& p, int B, cudaStream_t stream, const DeviceInfo& dev, bool mma)
 {
     switch (rank_regs(p.R)) {
-    case 8: return launch_scan_dt<T, NMAX, 8, CHUNKED>(p, B, stream, mma);
-    case 16: return launch_scan_dt<T, NMAX, 16, CHUNKED>(p, B, stream, mma);
-    case 32: return launch_scan_dt<T, NMAX, 32, CHUNKED>(p, B, stream, mma);
-    case 48: return launch_scan_dt<T, NMAX, 48, CHUNKED>(p, B, stream, mma);
-    case 64: return launch_scan_dt<T, NMAX, 64, CHUNKED>(p, B, stream, mma);
-    default: return launch_scan_dt<T, NMAX, 0, CHUNKED>(p, B, stream, mma);
+    case 8: return launch_scan_dt<T, NMAX, 8, CHUNKED>(p, B, stream, dev, mma);
+    case 16: return launch_scan_dt<T, NMAX, 16, CHUNKED>(p, B, stream, dev, mma);
+    case 32: return launch_scan_dt<T, NMAX, 32, CHUNKED>(p, B, stream, dev, mma);
+    case 48: return launch_scan_dt<T, NMAX, 48, CHUNKED>(p, B, stream, dev, mma);
+    case 64: return launch_scan_dt<T, NMAX, 64, CHUNKED>(p, B, stream, dev, mma);
+    default: return launch_scan_dt<T, NMAX, 0, CHUNKED>(p, B, stream, dev, mma);
     }
 }
 
@@ -976,7 +1099,7 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
 {
     const int B = a->batch, D = a->dim, H = a->height, W = a->width, N = a->d_state, R = a->dt_rank;
     const int L = H * W;
-    const int C = R + 2 * N, Cp = xdbl_stride(R, N);
+    const XdblCols cols = xdbl_cols(R, N);
     const Ss2dLayout lay = ss2d_layout(a);
     char* base = static_cast<char*>(ws);
     T* xt = reinterpret_cast<T*>(base + lay.xt);
@@ -984,7 +1107,7 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
     auto* ys = reinterpret_cast<typename Partial<T>::type*>(base + lay.ys);
 
     const vmk_status_t prep = launch_prep(static_cast<const T*>(a->x), static_cast<const T*>(a->x_proj_weight), B, D,
-                                          H, W, C, Cp, xt, xdbl, stream, dev);
+                                          H, W, cols, xt, xdbl, stream, dev);
     if (prep != VMK_OK) return prep;
 
     // Chunk slots only where rows are too few to keep ~4 warps per SM busy: the unchunked scan does
@@ -1001,21 +1124,24 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
         const int want = atoi(env);
         if (want >= 1 && want <= max_slots && (want & (want - 1)) == 0) S = want;
     }
-    // Channel groups per block: the largest divisor of the group count that fits the block (no
-    // dead warps), at most 8 warps unchunked.
-    const int max_warps = (S > 1 ? scan_threads_max(true, rank_regs(R), N == 1 ? 1 : kMaxDState) : 256) / 32;
-    int GW = 1;
-    for (int g = 1; g <= groups32 && g * S <= max_warps && g * S <= 16; ++g)
-        if (groups32 % g == 0) GW = g;
+    // Channel groups per block: chosen in launch_scan from the kernel's occupancy. Tuning and test
+    // knob: VMK_SCAN_GROUPS forces it (a divisor of ceil(D / 32) that fits the block).
+    int GW = 0;
+    if (const char* env = getenv("VMK_SCAN_GROUPS")) {
+        const int want = atoi(env);
+        if (want >= 1 && groups32 % want == 0 && want * S <= 16) GW = want;
+    }
     ScanParams p{xt, xdbl, a->dt_projs_weight, a->dt_projs_bias, a->A_logs, ys,
-                 D, H, W, N, R, Cp, S, GW, (groups32 + GW - 1) / GW};
+                 D, H, W, N, R, cols.Cp, cols.bo, cols.co, S, GW, 0};
     // Tuning and test knob: VMK_SCAN_DT=simt keeps dt on CUDA cores where tensor cores would apply.
     const char* dt_env = getenv("VMK_SCAN_DT");
     const bool mma = !(dt_env && !strcmp(dt_env, "simt"));
     vmk_status_t st;
-    if (N == 1) st = S > 1 ? launch_scan_rank<T, 1, true>(p, B, stream, mma) : launch_scan_rank<T, 1, false>(p, B, stream, mma);
-    else st = S > 1 ? launch_scan_rank<T, kMaxDState, true>(p, B, stream, mma)
-                    : launch_scan_rank<T, kMaxDState, false>(p, B, stream, mma);
+    if (N == 1)
+        st = S > 1 ? launch_scan_rank<T, 1, true>(p, B, stream, dev, mma) : launch_scan_rank<T, 1, false>(p, B, stream, dev, mma);
+    else
+        st = S > 1 ? launch_scan_rank<T, kMaxDState, true>(p, B, stream, dev, mma)
+                   : launch_scan_rank<T, kMaxDState, false>(p, B, stream, dev, mma);
     if (st != VMK_OK) return st;
 
     const dim3 mgrid((L + 63) / 64, (D + 31) / 32, B);
@@ -1035,7 +1161,7 @@ size_t ss2d_workspace_bytes(const vmk_ss2d_args_t* a) { return ss2d_layout(a).to
 vmk_status_t ss2d_run(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream, const DeviceInfo& dev)
 {
     const long long L = (long long)a->height * a->width;
-    if (L * xdbl_stride(a->dt_rank, a->d_state) >= (1LL << 31) || L * a->dim >= (1LL << 31))
+    if (L * xdbl_cols(a->dt_rank, a->d_state).Cp >= (1LL << 31) || L * a->dim >= (1LL << 31))
         return VMK_ERR_UNSUPPORTED;  // 32-bit offsets within one image
     return a->dtype == VMK_FLOAT16 ? ss2d_launch<__half>(a, ws, stream, dev) : ss2d_launch<float>(a, ws, stream, dev);
 }

@@ -144,6 +144,27 @@ def test_ss2d_scan_every_slot_count(shape, slots, dtype, monkeypatch):
     assert err < TOL[dtype]
 
 
+# The segmented chunked scan (batches up to 4): the sequence cut into 1..16 segments
+# (VMK_SCAN_SEGMENTS), each but the last summarised by one launch and rescanned from its chained
+# incoming state by the next; segment counts that do and do not divide the windows, d_state 1 and 16,
+# dead lanes, both dtypes.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("segments", [1, 2, 3, 7, 16])
+@pytest.mark.parametrize("shape", [(1, 33, 56, 56, 1, 12), (2, 40, 23, 29, 16, 6), (4, 24, 28, 28, 1, 24),
+                                   (1, 96, 31, 57, 16, 3)],
+                         ids=lambda s: "B{}_D{}_{}x{}_N{}_R{}".format(*s))
+def test_ss2d_scan_every_segment_count(shape, segments, dtype, monkeypatch):
+    B, D, H, W, N, R = shape
+    x, params = make_inputs(B, D, H, W, N, R, dtype, seed=31 + segments)
+    want = reference64(ref.ss2d_scan, x, params)
+    monkeypatch.setenv("VMK_SCAN_SEGMENTS", str(segments))
+    out = torch.full_like(x, float("nan"))
+    kernels.ss2d_scan(x, *params.values(), out=out)
+    err = rel_err(out, want)
+    print(f"ss2d segments={segments} {shape} {dtype}: rel err {err:.2e}")
+    assert err < TOL[dtype]
+
+
 # Every float16 decomposition: the prep variant (VMK_PREP_TILE: tensor-core tiles of 32/64 rows x 64
 # pixels "large", 16 x 16 with the channel sum split between warps "small", the CUDA-core GEMM
 # "simt") and the scan's dt (VMK_SCAN_DT: tensor cores where the rank tile allows "auto", CUDA cores

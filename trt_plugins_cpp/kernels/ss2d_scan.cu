@@ -71,8 +71,14 @@ inline XdblCols xdbl_cols(int R, int N)
 template <typename T> struct Partial { using type = float; };
 template <> struct Partial<__half> { using type = __half; };
 
+// Segmented chunked scan (small batches, see ss2d_launch): up to kMaxSegments segments of a sequence,
+// each summarised per channel by (decay, end state) for d_state 1 and (sum of delta, 16 end states)
+// otherwise. Only batches up to kSegmentMaxBatch get the summary buffer.
+constexpr int kMaxSegments = 16, kSegmentMaxBatch = 4;
+inline int segment_stride(int N) { return N == 1 ? 2 : kMaxDState + 1; }
+
 struct Ss2dLayout {
-    size_t xt, xdbl, ys, total;
+    size_t xt, xdbl, ys, seg, total;
 };
 
 Ss2dLayout ss2d_layout(const vmk_ss2d_args_t* a)
@@ -84,7 +90,9 @@ Ss2dLayout ss2d_layout(const vmk_ss2d_args_t* a)
     w.xt = 0;
     w.xdbl = align_up(B * L * D * esz);
     w.ys = align_up(w.xdbl + B * kDirs * L * Cp * sizeof(float));
-    w.total = align_up(w.ys + B * kDirs * L * D * esz);
+    w.seg = align_up(w.ys + B * kDirs * L * D * esz);
+    const size_t seg_floats = B <= kSegmentMaxBatch ? B * kDirs * kMaxSegments * D * segment_stride(a->d_state) : 0;
+    w.total = align_up(w.seg + seg_floats * sizeof(float));
     return w;
 }
 
@@ -392,6 +400,12 @@ struct ScanParams {
     int D, H, W, N, R, Cp;
     int bo, co;            // columns of B and C in a staged x_dbl row (XdblCols)
     int S, GW, ngroups;    // chunk slots, channel groups (warps) per block, blocks along channels
+    // Segments (chunked scans only): blockIdx.z takes seg_steps steps of the sequence from
+    // blockIdx.z * seg_steps. mode 0: one segment, the whole sequence. mode 1: summaries only, of
+    // segments 0..nseg-2 into seg_sum [B][4][nseg][D][segment_stride]. mode 2: every segment starts
+    // from the state that the summaries of the segments before it chain to, and writes y.
+    float* seg_sum;
+    int seg_steps, nseg, mode;
 };
 
 // Direction k's sequence as element offsets into a channels-last [L][D] plane, branch-free: runs of
@@ -752,6 +766,22 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX), scan_mi
     float carry[NMAX];  // state entering the current window (all slots of a channel hold the same)
 #pragma unroll
     for (int n = 0; n < NMAX; ++n) carry[n] = 0.f;
+    const int seg = CHUNKED ? blockIdx.z : 0;
+    const int t_begin = CHUNKED ? seg * p.seg_steps : 0, t_end = CHUNKED ? min(L, t_begin + p.seg_steps) : L;
+    const int sstride = NMAX == 1 ? 2 : NMAX + 1;
+    float* seg_mine = CHUNKED && p.mode ? p.seg_sum + (((size_t)b * kDirs + k) * p.nseg * p.D + dc) * sstride : nullptr;
+    if (CHUNKED && p.mode == 2) {  // the state entering this segment, from the summaries before it
+        for (int s2 = 0; s2 < seg; ++s2) {
+            const float* e = seg_mine + (size_t)s2 * p.D * sstride;
+            if (NMAX == 1) {
+                carry[0] = fmaf(e[0], carry[0], e[1]);
+            } else {
+#pragma unroll
+                for (int n = 0; n < NMAX; ++n) carry[n] = fmaf(fast_exp2(A2[n] * e[0]), carry[n], e[1 + n]);
+            }
+        }
+    }
+    float seg_decay = CHUNKED && NMAX == 1 ? 1.f : 0.f;  // mode 1: the segment's decay (d_state 1) or sum of delta
     Ahead<T, NMAX> ahead[CHUNKED ? 1 : kSteps];  // unchunked: u of the next T steps, loaded ahead
     if (!CHUNKED) {
         w.start(k, 0, H, W, p.D);
@@ -763,8 +793,8 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX), scan_mi
         }
     }
 
-    for (int t0 = 0; t0 < L; t0 += window) {
-        const int cnt = min(window, L - t0);
+    for (int t0 = t_begin; t0 < t_end; t0 += window) {
+        const int cnt = min(window, t_end - t0);
         __syncthreads();  // the previous window's readers are done
         {
             const float4* src = reinterpret_cast<const float4*>(xdb + (size_t)t0 * Cp);
@@ -805,8 +835,10 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX), scan_mi
             for (int s2 = 0; s2 < S; ++s2) {
                 if (s2 == slot) hin = c;
                 c = fmaf(chain[s2 * 64], c, chain[s2 * 64 + 1]);
+                seg_decay *= chain[s2 * 64];
             }
             carry[0] = c;
+            if (p.mode == 1) continue;  // summaries only
 #pragma unroll
             for (int q = 0; q < kSteps; ++q) {
                 const PT yv = from_f32<PT>(xd_s[(s0 + q) * Cp + co] * fmaf(Pl[q], hin, hl[q]));
@@ -858,7 +890,9 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX), scan_mi
                 const float* e = chain + (size_t)s2 * 32 * stride;
 #pragma unroll
                 for (int n = 0; n < NMAX; ++n) carry[n] = fmaf(fast_exp2(A2[n] * e[0]), carry[n], e[1 + n]);
+                seg_decay += e[0];
             }
+            if (p.mode == 1) continue;  // summaries only
 #pragma unroll
             for (int q = 0; q < kSteps; ++q) {
                 if (s0 + q >= cnt) break;
@@ -878,6 +912,12 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX), scan_mi
                                                     scratch, A2, carry, ahead);
             }
         }
+    }
+    if (CHUNKED && p.mode == 1 && live && slot == 0) {  // every slot holds the same summary
+        float* e = seg_mine + (size_t)seg * p.D * sstride;
+        e[0] = seg_decay;
+#pragma unroll
+        for (int n = 0; n < NMAX; ++n) e[1 + n] = carry[n];
     }
 }
 
@@ -1068,7 +1108,35 @@ vmk_status_t launch_scan(ScanParams p, int B, cudaStream_t stream, const DeviceI
     if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
     const int threads = 32 * p.GW * S;
     if (threads > scan_threads_max(CHUNKED, RREG, NMAX)) return VMK_ERR_UNSUPPORTED;
-    kernel<<<dim3(kDirs * p.ngroups, B), threads, smem, stream>>>(p);
+    // Segments (chunked scans of small batches): a long sequence split so that the blocks of all
+    // segments fill the SMs about once (one chunked block takes a whole SM's registers), in whole
+    // windows. Each segment but the last is scanned twice: once for its summary (mode 1), then
+    // with readout from its true incoming state (mode 2). p.nseg on entry: 0 = choose, else the
+    // segment count asked for (VMK_SCAN_SEGMENTS; the benchmark sweep measures the choice).
+    const int L = p.H * p.W, want_in = p.nseg;
+    p.nseg = 1;
+    p.seg_steps = L;
+    p.mode = 0;
+    const int nwin = (L + S * kSteps - 1) / (S * kSteps);
+    // (fewer than 4 windows: the second launch and the summary pass cost more than they save, as at
+    // VMamba-T stage 3, batch 1, with 2 windows)
+    if (CHUNKED && p.seg_sum && (nwin >= 4 || want_in > 1)) {
+        const int window = S * kSteps;
+        const long long per_segment = (long long)kDirs * p.ngroups * B;
+        long long want = want_in > 0 ? want_in : dev.sms / per_segment;
+        want = want < 1 ? 1 : want > kMaxSegments ? kMaxSegments : want;
+        if (want > nwin) want = nwin;
+        const int seg_windows = (int)((nwin + want - 1) / want);
+        p.nseg = (nwin + seg_windows - 1) / seg_windows;
+        p.seg_steps = seg_windows * window;
+    }
+    if (p.nseg > 1) {
+        p.mode = 1;
+        kernel<<<dim3(kDirs * p.ngroups, B, p.nseg - 1), threads, smem, stream>>>(p);
+        if (cudaPeekAtLastError() != cudaSuccess) return VMK_ERR_CUDA;
+        p.mode = 2;
+    }
+    kernel<<<dim3(kDirs * p.ngroups, B, p.nseg), threads, smem, stream>>>(p);
     return launch_status();
 }
 
@@ -1131,8 +1199,16 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
         const int want = atoi(env);
         if (want >= 1 && groups32 % want == 0 && want * S <= 16) GW = want;
     }
+    // Segments of the chunked scan: chosen in launch_scan; VMK_SCAN_SEGMENTS forces the count asked
+    // for (1 = none), a tuning and test knob.
+    int nseg = 0;
+    if (const char* env = getenv("VMK_SCAN_SEGMENTS")) {
+        const int want = atoi(env);
+        if (want >= 1 && want <= kMaxSegments) nseg = want;
+    }
+    float* seg_sum = B <= kSegmentMaxBatch ? reinterpret_cast<float*>(base + lay.seg) : nullptr;
     ScanParams p{xt, xdbl, a->dt_projs_weight, a->dt_projs_bias, a->A_logs, ys,
-                 D, H, W, N, R, cols.Cp, cols.bo, cols.co, S, GW, 0};
+                 D, H, W, N, R, cols.Cp, cols.bo, cols.co, S, GW, 0, seg_sum, 0, nseg, 0};
     // Tuning and test knob: VMK_SCAN_DT=simt keeps dt on CUDA cores where tensor cores would apply.
     const char* dt_env = getenv("VMK_SCAN_DT");
     const bool mma = !(dt_env && !strcmp(dt_env, "simt"));

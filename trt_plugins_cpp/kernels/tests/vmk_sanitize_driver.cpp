@@ -165,7 +165,8 @@ int main()
         run_scan(2, 5, 7, 9, 1, 3, dt, -1, rng);
         run_scan(1, 3, 9, 4, 16, 12, dt, -1, rng);
         run_scan(3, 4, 5, 5, 4, 20, dt, -1, rng);
-        run_scan(1, 40, 23, 29, 1, 24, dt, -1, rng);   // chunk slots, tensor-core dt (float16), small prep tiles
+        run_scan(1, 40, 23, 29, 1, 24, dt, -1, rng);   // chunk slots in segments, tensor-core dt (float16), small prep tiles
+        run_scan(1, 20, 23, 29, 16, 6, dt, -1, rng);   // 16 states: two-pass chunk slots in segments
         run_scan(20, 40, 32, 32, 1, 24, dt, -1, rng);  // unchunked, large prep tiles
         for (int variant = 0; variant < 3; ++variant) {
             run_scan(2, 5, 7, 9, 1, 3, dt, variant, rng);

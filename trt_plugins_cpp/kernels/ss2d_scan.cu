@@ -197,14 +197,16 @@ __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_kernel(
 #pragma unroll
         for (int q = 0; q < TN; ++q) out_s[tm * TM + a][tn * TN + q] = acc[a][q];
     __syncthreads();
-    // each (pixel, direction) row of x_dbl is Cp contiguous floats: m runs fastest
-    const int mcount = min(BM, M - m0);
-    for (int e = tid; e < BM * BN; e += kPrepThreads) {
-        const int mm = e % BM, pp = e / BM;
-        if (pp >= npx || mm >= mcount) continue;
+    // Each thread keeps one x_dbl row m = (direction k, column c) and walks the block's pixels, so the
+    // row's address arithmetic is done once; the lanes of a warp are consecutive columns of a
+    // (pixel, direction) row of Cp contiguous floats: coalesced stores. 32-bit offsets (ss2d_run).
+    static_assert(kPrepThreads % BM == 0, "whole rows per thread");
+    const int mm = tid % BM;
+    if (m0 + mm < M) {
         const int m = m0 + mm;
         const int k = (m >= Cp) + (m >= 2 * Cp) + (m >= 3 * Cp), c = m - k * Cp;
-        xdbl[(((size_t)b * kDirs + k) * L + seq_s[k][pp]) * Cp + c] = out_s[mm][pp];
+        float* dst = xdbl + ((size_t)b * kDirs + k) * L * Cp + c;
+        for (int pp = tid / BM; pp < npx; pp += kPrepThreads / BM) dst[seq_s[k][pp] * Cp] = out_s[mm][pp];
     }
 }
 
@@ -361,16 +363,20 @@ __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_mma_kernel(
             mine[(m + 8) * (BN + 1) + n + 1] = acc[i][j][3];
         }
     __syncthreads();
-    const int mcount = min(BM, M - m0);
-    for (int e = tid; e < BM * BN; e += kPrepThreads) {
-        const int mm = e % BM, pp = e / BM;
-        if (pp >= npx || mm >= mcount) continue;
-        float v = 0.f;
-#pragma unroll
-        for (int z = 0; z < GK; ++z) v += out_s[((size_t)z * BM + mm) * (BN + 1) + pp];
+    // one x_dbl row per thread, walking the pixels (as in ss2d_prep_kernel); the GK partial tiles are
+    // added in a fixed order
+    static_assert(kPrepThreads % BM == 0, "whole rows per thread");
+    const int mm = tid % BM;
+    if (m0 + mm < M) {
         const int m = m0 + mm;
         const int k = (m >= Cp) + (m >= 2 * Cp) + (m >= 3 * Cp), c = m - k * Cp;
-        xdbl[(((size_t)b * kDirs + k) * L + seq_s[k * BN + pp]) * Cp + c] = v;
+        float* dst = xdbl + ((size_t)b * kDirs + k) * L * Cp + c;
+        for (int pp = tid / BM; pp < npx; pp += kPrepThreads / BM) {
+            float v = 0.f;
+#pragma unroll
+            for (int z = 0; z < GK; ++z) v += out_s[((size_t)z * BM + mm) * (BN + 1) + pp];
+            dst[seq_s[k * BN + pp] * Cp] = v;
+        }
     }
 }
 

@@ -123,6 +123,21 @@ def test_ss2d_scan_matches_reference(shape, dtype):
     assert torch.equal(again, out)
 
 
+def check_forced_decomposition(shape, dtype, knobs, seed, monkeypatch):
+    """The SS2D op with the launcher's choices forced by environment knobs (VMK_*), against the
+    float64 reference."""
+    B, D, H, W, N, R = shape
+    x, params = make_inputs(B, D, H, W, N, R, dtype, seed=seed)
+    want = reference64(ref.ss2d_scan, x, params)
+    for name, value in knobs.items():
+        monkeypatch.setenv(name, str(value))
+    out = torch.full_like(x, float("nan"))
+    kernels.ss2d_scan(x, *params.values(), out=out)
+    err = rel_err(out, want)
+    print(f"ss2d {knobs} {shape} {dtype}: rel err {err:.2e}")
+    assert err < TOL[dtype]
+
+
 # Every decomposition the launcher can pick (VMK_SCAN_SLOTS forces it): unchunked, and 2..16 chunk
 # slots per super-chunk (d_state 1; d_state 16 takes up to 8, a larger request falls back to auto), on shapes where the windows end mid-row/column and channels are not a
 # multiple of 32 (dead lanes).
@@ -133,15 +148,7 @@ def test_ss2d_scan_matches_reference(shape, dtype):
                                    (1, 40, 23, 29, 16, 6), (1, 24, 28, 28, 16, 24)],
                          ids=lambda s: "B{}_D{}_{}x{}_N{}_R{}".format(*s))
 def test_ss2d_scan_every_slot_count(shape, slots, dtype, monkeypatch):
-    B, D, H, W, N, R = shape
-    x, params = make_inputs(B, D, H, W, N, R, dtype, seed=11 + slots)
-    want = reference64(ref.ss2d_scan, x, params)
-    monkeypatch.setenv("VMK_SCAN_SLOTS", str(slots))
-    out = torch.full_like(x, float("nan"))
-    kernels.ss2d_scan(x, *params.values(), out=out)
-    err = rel_err(out, want)
-    print(f"ss2d slots={slots} {shape} {dtype}: rel err {err:.2e}")
-    assert err < TOL[dtype]
+    check_forced_decomposition(shape, dtype, {"VMK_SCAN_SLOTS": slots}, 11 + slots, monkeypatch)
 
 
 # The segmented chunked scan (batches up to 4): the sequence cut into 1..16 segments
@@ -154,15 +161,7 @@ def test_ss2d_scan_every_slot_count(shape, slots, dtype, monkeypatch):
                                    (1, 96, 31, 57, 16, 3)],
                          ids=lambda s: "B{}_D{}_{}x{}_N{}_R{}".format(*s))
 def test_ss2d_scan_every_segment_count(shape, segments, dtype, monkeypatch):
-    B, D, H, W, N, R = shape
-    x, params = make_inputs(B, D, H, W, N, R, dtype, seed=31 + segments)
-    want = reference64(ref.ss2d_scan, x, params)
-    monkeypatch.setenv("VMK_SCAN_SEGMENTS", str(segments))
-    out = torch.full_like(x, float("nan"))
-    kernels.ss2d_scan(x, *params.values(), out=out)
-    err = rel_err(out, want)
-    print(f"ss2d segments={segments} {shape} {dtype}: rel err {err:.2e}")
-    assert err < TOL[dtype]
+    check_forced_decomposition(shape, dtype, {"VMK_SCAN_SEGMENTS": segments}, 31 + segments, monkeypatch)
 
 
 # Every float16 decomposition: the prep variant (VMK_PREP_TILE: tensor-core tiles of 32/64 rows x 64
@@ -177,16 +176,7 @@ def test_ss2d_scan_every_segment_count(shape, segments, dtype, monkeypatch):
                                    (1, 1040, 5, 7, 1, 6), (2, 24, 9, 8, 16, 12)],
                          ids=lambda s: "B{}_D{}_{}x{}_N{}_R{}".format(*s))
 def test_ss2d_scan_every_fp16_decomposition(shape, variant, dt, monkeypatch):
-    B, D, H, W, N, R = shape
-    x, params = make_inputs(B, D, H, W, N, R, torch.float16, seed=23)
-    want = reference64(ref.ss2d_scan, x, params)
-    monkeypatch.setenv("VMK_PREP_TILE", variant)
-    monkeypatch.setenv("VMK_SCAN_DT", dt)
-    out = torch.full_like(x, float("nan"))
-    kernels.ss2d_scan(x, *params.values(), out=out)
-    err = rel_err(out, want)
-    print(f"ss2d prep={variant} dt={dt} {shape} fp16: rel err {err:.2e}")
-    assert err < TOL[torch.float16]
+    check_forced_decomposition(shape, torch.float16, {"VMK_PREP_TILE": variant, "VMK_SCAN_DT": dt}, 23, monkeypatch)
 
 
 def test_ss2d_scan_without_skip_term():

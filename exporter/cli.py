@@ -33,7 +33,8 @@ speed-aware plan (docs/COMPRESSION.md, "The speed-aware planner"):
   vm-export --plan fastest --max-drop 0.005 [--plan-cost gpu --plan-batch 128 --precision fp16]
   per block none / VMeanba / QuarterMap / both, from a cost model measured on the target (cached in
   --plan-cache) and single-block drops on --calib; the joint drop is measured and backed off
-  until it holds, then a measured search (--plan-evaluations N, default 256) looks for faster plans. --report R.json adds the plan to R.json / R.md and writes R.plan_pareto.png.
+  until it holds, then a measured search (--plan-evaluations N, default 256) looks for faster
+  plans. --report R.json adds the plan to R.json / R.md and writes R.plan_pareto.png.
 
 outputs (all staged beside their destination and moved in at the end: a failed run writes nothing):
   OUT.onnx        custom nodes WITH standard-op function bodies: runs in ONNX Runtime anywhere

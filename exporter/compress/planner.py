@@ -382,8 +382,9 @@ def choose_plan(evaluator, cost: CostModel, names: list[str], max_drop: float, v
 
 def _search(plan, drop, names, saved, max_drop, limit, considered, consider, upgrade, steps):
     """Step 4 of the module docstring: the exact search when every plan predicted faster than ``plan``
-    fits in the evaluations left, else one round of measured swaps (then the upgrades again) and a new
-    look. Returns (plan, drop, exact): exact is True when no plan predicted faster holds the budget."""
+    fits in the evaluations left, else one round of measured two-block changes ("swaps"), the upgrades
+    again and a new look. ``limit`` counts newly measured plans. Returns (plan, drop, exact): exact is
+    True when no plan predicted faster holds the budget."""
     known = {_key(c["plan"]): c["drop"] for c in considered}
     left = limit
 
@@ -414,15 +415,19 @@ def _search(plan, drop, names, saved, max_drop, limit, considered, consider, upg
                                  f"(measured joint drop {trial_drop:+.5f}; {len(faster)} plans predicted faster than "
                                  f"the previous one, {unmeasured} newly measured)")
                     return trial, trial_drop, True
-            steps.append(f"exact search: none of the {len(faster)} plans predicted faster holds the budget "
-                         f"({unmeasured} newly measured), so the plan is the fastest predicted within it")
+            steps.append("exact search: no plan is predicted faster, so the plan is the fastest predicted" if not faster
+                         else f"exact search: none of the {len(faster)} plans predicted faster holds the budget "
+                              f"({unmeasured} newly measured), so the plan is the fastest predicted within it")
             return plan, drop, True
-        swapped = False
         def gain(changes) -> float:
             return sum(_saving({n: o}, saved) - _saving({n: plan[n]}, saved) for n, o in changes)
 
-        moves = sorted((changes for changes in _two_block_changes(plan, names) if gain(changes) > 1e-9),
+        # two blocks changed, each to none or to an option that saves time, the predicted saving growing;
+        # largest gain first
+        moves = sorted((c for c in _two_block_changes(plan, names)
+                        if gain(c) > 1e-9 and all(o == "none" or saved[n][o] > 0 for n, o in c)),
                        key=lambda c: (-round(gain(c), 9), [(names.index(n), OPTIONS.index(o)) for n, o in c]))
+        swapped = False
         for changes in moves:
             trial = {**plan, **dict(changes)}
             label = ", ".join(f"{n} -> {o}" for n, o in changes)

@@ -23,6 +23,7 @@ from exporter.compress import apply_quartermap, apply_vmeanba, load_calibration,
 from exporter.compress import cost_model as cm
 from exporter.compress import planner
 from exporter.compress.cost_model import COMPRESSED_OPTIONS, OPTIONS, CostModel, CostModelUnavailable
+from exporter.compress.report import plan_summary
 from exporter.models.ss2d import QuarterMapSpec, VMeanbaSpec
 from exporter.samples_data import load_digits_model
 
@@ -249,7 +250,7 @@ def test_exact_search_finds_the_brute_force_optimum_with_interactions(seed, inte
     for budget in (0.004, 0.01, 0.02):
         evaluator = SyntheticEvaluator(drops, interaction)
         result = planner.choose_plan(evaluator, cost, names, budget, vm_of, QuarterMapSpec(), search_evaluations=4 ** 6)
-        assert result.search_exact is True
+        assert result.search_exact is True and "search exact" in plan_summary(result)
         assert evaluator.joint_drop(result.plan) <= budget + 1e-12
         assert cost.baseline_ms - result.predicted_ms == pytest.approx(
             brute_force_plan_saving(names, cost, evaluator, budget))

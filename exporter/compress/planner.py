@@ -29,10 +29,12 @@ For every SS2D block the planner knows two things per option (``none``, ``vmeanb
    over the options that save time). When all of them that are not yet measured fit in the evaluations
    left, they are measured in that order and the first whose measured joint drop holds is the result:
    the exact optimum of the predicted saving within the budget (``search_exact``; none holds: the
-   current plan is it). Otherwise one round of measured swaps (a chosen block back to ``none``, an
-   unchosen one given an option saving more; largest gain first, the first whose joint drop holds is
-   kept), the upgrades again, and a new look; when no swap holds, the search stops unproven. On the
-   digits models (8 blocks) the exact search usually fits; on full-size ones the swaps do the work.
+   current plan is it). Otherwise one round of measured swaps: two blocks changed, each to ``none``
+   or to an option that saves time, with the predicted saving growing (e.g. a chosen block dropped and
+   a costlier one taken); largest gain first, the first whose joint drop holds is kept; then the
+   upgrades again and a new look. When no swap holds, the search stops unproven
+   (``search_exact=False``). Each plan the search newly measures counts against its budget; none is
+   measured twice. vm-export: ``--plan-evaluations N``.
 5. Finalists (when a timer is given): the plan, the plain selection's walk and the next fastest
    predicted plan whose drop holds are timed side by side with the uncompressed model; the fastest
    measured one is the result, so a cost model blurred by noise cannot leave the planner slower

@@ -116,7 +116,7 @@ def plans_by_saving(saved: dict[str, dict[str, float]], names: list[str]):
 
     Best-first over the per-block option lists sorted by saving: a plan is an index per block (0 = the
     block's largest saving, the last = ``none``); its children raise one index at or after its last
-    non-zero one, so every plan has exactly one parent and is never saved more than its parent. Lazy:
+    non-zero one, so every plan has exactly one parent and never saves more than its parent. Lazy:
     listing the k fastest plans costs O(k n log k) however many plans there are."""
     import heapq
 
@@ -176,8 +176,8 @@ class PlanResult:
     seconds: float
     evaluations: int                  # calibration passes run
     model: str = ""
-    search_exact: bool | None = None  # True: no plan predicted faster than the search's holds the budget (every
-    #                                   one was measured); False: the evaluation budget ran out first
+    search_exact: bool | None = None  # True: no plan of options that save time predicted faster than the result
+    #                                   holds the budget (each one measured); False: not proven (None: old report)
     search_evaluations: int = 0       # the evaluation budget of the swaps and the exact search
 
     @property
@@ -421,6 +421,7 @@ def _search(plan, drop, names, saved, max_drop, limit, considered, consider, upg
                          else f"exact search: none of the {len(faster)} plans predicted faster holds the budget "
                               f"({unmeasured} newly measured), so the plan is the fastest predicted within it")
             return plan, drop, True
+
         def gain(changes) -> float:
             return sum(_saving({n: o}, saved) - _saving({n: plan[n]}, saved) for n, o in changes)
 

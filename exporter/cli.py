@@ -33,7 +33,8 @@ speed-aware plan (docs/COMPRESSION.md, "The speed-aware planner"):
   vm-export --plan fastest --max-drop 0.005 [--plan-cost gpu --plan-batch 128 --precision fp16]
   per block none / VMeanba / QuarterMap / both, from a cost model measured on the target (cached in
   --plan-cache) and single-block drops on --calib; the joint drop is measured and backed off
-  until it holds. --report R.json adds the plan to R.json / R.md and writes R.plan_pareto.png.
+  until it holds, then a measured search (--plan-evaluations N, default 256) looks for faster
+  plans. --report R.json adds the plan to R.json / R.md and writes R.plan_pareto.png.
 
 outputs (all staged beside their destination and moved in at the end: a failed run writes nothing):
   OUT.onnx        custom nodes WITH standard-op function bodies: runs in ONNX Runtime anywhere
@@ -131,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "cost_models); an entry that does not match is ignored with a warning")
     c.add_argument("--plan-batch", type=int, metavar="N",
                    help="deployment batch the cost model is measured at (default: --batch); precision: --precision")
+    c.add_argument("--plan-evaluations", type=int, metavar="N",
+                   help="most plans the planner's search measures on --calib after its first choice: the exact "
+                        "search over every plan predicted faster when they fit, else measured two-block swaps "
+                        "(default 256; 0 turns the search off)")
     c.add_argument("--calib", metavar="SRC", help="calibration data for auto/k=N: image dir, .npy/.npz, digits[:split], "
                                                   "synthetic[:N] (default for the digits models: digits)")
     c.add_argument("--calib-limit", type=int, metavar="N", help="use at most N calibration samples")

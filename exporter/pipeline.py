@@ -98,6 +98,7 @@ class Options:
     plan_cost: str = "auto"  # cost model backend: auto | gpu | cpu (= cuda | cpu-torch), or cpu-ort
     plan_cache: str | None = None  # cost-model cache folder (default ~/.cache/vm-deploy/cost_models)
     plan_batch: int | None = None  # batch the cost model is measured at (default: --batch)
+    plan_evaluations: int | None = None  # most plans the planner's search measures (default planner.SEARCH_EVALUATIONS)
     output: str | None = None
     precision: str = "fp32"
     batch: int = 1
@@ -182,7 +183,8 @@ def check_plan_options(o: Options) -> None:
 
     if o.plan is None:
         for flag, value in (("--plan-cost", None if o.plan_cost == "auto" else o.plan_cost),
-                            ("--plan-cache", o.plan_cache), ("--plan-batch", o.plan_batch)):
+                            ("--plan-cache", o.plan_cache), ("--plan-batch", o.plan_batch),
+                            ("--plan-evaluations", o.plan_evaluations)):
             if value is not None:
                 raise UsageError(f"{flag} does nothing without --plan; add --plan fastest or drop {flag}")
         return
@@ -192,6 +194,8 @@ def check_plan_options(o: Options) -> None:
         raise UsageError(f"--plan-cost {o.plan_cost!r}: choose one of {', '.join(BACKEND_CHOICES)}")
     if o.plan_batch is not None and o.plan_batch < 1:
         raise UsageError(f"--plan-batch must be >= 1, got {o.plan_batch}")
+    if o.plan_evaluations is not None and o.plan_evaluations < 0:
+        raise UsageError(f"--plan-evaluations must be >= 0 (0 turns the search off), got {o.plan_evaluations}")
     given = [f"{flag} {value}" for flag, value in (("--vmeanba-layers", o.vmeanba_layers), ("--quartermap", o.quartermap))
              if value is not None and value.strip().lower() != "none"]
     if given:
@@ -495,7 +499,8 @@ def plan_step(o: Options, source: Source, folded, variant: str) -> Compression:
             source.model, cal, o.max_drop, goal=o.plan, backend=o.plan_cost, batch=o.plan_batch or o.batch,
             precision=o.precision, resolution=o.resolution or (source.default_cfg.resolution,) * 2,
             cache_dir=o.plan_cache, variant=variant, folded=folded, stride=stride, keep=keep, progress=o.progress,
-            threads=o.threads)
+            threads=o.threads,
+            **({} if o.plan_evaluations is None else {"search_evaluations": o.plan_evaluations}))
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     if plan is not None:

@@ -23,6 +23,7 @@ from exporter.compress import apply_quartermap, apply_vmeanba, load_calibration,
 from exporter.compress import cost_model as cm
 from exporter.compress import planner
 from exporter.compress.cost_model import COMPRESSED_OPTIONS, OPTIONS, CostModel, CostModelUnavailable
+from exporter.compress.report import plan_summary
 from exporter.models.ss2d import QuarterMapSpec, VMeanbaSpec
 from exporter.samples_data import load_digits_model
 
@@ -213,6 +214,91 @@ def test_interactions_are_backed_off():
     assert any(p["kind"] == "back-off" for p in result.considered)
     first = [p for p in result.considered if p["kind"] == "knapsack"][0]
     assert len(first["plan"]) == 6 and first["drop"] > 0.005
+
+
+def brute_force_plan_saving(names, cost, evaluator, budget):
+    """The largest predicted saving over all 4^n plans whose joint drop (the evaluator's, interactions
+    included) stays within the budget: the independent reference of the exact search."""
+    gain = {n: {o: cost.saved_ms(n, o) for o in COMPRESSED_OPTIONS} for n in names}
+    return max(sum(gain[n][o] for n, o in zip(names, combo) if o != "none")
+               for combo in itertools.product(OPTIONS, repeat=len(names))
+               if evaluator.joint_drop(dict(zip(names, combo))) <= budget + 1e-12)
+
+
+def test_plans_by_saving_lists_every_saving_plan_fastest_first():
+    rng = random.Random(3)
+    for _ in range(40):
+        n = rng.randint(1, 5)
+        names = [f"layers.0.blocks.{i}" for i in range(n)]
+        saved = {m: {o: rng.choice([rng.uniform(-1, 2), 0.5, 0.0]) for o in COMPRESSED_OPTIONS} for m in names}
+        listed = list(planner.plans_by_saving(saved, names))
+        expected = list(itertools.product(*[["none"] + [o for o in COMPRESSED_OPTIONS if saved[m][o] > 0]
+                                            for m in names]))
+        assert sorted(tuple(p.values()) for _, p in listed) == sorted(expected)
+        savings = [s for s, _ in listed]
+        assert savings == sorted(savings, reverse=True)
+        assert all(s == pytest.approx(sum(saved[m][o] for m, o in p.items() if o != "none")) for s, p in listed)
+
+
+@pytest.mark.parametrize("interaction", [0.003, -0.002])
+@pytest.mark.parametrize("seed", range(5))
+def test_exact_search_finds_the_brute_force_optimum_with_interactions(seed, interaction):
+    """Joint drops that are not the sum of the single drops (pairs in one stage cost, or save, accuracy):
+    with evaluations enough for every plan, the search is exact and its plan is the brute-force optimum."""
+    names, drops, cost = synthetic_table(seed)
+    vm_of = {n: VMeanbaSpec() for n in names}
+    for budget in (0.004, 0.01, 0.02):
+        evaluator = SyntheticEvaluator(drops, interaction)
+        result = planner.choose_plan(evaluator, cost, names, budget, vm_of, QuarterMapSpec(), search_evaluations=4 ** 6)
+        assert result.search_exact is True and "search exact" in plan_summary(result)
+        assert evaluator.joint_drop(result.plan) <= budget + 1e-12
+        assert cost.baseline_ms - result.predicted_ms == pytest.approx(
+            brute_force_plan_saving(names, cost, evaluator, budget))
+        without = planner.choose_plan(SyntheticEvaluator(drops, interaction), cost, names, budget, vm_of,
+                                      QuarterMapSpec(), search_evaluations=0)
+        assert without.predicted_ms >= result.predicted_ms - 1e-9
+
+
+def test_default_search_finds_what_the_heuristics_miss():
+    """Pairs in one stage cost accuracy: the knapsack, back-off, reference points and upgrades alone stop
+    well short of the brute-force optimum here; the search with the default evaluation budget reaches it."""
+    names, drops, cost = synthetic_table(1)
+    vm_of = {n: VMeanbaSpec() for n in names}
+    evaluator = SyntheticEvaluator(drops, 0.003)
+    best = brute_force_plan_saving(names, cost, evaluator, 0.01)
+    without = planner.choose_plan(evaluator, cost, names, 0.01, vm_of, QuarterMapSpec(), search_evaluations=0)
+    result = planner.choose_plan(evaluator, cost, names, 0.01, vm_of, QuarterMapSpec())
+    assert cost.baseline_ms - without.predicted_ms < best - 0.1
+    assert cost.baseline_ms - result.predicted_ms == pytest.approx(best)
+    assert evaluator.joint_drop(result.plan) <= 0.01 + 1e-12
+    assert result.search_evaluations == planner.SEARCH_EVALUATIONS
+    assert any(c["kind"] in ("swap", "exact") for c in result.considered)
+
+
+@pytest.mark.parametrize("limit", [0, 5, 40])
+def test_search_with_few_evaluations_keeps_the_budget_and_is_deterministic(limit):
+    names, drops, cost = synthetic_table(2)
+    vm_of = {n: VMeanbaSpec() for n in names}
+    runs = []
+    for _ in range(2):
+        evaluator = SyntheticEvaluator(drops, 0.003)
+        before = planner.choose_plan(SyntheticEvaluator(drops, 0.003), cost, names, 0.01, vm_of, QuarterMapSpec(),
+                                     search_evaluations=0)
+        runs.append(planner.choose_plan(evaluator, cost, names, 0.01, vm_of, QuarterMapSpec(),
+                                        search_evaluations=limit))
+        assert evaluator.joint_drop(runs[-1].plan) <= 0.01 + 1e-12
+        assert runs[-1].predicted_ms <= before.predicted_ms + 1e-9  # the search never loses saving
+        searched = [c for c in runs[-1].considered if c["kind"] in ("swap", "exact")]
+        assert len({tuple(sorted(c["plan"].items())) for c in searched}) <= limit
+    assert runs[0].plan == runs[1].plan and runs[0].considered == runs[1].considered
+    assert runs[0].steps == runs[1].steps
+
+
+def test_search_evaluations_must_not_be_negative():
+    names, drops, cost = synthetic_table(0)
+    with pytest.raises(ValueError, match="search_evaluations must be >= 0"):
+        planner.choose_plan(SyntheticEvaluator(drops, 0.0), cost, names, 0.01, {n: VMeanbaSpec() for n in names},
+                            QuarterMapSpec(), search_evaluations=-1)
 
 
 # --------------------------------------------------------------------------- real digits model

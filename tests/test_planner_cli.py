@@ -33,6 +33,8 @@ def _run(capsys, *argv):
     (["--plan-cost", "cpu"], "--plan-cost does nothing without --plan"),
     (["--plan-cache", "/tmp/x"], "--plan-cache does nothing without --plan"),
     (["--plan", "fastest", "--plan-batch", "0"], "--plan-batch must be >= 1"),
+    (["--plan-evaluations", "10"], "--plan-evaluations does nothing without --plan"),
+    (["--plan", "fastest", "--plan-evaluations", "-1"], "--plan-evaluations must be >= 0"),
     (["--plan", "slowest"], "invalid choice: 'slowest'"),
     (["--plan", "fastest", "--max-drop", "2"], "--max-drop 2 would allow"),
 ])
@@ -46,7 +48,7 @@ def test_plan_conflicts_exit_2_with_one_line(capsys, tmp_path, argv, needle):
 
 def test_help_documents_the_plan_options():
     text = cli.build_parser().format_help()
-    for flag in ("--plan ", "--plan-cost", "--plan-cache", "--plan-batch", "vm-export --plan fastest --max-drop 0.005"):
+    for flag in ("--plan ", "--plan-cost", "--plan-cache", "--plan-batch", "--plan-evaluations", "vm-export --plan fastest --max-drop 0.005"):
         assert flag in text
 
 
@@ -137,3 +139,22 @@ def test_planner_study_table_shows_the_official_reference():
     assert "| vmamba_tiny_s1l8 | fp16 | 40.00 | 20.00 | 2.00x faster | 16.00 | 2.50x faster |" in text
     study["full_size"][0].pop("official_ms")
     assert "official models in the same process" not in planner_study.markdown(study)
+
+
+def test_planner_study_verdict_compares_at_the_same_or_lower_drop():
+    """"faster at same or lower drop": a plan that is faster only by spending more of the budget is judged
+    by the planner's answer at the paper's drop, not counted as a win."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import planner_study
+
+    row = {"same_plan": False, "plan_cal_drop": 0.0028, "paper_cal_drop": 0.0028, "plan_faster": True,
+           "paper_measured": 1.07}
+    assert planner_study.verdict(row) == "yes"
+    assert planner_study.verdict({**row, "plan_faster": False}) == "no"
+    assert planner_study.verdict({**row, "same_plan": True}) == "same plan"
+    at = {"same_plan": False, "options": "vmeanba 4", "cal_drop": 0.0028, "test_drop": 0.0056, "predicted": 1.08,
+          "measured": 1.06}
+    larger = {**row, "plan_cal_drop": 0.0195, "at_paper_drop": at}
+    assert planner_study.verdict(larger).startswith("no (the plan's drop is larger")
+    assert planner_study.verdict({**larger, "at_paper_drop": {**at, "measured": 1.09}}).startswith("yes (")
+    assert planner_study.verdict({**larger, "at_paper_drop": {**at, "same_plan": True}}).startswith("same plan (")

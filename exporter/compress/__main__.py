@@ -35,7 +35,8 @@ def _plan(args) -> None:
     model = load_digits_model(args.digits)
     cal = load_calibration(args.calibration, model.family, limit=args.limit)
     plan = plan_compression(model, cal, args.max_drop, backend=args.cost, batch=args.batch, precision=args.precision,
-                            iters=args.iters, cache_dir=args.cache, threads=args.threads)
+                            iters=args.iters, cache_dir=args.cache, threads=args.threads,
+                            search_evaluations=args.search_evaluations)
     print(f"planning took {plan.seconds:.1f}s ({plan.evaluations} calibration passes)")
     write_plan_report(plan, args.out)
 
@@ -66,6 +67,8 @@ def main(argv=None) -> None:
     pl.add_argument("--iters", type=int, default=10)
     pl.add_argument("--cache", default=None, help="cost-model cache folder")
     pl.add_argument("--threads", type=int, default=None)
+    pl.add_argument("--search-evaluations", type=int, default=256,
+                    help="most plans the search measures after the first choice (default 256; 0: no search)")
     pl.add_argument("--out", default="runs/plan")
     args = parser.parse_args(argv)
     {"select": _select, "plan": _plan}[args.command](args)

@@ -24,11 +24,22 @@ For every SS2D block the planner knows two things per option (``none``, ``vmeanb
    slower than the paper's choice at the same budget. Then it tries, largest extra saving first, to
    upgrade blocks (``none`` -> a method, a method -> ``both``), keeping each upgrade whose measured
    joint drop stays within the budget.
-4. Finalists (when a timer is given): the plan, the plain selection's walk and the next fastest
+4. Search (at most ``search_evaluations`` more measured plans, default SEARCH_EVALUATIONS = 256):
+   the plans predicted faster than the current one are listed fastest first (:func:`plans_by_saving`,
+   over the options that save time). When all of them that are not yet measured fit in the evaluations
+   left, they are measured in that order and the first whose measured joint drop holds is the result:
+   the exact optimum of the predicted saving within the budget (``search_exact``; none holds: the
+   current plan is it). Otherwise one round of measured swaps: two blocks changed, each to ``none``
+   or to an option that saves time, with the predicted saving growing (e.g. a chosen block dropped and
+   a costlier one taken); largest gain first, the first whose joint drop holds is kept; then the
+   upgrades again and a new look. When no swap holds, the search stops unproven
+   (``search_exact=False``). Each plan the search newly measures counts against its budget; none is
+   measured twice. vm-export: ``--plan-evaluations N``.
+5. Finalists (when a timer is given): the plan, the plain selection's walk and the next fastest
    predicted plan whose drop holds are timed side by side with the uncompressed model; the fastest
    measured one is the result, so a cost model blurred by noise cannot leave the planner slower
    than the plain selection.
-5. Report: the chosen option per block, the predicted speed-up (cost model, additive) and the
+6. Report: the chosen option per block, the predicted speed-up (cost model, additive) and the
    measured one, the measured drop, and every plan measured on the way for the Pareto plot.
 
 No cost model (CostModelUnavailable: e.g. ``cuda`` asked for without a GPU) -> :func:`plan_or_select`
@@ -58,6 +69,7 @@ BUDGET_SWEEP = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)  # knapsack plans measu
 CONTINUOUS_STEPS = 1000  # budget units for metrics whose drops are not sample counts
 NOISE_FLOOR = 0.1  # a plan predicted below this fraction of the baseline time: the cost model is noise
 FINALISTS = 3  # plans timed side by side at the end (the plan, the plain selection's walk, the next fastest)
+SEARCH_EVALUATIONS = 256  # default: the most plans the swaps and the exact search measure (step 4)
 
 
 # --------------------------------------------------------------------------- the knapsack
@@ -96,6 +108,33 @@ def solve_knapsack(gain: dict[str, dict[str, float]], cost: dict[str, dict[str, 
         if choice[w] != "none":
             w -= units(cost[name][choice[w]])
     return {name: plan[name] for name in names}
+
+
+def plans_by_saving(saved: dict[str, dict[str, float]], names: list[str]):
+    """Every plan of the blocks ``names`` that takes only options saving time (``saved[n][o] > 0``), in
+    order of decreasing predicted saving (ties: a fixed order), as (saving, {layer: option}) pairs.
+
+    Best-first over the per-block option lists sorted by saving: a plan is an index per block (0 = the
+    block's largest saving, the last = ``none``); its children raise one index at or after its last
+    non-zero one, so every plan has exactly one parent and never saves more than its parent. Lazy:
+    listing the k fastest plans costs O(k n log k) however many plans there are."""
+    import heapq
+
+    options = [sorted(((saved[n][o], i, o) for i, o in enumerate(COMPRESSED_OPTIONS) if saved[n][o] > 0),
+                      key=lambda t: (-t[0], t[1])) + [(0.0, len(COMPRESSED_OPTIONS), "none")] for n in names]
+
+    def total(index: tuple) -> float:
+        return round(sum(options[j][i][0] for j, i in enumerate(index)), 9)
+
+    root = (0,) * len(names)
+    heap = [(-total(root), root, 0)]
+    while heap:
+        minus, index, last = heapq.heappop(heap)
+        yield -minus, {n: options[j][i][2] for j, (n, i) in enumerate(zip(names, index))}
+        for j in range(last, len(names)):
+            if (j == last or index[j] == 0) and index[j] + 1 < len(options[j]):
+                child = index[:j] + (index[j] + 1,) + index[j + 1:]
+                heapq.heappush(heap, (-total(child), child, j))
 
 
 def budget_unit(metric: str, num_samples: int, budget: float) -> float:
@@ -137,6 +176,9 @@ class PlanResult:
     seconds: float
     evaluations: int                  # calibration passes run
     model: str = ""
+    search_exact: bool | None = None  # True: no plan of options that save time predicted faster than the result
+    #                                   holds the budget (each one measured); False: not proven (None: old report)
+    search_evaluations: int = 0       # the evaluation budget of the swaps and the exact search
 
     @property
     def vmeanba_layers(self) -> list[str]:
@@ -170,7 +212,7 @@ def plan_compression(model, calibration, max_drop: float | None = None, *, goal:
                      stride: int | None = None, keep: int | None = None, candidates="all", family: str | None = None,
                      batch_size: int = 64,
                      device: str | None = None, measure: bool = True, progress: bool = False,
-                     threads: int | None = None) -> PlanResult:
+                     threads: int | None = None, search_evaluations: int = SEARCH_EVALUATIONS) -> PlanResult:
     """The fastest per-block plan of ``model`` whose measured calibration drop is within ``max_drop``.
 
     cost: a CostModel, else one is measured (or read from the cache) with ``timer``, or with
@@ -178,7 +220,8 @@ def plan_compression(model, calibration, max_drop: float | None = None, *, goal:
     can be measured here. max_drop: in the metric's units (default DEFAULT_MAX_DROP). candidates: a
     layer spec limiting the blocks the plan may compress. device: where the calibration passes run
     (default: cuda when the project's GPU runtime works, else cpu). measure: time the chosen plan and the
-    uncompressed model side by side (``rounds`` as the cost model). The model is not modified.
+    uncompressed model side by side (``rounds`` as the cost model). search_evaluations: the most plans
+    the swaps and the exact search measure (step 4 of the module docstring). The model is not modified.
     """
     if goal not in PLAN_GOALS:
         raise ValueError(f"unknown plan goal {goal!r}; choose one of {PLAN_GOALS}")
@@ -213,7 +256,7 @@ def plan_compression(model, calibration, max_drop: float | None = None, *, goal:
             raise ValueError(f"the cost model covers {cost.layers}, not this model's layers {all_names}")
         return choose_plan(evaluator, cost, names, max_drop, vm_of, qm, goal=goal, variant=variant,
                            model=model if measure else None, timer=timer, rounds=rounds, progress=progress,
-                           start=start)
+                           start=start, search_evaluations=search_evaluations)
     finally:
         torch.set_flush_denormal(False)
         torch.set_num_threads(previous_threads)
@@ -222,11 +265,14 @@ def plan_compression(model, calibration, max_drop: float | None = None, *, goal:
 def choose_plan(evaluator, cost: CostModel, names: list[str], max_drop: float, vm_of: dict, qm: QuarterMapSpec, *,
                 goal: str = "fastest", variant: str = "all-rows", model=None,
                 timer: Timer | None = None, rounds: int | None = None, progress: bool = False,
-                start: float | None = None) -> PlanResult:
-    """Steps 1-3 of the module docstring for the candidate blocks ``names``. evaluator: a
+                start: float | None = None, search_evaluations: int = SEARCH_EVALUATIONS) -> PlanResult:
+    """Steps 1-5 of the module docstring for the candidate blocks ``names``. evaluator: a
     CalibratedEvaluator (or anything with its ``evaluate`` / ``drop`` / ``metric`` / ``baseline`` /
     ``cal`` interface); vm_of: {layer: VMeanbaSpec} for every block; model and timer: given, the
-    chosen plan and the uncompressed model are timed side by side."""
+    chosen plan and the uncompressed model are timed side by side. search_evaluations: the most plans
+    the swaps and the exact search may measure (step 4 of the module docstring; 0 turns them off)."""
+    if search_evaluations < 0:
+        raise ValueError(f"search_evaluations must be >= 0, got {search_evaluations}")
     start = time.time() if start is None else start
     def config(plan: dict[str, str]) -> dict:
         return {n: option_specs(plan.get(n, "none"), vm_of[n], qm) for n in vm_of}
@@ -274,20 +320,26 @@ def choose_plan(evaluator, cost: CostModel, names: list[str], max_drop: float, v
         drop = best["drop"]
         steps.append(f"start from {best['label']} (faster, measured joint drop {drop:+.5f})")
     # upgrades, largest extra saving first, each kept when the measured joint drop stays within the budget
-    def extra(n: str, o: str) -> float:
-        return saved[n][o] - (saved[n][plan[n]] if plan[n] != "none" else 0.0)
+    def upgrade(plan: dict[str, str], drop: float, measure=consider) -> tuple[dict[str, str], float]:
+        def extra(n: str, o: str) -> float:
+            return saved[n][o] - (saved[n][plan[n]] if plan[n] != "none" else 0.0)
 
-    upgrades = sorted(((n, o) for n in names for o in COMPRESSED_OPTIONS if _is_upgrade(plan[n], o)),
-                      key=lambda t: (-extra(*t), names.index(t[0]), OPTIONS.index(t[1])))
-    for n, o in upgrades:
-        gain = extra(n, o)
-        if gain <= 0 or not _is_upgrade(plan[n], o):
-            continue
-        trial = {**plan, n: o}
-        trial_drop = consider("upgrade", f"upgrade: {n} -> {o}", trial)
-        if trial_drop <= max_drop + 1e-12:
-            plan, drop = trial, trial_drop
-            steps.append(f"upgrade {n} -> {o} kept (saves {gain:.3f} ms more); measured joint drop {drop:+.5f}")
+        upgrades = sorted(((n, o) for n in names for o in COMPRESSED_OPTIONS if _is_upgrade(plan[n], o)),
+                          key=lambda t: (-extra(*t), names.index(t[0]), OPTIONS.index(t[1])))
+        for n, o in upgrades:
+            gain = extra(n, o)
+            if gain <= 0 or not _is_upgrade(plan[n], o):
+                continue
+            trial = {**plan, n: o}
+            trial_drop = measure("upgrade", f"upgrade: {n} -> {o}", trial)
+            if trial_drop <= max_drop + 1e-12:
+                plan, drop = trial, trial_drop
+                steps.append(f"upgrade {n} -> {o} kept (saves {gain:.3f} ms more); measured joint drop {drop:+.5f}")
+        return plan, drop
+
+    plan, drop = upgrade(plan, drop)
+    plan, drop, exact = _search(plan, drop, names, saved, max_drop, search_evaluations, considered, consider, upgrade,
+                                steps)
     full_plan = {n: plan.get(n, "none") for n in vm_of}
     if cost.predicted_ms(full_plan) < NOISE_FLOOR * cost.baseline_ms:
         warnings.warn(f"the cost model's single-block savings of this plan add up to more than "
@@ -326,7 +378,87 @@ def choose_plan(evaluator, cost: CostModel, names: list[str], max_drop: float, v
         measured_speedup=None if measured[1] is None else measured[0] / measured[1],
         considered=considered, steps=steps, variant=variant, quartermap=dataclasses.asdict(qm),
         calibration=cal.describe(), num_samples=len(cal), synthetic=cal.synthetic, seconds=time.time() - start,
-        evaluations=evaluator.evaluations, model=type(model).__name__ if model is not None else "")
+        evaluations=evaluator.evaluations, model=type(model).__name__ if model is not None else "",
+        search_exact=exact, search_evaluations=search_evaluations)
+
+
+def _search(plan, drop, names, saved, max_drop, limit, considered, consider, upgrade, steps):
+    """Step 4 of the module docstring: the exact search when every plan predicted faster than ``plan``
+    fits in the evaluations left, else one round of measured two-block changes ("swaps"), the upgrades
+    again and a new look. ``limit`` counts newly measured plans. Returns (plan, drop, exact): exact is
+    True when no plan predicted faster holds the budget."""
+    known = {_key(c["plan"]): c["drop"] for c in considered}
+    left = limit
+
+    def measure(kind: str, label: str, trial: dict[str, str]) -> float:
+        """The measured drop of ``trial`` (cached); infinite, unmeasured, once the evaluations are spent."""
+        nonlocal left
+        key = _key(trial)
+        if key not in known:
+            if left <= 0:
+                return math.inf
+            left -= 1
+            known[key] = consider(kind, label, trial)
+        return known[key]
+
+    while True:
+        current = _saving(plan, saved)
+        faster, unmeasured = [], 0  # the plans predicted faster than ``plan``, fastest first (until more
+        for saving, trial in plans_by_saving(saved, names):  # unmeasured ones than evaluations left)
+            if saving <= current + 1e-9 or unmeasured > left:
+                break
+            faster.append(trial)
+            unmeasured += _key(trial) not in known
+        if unmeasured <= left:
+            for trial in faster:
+                trial_drop = measure("exact", "exact search", trial)
+                if trial_drop <= max_drop + 1e-12:
+                    steps.append(f"exact search: {_describe(trial)} is the fastest predicted plan within the budget "
+                                 f"(measured joint drop {trial_drop:+.5f}; {len(faster)} plans predicted faster than "
+                                 f"the previous one, {unmeasured} newly measured)")
+                    return trial, trial_drop, True
+            steps.append("exact search: no plan is predicted faster, so the plan is the fastest predicted" if not faster
+                         else f"exact search: none of the {len(faster)} plans predicted faster holds the budget "
+                              f"({unmeasured} newly measured), so the plan is the fastest predicted within it")
+            return plan, drop, True
+
+        def gain(changes) -> float:
+            return sum(_saving({n: o}, saved) - _saving({n: plan[n]}, saved) for n, o in changes)
+
+        # two blocks changed, each to none or to an option that saves time, the predicted saving growing;
+        # largest gain first
+        moves = sorted((c for c in _two_block_changes(plan, names)
+                        if gain(c) > 1e-9 and all(o == "none" or saved[n][o] > 0 for n, o in c)),
+                       key=lambda c: (-round(gain(c), 9), [(names.index(n), OPTIONS.index(o)) for n, o in c]))
+        swapped = False
+        for changes in moves:
+            trial = {**plan, **dict(changes)}
+            label = ", ".join(f"{n} -> {o}" for n, o in changes)
+            trial_drop = measure("swap", f"swap: {label}", trial)
+            if trial_drop <= max_drop + 1e-12:
+                steps.append(f"swap {label} kept (saves {gain(changes):.3f} ms more); measured joint drop "
+                             f"{trial_drop:+.5f}")
+                plan, drop, swapped = trial, trial_drop, True
+                break
+        if not swapped:
+            steps.append(f"search stopped: more plans are predicted faster than the evaluations left ({left} of "
+                         f"{limit}) and no swap holds the budget; the plan is not proven the fastest")
+            return plan, drop, False
+        plan, drop = upgrade(plan, drop, measure)
+
+
+def _two_block_changes(plan: dict[str, str], names: list[str]):
+    """Every change of the options of two blocks (each to any other option, ``none`` included)."""
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            for oa in OPTIONS:
+                for ob in OPTIONS:
+                    if oa != plan[a] and ob != plan[b]:
+                        yield ((a, oa), (b, ob))
+
+
+def _key(plan: dict[str, str]) -> tuple:
+    return tuple(sorted((n, o) for n, o in plan.items() if o != "none"))
 
 
 def _reference_points(evaluator, names, impacts, saved, max_drop, vm_of, consider) -> None:

@@ -156,10 +156,13 @@ def plan_summary(plan) -> str:
     predicted = format_speedup(plan.predicted_speedup)
     cache = " (cost model from the cache)" if plan.cost_from_cache else ""
     key = plan.cost["key"]
+    search = {True: "; search exact (no plan predicted faster holds the budget)",
+              False: f"; search not exact within {plan.search_evaluations} evaluations (not proven the fastest)",
+              None: ""}[plan.search_exact]
     return (f"plan '{plan.goal}' on the {key['backend']} cost model ({key['device']}, batch {key['batch']}, "
             f"{key['precision']}){cache}: speed-up {predicted} predicted, {measured}; "
             f"{plan.metric} drop {scale * plan.joint_drop:+.3f} {unit} measured (budget {scale * plan.max_drop:g} "
-            f"{unit}) on {plan.calibration}")
+            f"{unit}) on {plan.calibration}{search}")
 
 
 def print_plan_table(plan, console=None) -> None:

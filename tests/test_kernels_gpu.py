@@ -285,6 +285,9 @@ QUARTERMAP_UP_CASES = [  # (B, C, Hs, Ws, H, W): any sizes, also shrinking (seve
     (1, 7, 3, 3, 1, 5),
     (256, 1, 2, 3, 5, 7),
     (1, 4, 20, 30, 7, 11),
+    # output planes on either side of the kernel's table limit (255 and 272 positions)
+    (2, 3, 8, 9, 15, 17),
+    (2, 3, 8, 9, 16, 17),
 ]
 
 

@@ -2,8 +2,12 @@
 // planes * out_h * out_w elements (planes = batch * channels); each thread writes runs of V
 // consecutive outputs, V = 16 bytes / element size (one 16-byte store) unless the output pointer
 // is less aligned, so the store width does not depend on the map width. A run may cross rows and
-// planes: its first element's (plane, row, column) takes a few multiply-high divisions, every
-// later element's source follows by counters that step and wrap (no division per element).
+// planes. Its first element's position takes a few multiply-high divisions; the later elements'
+// sources follow without division, by one of two walks:
+// - RowWalk: column and row counters that step and wrap into the next row and plane (planes larger
+//   than the table below, and every width that is a multiple of V, where runs stay in one row);
+// - TableWalk: small planes whose runs cross rows (7- and 14-column maps): one shared-memory
+//   table of each plane position's source, built per block, one read per element.
 // Four runs per thread, all gathered before any is stored, keep many loads in flight.
 #include "common.cuh"
 
@@ -48,6 +52,7 @@ AxisMap down_axis(int stride, int keep)
 }
 
 constexpr int kQmThreads = 256, kQmPerThread = 4;
+constexpr uint32_t kQmTableMax = 512;          // table entries (two per thread at most)
 constexpr uint32_t kQmMaxIndex = 0x7fffffffu;  // every in-group index and product stays below 2^31
 
 struct QmParams {
@@ -56,7 +61,8 @@ struct QmParams {
     long long planes;       // batch * channels
     uint32_t group_planes;  // planes per blockIdx.y (more than one group only beyond 32-bit indices)
     uint32_t in_w, out_w, out_h, in_plane, out_plane;
-    FastDiv by_out_w, by_out_h;
+    uint32_t table_len;     // TableWalk only
+    FastDiv by_out_w, by_out_h, by_out_plane;
     AxisMap rows, cols;
 };
 
@@ -86,11 +92,16 @@ __device__ __forceinline__ void axis_step(const AxisMap& a, uint32_t& s, uint32_
 
 // Walks the outputs n, n + 1, ... of one group in order, tracking each one's source element
 // (index into the group's input): output column oj and row oi, source column sj and row si with
-// their remainders, and the source row's start.
-struct SourceWalk {
+// their remainders, and the source row's start. CROSS = false: the caller guarantees that the walk
+// stays in one row (the output width is a multiple of V).
+template <bool CROSS>
+struct RowWalk {
+    static constexpr bool kCrossesRows = CROSS;
     uint32_t oj, sj, aj, oi, si, ai, plane_start, row_start;
 
-    __device__ __forceinline__ SourceWalk(const QmParams& p, uint32_t n)
+    __device__ static void prepare(const QmParams&) {}
+
+    __device__ __forceinline__ RowWalk(const QmParams& p, uint32_t n)
     {
         const uint32_t r = p.by_out_w.div(n);  // output rows before n
         oj = n - r * p.out_w;
@@ -104,8 +115,6 @@ struct SourceWalk {
 
     __device__ __forceinline__ uint32_t source() const { return row_start + sj; }
 
-    // CROSS = false: the caller guarantees the next output is in the same row.
-    template <bool CROSS>
     __device__ __forceinline__ void next(const QmParams& p)
     {
         ++oj;
@@ -123,6 +132,40 @@ struct SourceWalk {
     }
 };
 
+// Small planes whose runs cross rows: the block first tabulates the source of every position a of
+// table_len = planes_k * out_plane outputs (planes_k planes, enough that a run starting anywhere in
+// a plane ends inside the table), then a run needs one division and each element one table read
+// (no per-element wrap tests, which diverge when most runs cross a row). Entry a sits at word
+// a + a / V: the V-apart starts of a warp's runs then fall in 32 different banks.
+extern __shared__ uint32_t qm_table[];
+
+template <int V>
+struct TableWalk {
+    static constexpr bool kCrossesRows = true;
+    uint32_t base, a;  // the input plane of the run's first output; position from that plane's start
+
+    __device__ static __forceinline__ uint32_t slot(uint32_t pos) { return pos + pos / V; }
+
+    __device__ static void prepare(const QmParams& p)
+    {
+        for (uint32_t pos = threadIdx.x; pos < p.table_len; pos += kQmThreads) {
+            const uint32_t k = p.by_out_plane.div(pos);
+            qm_table[slot(pos)] = k * p.in_plane + RowWalk<false>(p, pos - k * p.out_plane).source();
+        }
+        __syncthreads();
+    }
+
+    __device__ __forceinline__ TableWalk(const QmParams& p, uint32_t n)
+    {
+        const uint32_t plane = p.by_out_plane.div(n);
+        a = n - plane * p.out_plane;
+        base = plane * p.in_plane;
+    }
+
+    __device__ __forceinline__ uint32_t source() const { return base + qm_table[slot(a)]; }
+    __device__ __forceinline__ void next(const QmParams&) { ++a; }
+};
+
 // The pointer, hidden from the optimiser: else it folds the group offset (64-bit) into every
 // element's address instead of adding it once.
 template <typename P>
@@ -132,11 +175,11 @@ __device__ __forceinline__ P* opaque(P* ptr)
     return ptr;
 }
 
-// CROSS: runs may cross rows (the output width is not a multiple of V); else every run lies in one row.
-template <typename T, int V, bool CROSS>
+template <typename T, int V, typename Walk>
 __global__ void __launch_bounds__(kQmThreads) quartermap_kernel(QmParams p)
 {
     using Vec = typename VecOf<V * sizeof(T)>::type;
+    Walk::prepare(p);
     const long long plane0 = (long long)blockIdx.y * p.group_planes;
     const uint32_t count = (uint32_t)min((long long)p.group_planes, p.planes - plane0) * p.out_plane;
     const T* __restrict__ x = opaque(static_cast<const T*>(p.x) + plane0 * p.in_plane);
@@ -151,12 +194,12 @@ __global__ void __launch_bounds__(kQmThreads) quartermap_kernel(QmParams p)
         Vec vals[kQmPerThread];
 #pragma unroll
         for (int q = 0; q < kQmPerThread; ++q) {
-            SourceWalk w(p, min(first + q * kQmThreads, full_runs - 1) * V);
+            Walk w(p, min(first + q * kQmThreads, full_runs - 1) * V);
             T* ov = reinterpret_cast<T*>(&vals[q]);
 #pragma unroll
             for (int v = 0; v < V; ++v) {
                 ov[v] = __ldg(x + (int)w.source());
-                if (v + 1 < V) w.template next<CROSS>(p);
+                if (v + 1 < V) w.next(p);
             }
         }
         asm volatile("" ::: "memory");  // keeps every load above the first store
@@ -169,35 +212,52 @@ __global__ void __launch_bounds__(kQmThreads) quartermap_kernel(QmParams p)
 
     // the last count % V outputs (only when the width is not a multiple of V): scalar stores by
     // the thread whose next run would start there
-    if (CROSS) {
+    if (Walk::kCrossesRows) {
         const uint32_t rest = count - full_runs * V;
         const uint32_t rel = full_runs - (first - threadIdx.x);
         if (rest > 0 && rel < kQmThreads * kQmPerThread && rel % kQmThreads == threadIdx.x) {
-            SourceWalk w(p, full_runs * V);
+            Walk w(p, full_runs * V);
             for (uint32_t v = 0; v < rest; ++v) {
                 y[full_runs * V + v] = __ldg(x + (int)w.source());
-                if (v + 1 < rest) w.template next<true>(p);
+                if (v + 1 < rest) w.next(p);
             }
         }
     }
 }
 
-template <typename T, int V>
-void launch_quartermap_cross(const QmParams& p, dim3 grid, cudaStream_t stream)
+template <typename T, int V, typename Walk>
+void launch_walk(const QmParams& p, dim3 grid, size_t smem, cudaStream_t stream)
 {
-    if constexpr (V > 1)
-        if (p.out_w % V != 0) return quartermap_kernel<T, V, true><<<grid, kQmThreads, 0, stream>>>(p);
-    quartermap_kernel<T, V, false><<<grid, kQmThreads, 0, stream>>>(p);
+    quartermap_kernel<T, V, Walk><<<grid, kQmThreads, smem, stream>>>(p);
+}
+
+// In-row walks where the width is a multiple of V; else the table for small planes, the crossing
+// row walk for larger ones.
+template <typename T, int V>
+void launch_quartermap_walk(QmParams p, dim3 grid, cudaStream_t stream)
+{
+    if constexpr (V > 1) {
+        if (p.out_w % V != 0) {
+            const uint32_t table_planes = 1 + (V - 1 + p.out_plane - 1) / p.out_plane;
+            if (table_planes * p.out_plane <= kQmTableMax) {
+                p.table_len = table_planes * p.out_plane;
+                return launch_walk<T, V, TableWalk<V>>(p, grid, (p.table_len + p.table_len / V) * sizeof(uint32_t),
+                                                       stream);
+            }
+            return launch_walk<T, V, RowWalk<true>>(p, grid, 0, stream);
+        }
+    }
+    launch_walk<T, V, RowWalk<false>>(p, grid, 0, stream);
 }
 
 template <typename T>
 void launch_quartermap_vec(const QmParams& p, dim3 grid, int V, cudaStream_t stream)
 {
     if constexpr (sizeof(T) == 2)
-        if (V == 8) return launch_quartermap_cross<T, 8>(p, grid, stream);
-    if (V == 4) launch_quartermap_cross<T, 4>(p, grid, stream);
-    else if (V == 2) launch_quartermap_cross<T, 2>(p, grid, stream);
-    else launch_quartermap_cross<T, 1>(p, grid, stream);
+        if (V == 8) return launch_quartermap_walk<T, 8>(p, grid, stream);
+    if (V == 4) launch_quartermap_walk<T, 4>(p, grid, stream);
+    else if (V == 2) launch_quartermap_walk<T, 2>(p, grid, stream);
+    else launch_quartermap_walk<T, 1>(p, grid, stream);
 }
 
 // Test knob: VMK_QM_GROUP_PLANES = n splits the planes into groups of n (one per blockIdx.y), as
@@ -233,6 +293,7 @@ vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, cudaStream_t strea
     const dim3 grid((unsigned)((runs + per_block - 1) / per_block), (unsigned)groups);
     p.by_out_w = make_fastdiv(p.out_w);
     p.by_out_h = make_fastdiv(p.out_h);
+    p.by_out_plane = make_fastdiv(p.out_plane);
     if (dtype == VMK_FLOAT16) launch_quartermap_vec<__half>(p, grid, V, stream);
     else launch_quartermap_vec<float>(p, grid, V, stream);
     return launch_status();

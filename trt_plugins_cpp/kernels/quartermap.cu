@@ -8,7 +8,8 @@
 //   than the table below, and every width that is a multiple of V, where runs stay in one row);
 // - TableWalk: small planes whose runs cross rows (7- and 14-column maps): one shared-memory
 //   table of each plane position's source, built per block, one read per element.
-// Four runs per thread, all gathered before any is stored, keep many loads in flight.
+// Four runs per thread (one for small outputs, which would not fill the device), all gathered
+// before any is stored, keep many loads in flight.
 #include "common.cuh"
 
 #include <stdlib.h>
@@ -51,7 +52,7 @@ AxisMap down_axis(int stride, int keep)
     return AxisMap{1, (uint32_t)stride, 1, 1, 1, (uint32_t)(stride - keep), make_fastdiv(keep)};
 }
 
-constexpr int kQmThreads = 256, kQmPerThread = 4;
+constexpr int kQmThreads = 256;
 constexpr uint32_t kQmTableMax = 512;          // table entries (two per thread at most)
 constexpr uint32_t kQmMaxIndex = 0x7fffffffu;  // every in-group index and product stays below 2^31
 
@@ -64,6 +65,11 @@ struct QmParams {
     uint32_t table_len;     // TableWalk only
     FastDiv by_out_w, by_out_h, by_out_plane;
     AxisMap rows, cols;
+};
+
+struct QmGrid {
+    long long runs, groups;  // runs of the largest group (the partial last one included)
+    int runs_per_thread;
 };
 
 template <int BYTES> struct VecOf;
@@ -175,7 +181,8 @@ __device__ __forceinline__ P* opaque(P* ptr)
     return ptr;
 }
 
-template <typename T, int V, typename Walk>
+// RUNS runs per thread (4, or 1 where 4 would leave SMs idle).
+template <typename T, int V, typename Walk, int RUNS>
 __global__ void __launch_bounds__(kQmThreads) quartermap_kernel(QmParams p)
 {
     using Vec = typename VecOf<V * sizeof(T)>::type;
@@ -185,15 +192,15 @@ __global__ void __launch_bounds__(kQmThreads) quartermap_kernel(QmParams p)
     const T* __restrict__ x = opaque(static_cast<const T*>(p.x) + plane0 * p.in_plane);
     T* __restrict__ y = static_cast<T*>(p.y) + plane0 * p.out_plane;
     const uint32_t full_runs = count / V;
-    const uint32_t first = blockIdx.x * (kQmThreads * kQmPerThread) + threadIdx.x;
+    const uint32_t first = blockIdx.x * (kQmThreads * RUNS) + threadIdx.x;
 
-    // Every thread gathers its four runs before storing any, so that all their loads are in
+    // Every thread gathers its runs before storing any, so that all their loads are in
     // flight together: runs past the end repeat the last full run (no branch around the
     // gathers, which would make each run wait for its own loads) and store nothing.
     if (full_runs > 0) {
-        Vec vals[kQmPerThread];
+        Vec vals[RUNS];
 #pragma unroll
-        for (int q = 0; q < kQmPerThread; ++q) {
+        for (int q = 0; q < RUNS; ++q) {
             Walk w(p, min(first + q * kQmThreads, full_runs - 1) * V);
             T* ov = reinterpret_cast<T*>(&vals[q]);
 #pragma unroll
@@ -204,7 +211,7 @@ __global__ void __launch_bounds__(kQmThreads) quartermap_kernel(QmParams p)
         }
         asm volatile("" ::: "memory");  // keeps every load above the first store
 #pragma unroll
-        for (int q = 0; q < kQmPerThread; ++q) {
+        for (int q = 0; q < RUNS; ++q) {
             const uint32_t run = first + q * kQmThreads;
             if (run < full_runs) reinterpret_cast<Vec*>(y)[run] = vals[q];
         }
@@ -215,7 +222,7 @@ __global__ void __launch_bounds__(kQmThreads) quartermap_kernel(QmParams p)
     if (Walk::kCrossesRows) {
         const uint32_t rest = count - full_runs * V;
         const uint32_t rel = full_runs - (first - threadIdx.x);
-        if (rest > 0 && rel < kQmThreads * kQmPerThread && rel % kQmThreads == threadIdx.x) {
+        if (rest > 0 && rel < kQmThreads * RUNS && rel % kQmThreads == threadIdx.x) {
             Walk w(p, full_runs * V);
             for (uint32_t v = 0; v < rest; ++v) {
                 y[full_runs * V + v] = __ldg(x + (int)w.source());
@@ -225,16 +232,21 @@ __global__ void __launch_bounds__(kQmThreads) quartermap_kernel(QmParams p)
     }
 }
 
+// The grid: runs (the partial last one included) of the largest group in blocks of
+// kQmThreads * RUNS, one grid row per group.
 template <typename T, int V, typename Walk>
-void launch_walk(const QmParams& p, dim3 grid, size_t smem, cudaStream_t stream)
+void launch_walk(const QmParams& p, const QmGrid& g, size_t smem, cudaStream_t stream)
 {
-    quartermap_kernel<T, V, Walk><<<grid, kQmThreads, smem, stream>>>(p);
+    const dim3 grid((unsigned)((g.runs + kQmThreads * g.runs_per_thread - 1) / (kQmThreads * g.runs_per_thread)),
+                    (unsigned)g.groups);
+    if (g.runs_per_thread == 4) quartermap_kernel<T, V, Walk, 4><<<grid, kQmThreads, smem, stream>>>(p);
+    else quartermap_kernel<T, V, Walk, 1><<<grid, kQmThreads, smem, stream>>>(p);
 }
 
 // In-row walks where the width is a multiple of V; else the table for small planes, the crossing
 // row walk for larger ones.
 template <typename T, int V>
-void launch_quartermap_walk(QmParams p, dim3 grid, cudaStream_t stream)
+void launch_quartermap_walk(QmParams p, const QmGrid& grid, cudaStream_t stream)
 {
     if constexpr (V > 1) {
         if (p.out_w % V != 0) {
@@ -251,7 +263,7 @@ void launch_quartermap_walk(QmParams p, dim3 grid, cudaStream_t stream)
 }
 
 template <typename T>
-void launch_quartermap_vec(const QmParams& p, dim3 grid, int V, cudaStream_t stream)
+void launch_quartermap_vec(const QmParams& p, const QmGrid& grid, int V, cudaStream_t stream)
 {
     if constexpr (sizeof(T) == 2)
         if (V == 8) return launch_quartermap_walk<T, 8>(p, grid, stream);
@@ -288,9 +300,11 @@ vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, cudaStream_t strea
     int V = 16 / esize;
     while (V > 1 && (reinterpret_cast<uintptr_t>(p.y) % (V * esize) != 0 || (groups > 1 && group_elems % V != 0)))
         V /= 2;
-    const long long runs = (group_elems + V - 1) / V;  // the partial last run included
-    const long long per_block = kQmThreads * kQmPerThread;
-    const dim3 grid((unsigned)((runs + per_block - 1) / per_block), (unsigned)groups);
+    QmGrid grid{(group_elems + V - 1) / V, groups, 4};
+    // four runs per thread where that still fills every SM (8 blocks each), else one
+    DeviceInfo dev;
+    if (!device_info(&dev)) return VMK_ERR_CUDA;
+    if (grid.runs * groups < 8LL * dev.sms * kQmThreads * 4) grid.runs_per_thread = 1;
     p.by_out_w = make_fastdiv(p.out_w);
     p.by_out_h = make_fastdiv(p.out_h);
     p.by_out_plane = make_fastdiv(p.out_plane);

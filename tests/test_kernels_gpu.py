@@ -305,6 +305,24 @@ def test_quartermap_up_any_sizes(case, dtype):
         assert torch.equal(out, want), f"output {shift} elements past alignment"
 
 
+@pytest.mark.parametrize("runs", [1, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_quartermap_vmamba_t_stages(stage, dtype, runs, monkeypatch):
+    """VMamba-T stage shapes at batch 128 (the benchmarked ones), with one and with four runs per
+    thread (VMK_QM_RUNS; the launcher picks four where the output fills the device)."""
+    monkeypatch.setenv("VMK_QM_RUNS", str(runs))
+    side = (56, 28, 14, 7)[stage]
+    x = torch.randn(128, 96 << stage, side, side, device=DEV).to(dtype)
+    want = ref.quartermap_down(x, 2, 1)
+    out = torch.full(want.shape, float("nan"), device=DEV, dtype=dtype)
+    kernels.quartermap_down(x, 2, 1, out=out)
+    assert torch.equal(out, want)
+    up = torch.full_like(x, float("nan"))
+    kernels.quartermap_up(want, x, out=up)
+    assert torch.equal(up, ref.quartermap_up(want, x))
+
+
 @pytest.mark.parametrize("group_planes", [1, 3, 8])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 def test_quartermap_plane_groups(group_planes, dtype, monkeypatch):

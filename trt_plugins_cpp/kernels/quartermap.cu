@@ -272,11 +272,12 @@ void launch_quartermap_vec(const QmParams& p, const QmGrid& grid, int V, cudaStr
     else launch_quartermap_walk<T, 1>(p, grid, stream);
 }
 
-// Test knob: VMK_QM_GROUP_PLANES = n splits the planes into groups of n (one per blockIdx.y), as
-// outputs beyond 32-bit indices are, so the tests reach that path on small tensors.
-long long group_planes_override()
+// Test knobs, so the tests reach every path on tensors of any size (0 when unset):
+// VMK_QM_GROUP_PLANES = n splits the planes into groups of n (one per blockIdx.y), as outputs
+// beyond 32-bit indices are; VMK_QM_RUNS = 1 or 4 sets the runs per thread.
+long long env_knob(const char* name)
 {
-    const char* env = getenv("VMK_QM_GROUP_PLANES");
+    const char* env = getenv(name);
     return env && *env ? atoll(env) : 0;
 }
 
@@ -288,7 +289,7 @@ vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, cudaStream_t strea
     const uint32_t plane = p.in_plane > p.out_plane ? p.in_plane : p.out_plane;
     long long group = kQmMaxIndex / plane;  // >= 1: a plane is at most 2^30 elements (kMaxSide)
     if (group >= 8) group -= group % 8;     // group starts stay 16-byte aligned
-    if (const long long want = group_planes_override(); want > 0 && want < group) group = want;
+    if (const long long want = env_knob("VMK_QM_GROUP_PLANES"); want > 0 && want < group) group = want;
     if (group > p.planes) group = p.planes;
     p.group_planes = (uint32_t)group;
     const long long groups = (p.planes + group - 1) / group;
@@ -305,6 +306,7 @@ vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, cudaStream_t strea
     DeviceInfo dev;
     if (!device_info(&dev)) return VMK_ERR_CUDA;
     if (grid.runs * groups < 8LL * dev.sms * kQmThreads * 4) grid.runs_per_thread = 1;
+    if (const long long want = env_knob("VMK_QM_RUNS"); want == 1 || want == 4) grid.runs_per_thread = (int)want;
     p.by_out_w = make_fastdiv(p.out_w);
     p.by_out_h = make_fastdiv(p.out_h);
     p.by_out_plane = make_fastdiv(p.out_plane);

@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -221,6 +222,15 @@ int main()
         run_quartermap_up(2, 3, 3, 5, 7, 14, dt, rng);
         run_quartermap_up(3, 3, 9, 8, 4, 3, dt, rng, 1);
         run_quartermap_up(1, 7, 3, 3, 1, 5, dt, rng);
+        // the launcher's test knobs: four runs per thread (else only large outputs take them) and
+        // plane groups (else only outputs beyond 32-bit indices)
+        setenv("VMK_QM_RUNS", "4", 1);
+        setenv("VMK_QM_GROUP_PLANES", "3", 1);
+        run_quartermap(3, 5, 7, 7, 2, 1, dt, rng);
+        run_quartermap(2, 5, 28, 28, 2, 1, dt, rng, 1);
+        run_quartermap_up(2, 5, 3, 5, 7, 14, dt, rng);
+        unsetenv("VMK_QM_RUNS");
+        unsetenv("VMK_QM_GROUP_PLANES");
     }
     std::printf("vmk_sanitize_driver: %s (%d failures), kernel library version %d\n",
                 g_failures == 0 ? "PASS" : "FAIL", g_failures, vmk_version());

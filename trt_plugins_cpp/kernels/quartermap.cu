@@ -63,6 +63,7 @@ struct QmParams {
     uint32_t group_planes;  // planes per blockIdx.y (more than one group only beyond 32-bit indices)
     uint32_t in_w, out_w, out_h, in_plane, out_plane;
     uint32_t table_len;     // TableWalk only
+    bool pairs;             // down with stride 2, keep 1 (row walks load input pairs)
     FastDiv by_out_w, by_out_h, by_out_plane;
     AxisMap rows, cols;
 };
@@ -120,6 +121,10 @@ struct RowWalk {
     }
 
     __device__ __forceinline__ uint32_t source() const { return row_start + sj; }
+
+    // Down with stride 2, keep 1: the run's V outputs are the even elements of 2 V consecutive
+    // inputs that all lie in this row.
+    __device__ __forceinline__ bool pairs_in_row(const QmParams& p, int V) const { return 2 * (oj + V) <= p.in_w; }
 
     __device__ __forceinline__ void next(const QmParams& p)
     {
@@ -181,8 +186,40 @@ __device__ __forceinline__ P* opaque(P* ptr)
     return ptr;
 }
 
+// Gathers one run of V outputs starting at n. PAIRS (down with stride 2, keep 1, row walks only):
+// a run inside one row whose inputs start 16-byte aligned (8-byte for the 8-byte loads of float16
+// runs of 2) loads its 2 V inputs whole and keeps the even ones. For float16 that is two 16-byte
+// loads per lane instead of 8 scalar ones, each of which has the warp touch 32 sectors (down's L1
+// work is per request, not per byte); for float32 the compiler narrows the loads to the used
+// words (4 scalar loads from one address, no per-element index steps).
+template <typename T, int V, typename Walk, bool PAIRS, typename Vec>
+__device__ __forceinline__ void gather_run(const QmParams& p, const T* __restrict__ x, uint32_t n, Vec& out)
+{
+    Walk w(p, n);
+    T* ov = reinterpret_cast<T*>(&out);
+    if constexpr (PAIRS) {
+        constexpr int kBytes = 2 * V * (int)sizeof(T), kChunk = kBytes < 16 ? kBytes : 16;
+        using Chunk = typename VecOf<kChunk>::type;
+        const T* src = x + (int)w.source();
+        if (w.pairs_in_row(p, V) && reinterpret_cast<uintptr_t>(src) % kChunk == 0) {
+            Chunk in[kBytes / kChunk];
+#pragma unroll
+            for (int c = 0; c < kBytes / kChunk; ++c) in[c] = __ldg(reinterpret_cast<const Chunk*>(src) + c);
+            const T* pairs = reinterpret_cast<const T*>(in);
+#pragma unroll
+            for (int v = 0; v < V; ++v) ov[v] = pairs[2 * v];
+            return;
+        }
+    }
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+        ov[v] = __ldg(x + (int)w.source());
+        if (v + 1 < V) w.next(p);
+    }
+}
+
 // RUNS runs per thread (4, or 1 where 4 would leave SMs idle).
-template <typename T, int V, typename Walk, int RUNS>
+template <typename T, int V, typename Walk, int RUNS, bool PAIRS>
 __global__ void __launch_bounds__(kQmThreads) quartermap_kernel(QmParams p)
 {
     using Vec = typename VecOf<V * sizeof(T)>::type;
@@ -200,15 +237,8 @@ __global__ void __launch_bounds__(kQmThreads) quartermap_kernel(QmParams p)
     if (full_runs > 0) {
         Vec vals[RUNS];
 #pragma unroll
-        for (int q = 0; q < RUNS; ++q) {
-            Walk w(p, min(first + q * kQmThreads, full_runs - 1) * V);
-            T* ov = reinterpret_cast<T*>(&vals[q]);
-#pragma unroll
-            for (int v = 0; v < V; ++v) {
-                ov[v] = __ldg(x + (int)w.source());
-                if (v + 1 < V) w.next(p);
-            }
-        }
+        for (int q = 0; q < RUNS; ++q)
+            gather_run<T, V, Walk, PAIRS>(p, x, min(first + q * kQmThreads, full_runs - 1) * V, vals[q]);
         asm volatile("" ::: "memory");  // keeps every load above the first store
 #pragma unroll
         for (int q = 0; q < RUNS; ++q) {
@@ -234,13 +264,21 @@ __global__ void __launch_bounds__(kQmThreads) quartermap_kernel(QmParams p)
 
 // The grid: runs (the partial last one included) of the largest group in blocks of
 // kQmThreads * RUNS, one grid row per group.
-template <typename T, int V, typename Walk>
+template <typename T, int V, typename Walk, bool PAIRS = false>
 void launch_walk(const QmParams& p, const QmGrid& g, size_t smem, cudaStream_t stream)
 {
     const dim3 grid((unsigned)((g.runs + kQmThreads * g.runs_per_thread - 1) / (kQmThreads * g.runs_per_thread)),
                     (unsigned)g.groups);
-    if (g.runs_per_thread == 4) quartermap_kernel<T, V, Walk, 4><<<grid, kQmThreads, smem, stream>>>(p);
-    else quartermap_kernel<T, V, Walk, 1><<<grid, kQmThreads, smem, stream>>>(p);
+    if (g.runs_per_thread == 4) quartermap_kernel<T, V, Walk, 4, PAIRS><<<grid, kQmThreads, smem, stream>>>(p);
+    else quartermap_kernel<T, V, Walk, 1, PAIRS><<<grid, kQmThreads, smem, stream>>>(p);
+}
+
+// Row walks take the pair loads for down with stride 2, keep 1 (the QuarterMap default).
+template <typename T, int V, bool CROSS>
+void launch_row_walk(const QmParams& p, const QmGrid& g, cudaStream_t stream)
+{
+    if (p.pairs) launch_walk<T, V, RowWalk<CROSS>, true>(p, g, 0, stream);
+    else launch_walk<T, V, RowWalk<CROSS>>(p, g, 0, stream);
 }
 
 // In-row walks where the width is a multiple of V; else the table for small planes, the crossing
@@ -256,8 +294,9 @@ void launch_quartermap_walk(QmParams p, const QmGrid& grid, cudaStream_t stream)
                 return launch_walk<T, V, TableWalk<V>>(p, grid, (p.table_len + p.table_len / V) * sizeof(uint32_t),
                                                        stream);
             }
-            return launch_walk<T, V, RowWalk<true>>(p, grid, 0, stream);
+            return launch_row_walk<T, V, true>(p, grid, stream);
         }
+        return launch_row_walk<T, V, false>(p, grid, stream);
     }
     launch_walk<T, V, RowWalk<false>>(p, grid, 0, stream);
 }
@@ -339,6 +378,7 @@ vmk_status_t quartermap_down_run(const vmk_quartermap_down_args_t* a, cudaStream
     QmParams p = resample_params(a->x, a->y, a->batch, a->channels, a->height, a->width,
                                  kept(a->height, a->stride, a->keep), kept(a->width, a->stride, a->keep));
     p.rows = p.cols = down_axis(a->stride, a->keep);
+    p.pairs = a->stride == 2 && a->keep == 1;
     return launch_quartermap(p, a->dtype, stream);
 }
 

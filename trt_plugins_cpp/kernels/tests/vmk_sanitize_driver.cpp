@@ -222,6 +222,10 @@ int main()
         run_quartermap_up(2, 3, 3, 5, 7, 14, dt, rng);
         run_quartermap_up(3, 3, 9, 8, 4, 3, dt, rng, 1);
         run_quartermap_up(1, 7, 3, 3, 1, 5, dt, rng);
+        // down's whole-pair loads (row walks): aligned rows, and an odd width (the last run of a
+        // row would read one element past it, so it takes the element walk)
+        run_quartermap(2, 3, 56, 56, 2, 1, dt, rng);
+        run_quartermap(1, 2, 32, 47, 2, 1, dt, rng);
         // the launcher's test knobs: four runs per thread (else only large outputs take them) and
         // plane groups (else only outputs beyond 32-bit indices)
         setenv("VMK_QM_RUNS", "4", 1);

@@ -244,6 +244,17 @@ QUARTERMAP_CASES = [  # (B, C, H, W, stride, keep)
     (2, 8, 28, 28, 2, 1),
     (1, 4, 32, 48, 2, 1),
     (1, 3, 16, 30, 3, 2),
+    # narrow maps whose 16-byte runs cross rows and planes (output widths 7, 14, 5, 1, 3 and
+    # their up widths 14, 28, 9/10, 1/2, 5/6), odd plane counts, batch 1 and 256
+    (1, 7, 14, 14, 2, 1),
+    (256, 3, 7, 7, 2, 1),
+    (3, 5, 28, 28, 2, 1),
+    (1, 9, 10, 9, 2, 1),
+    (256, 1, 5, 5, 2, 1),
+    (1, 3, 1, 1, 2, 1),
+    (5, 3, 3, 2, 2, 1),
+    (1, 11, 6, 3, 2, 1),
+    (3, 3, 9, 7, 3, 1),
 ]
 
 
@@ -262,13 +273,83 @@ def test_quartermap_matches_reference(case, dtype):
     assert torch.equal(up, up_want)
     assert torch.equal(torch.ops.vmamba.quartermap_down(x, stride, keep), want)
     assert torch.equal(torch.ops.vmamba.quartermap_up(out, x), up_want)
-    # an output that starts one element past an aligned address takes the narrower stores
-    shifted = torch.full((want.numel() + 1,), float("nan"), device=DEV, dtype=dtype)[1:].view(want.shape)
-    kernels.quartermap_down(x, stride, keep, out=shifted)
-    assert torch.equal(shifted, want)
-    shifted_up = torch.full((x.numel() + 1,), float("nan"), device=DEV, dtype=dtype)[1:].view(x.shape)
-    kernels.quartermap_up(out, x, out=shifted_up)
-    assert torch.equal(shifted_up, up_want)
+    # outputs that start 1, 2 or 4 elements past an aligned address take the narrower stores
+    # (2-16 bytes: the widest the address allows)
+    for shift in (1, 2, 4):
+        shifted = shifted_nan(want.shape, shift, dtype)
+        kernels.quartermap_down(x, stride, keep, out=shifted)
+        assert torch.equal(shifted, want), f"down, output {shift} elements past alignment"
+        shifted_up = shifted_nan(x.shape, shift, dtype)
+        kernels.quartermap_up(out, x, out=shifted_up)
+        assert torch.equal(shifted_up, up_want), f"up, output {shift} elements past alignment"
+
+
+def shifted_nan(shape, shift: int, dtype) -> torch.Tensor:
+    """A NaN-filled tensor of this shape starting ``shift`` elements past a 256-byte-aligned address."""
+    return torch.full((math.prod(shape) + shift,), float("nan"), device=DEV, dtype=dtype)[shift:].view(shape)
+
+
+QUARTERMAP_UP_CASES = [  # (B, C, Hs, Ws, H, W): any sizes, also shrinking (several inputs per output step)
+    (2, 3, 3, 5, 7, 14),
+    (1, 5, 1, 1, 7, 7),
+    (3, 3, 9, 8, 4, 3),
+    (1, 7, 3, 3, 1, 5),
+    (256, 1, 2, 3, 5, 7),
+    (1, 4, 20, 30, 7, 11),
+    # output planes on either side of the kernel's table limit (255 and 272 positions)
+    (2, 3, 8, 9, 15, 17),
+    (2, 3, 8, 9, 16, 17),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", QUARTERMAP_UP_CASES,
+                         ids=["B{}_C{}_{}x{}_to_{}x{}".format(*c) for c in QUARTERMAP_UP_CASES])
+def test_quartermap_up_any_sizes(case, dtype):
+    B, C, Hs, Ws, H, W = case
+    y = torch.randn(B, C, Hs, Ws, device=DEV).to(dtype)
+    like = torch.empty(B, 1, H, W, device=DEV, dtype=dtype)
+    want = ref.quartermap_up(y, like)
+    for shift in (0, 1, 2):
+        out = shifted_nan(want.shape, shift, dtype)
+        kernels.quartermap_up(y, like, out=out)
+        assert torch.equal(out, want), f"output {shift} elements past alignment"
+
+
+@pytest.mark.parametrize("runs", [1, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_quartermap_vmamba_t_stages(stage, dtype, runs, monkeypatch):
+    """VMamba-T stage shapes at batch 128 (the benchmarked ones), with one and with four runs per
+    thread (VMK_QM_RUNS; the launcher picks four where the output fills the device)."""
+    monkeypatch.setenv("VMK_QM_RUNS", str(runs))
+    side = (56, 28, 14, 7)[stage]
+    x = torch.randn(128, 96 << stage, side, side, device=DEV).to(dtype)
+    want = ref.quartermap_down(x, 2, 1)
+    out = torch.full(want.shape, float("nan"), device=DEV, dtype=dtype)
+    kernels.quartermap_down(x, 2, 1, out=out)
+    assert torch.equal(out, want)
+    up = torch.full_like(x, float("nan"))
+    kernels.quartermap_up(want, x, out=up)
+    assert torch.equal(up, ref.quartermap_up(want, x))
+
+
+@pytest.mark.parametrize("group_planes", [1, 3, 8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_quartermap_plane_groups(group_planes, dtype, monkeypatch):
+    """The planes split into groups (one per blockIdx.y), as for outputs beyond 32-bit indices;
+    VMK_QM_GROUP_PLANES forces the split on small tensors."""
+    monkeypatch.setenv("VMK_QM_GROUP_PLANES", str(group_planes))
+    for B, C, H, W, stride, keep in ((3, 7, 7, 7, 2, 1), (2, 5, 14, 13, 2, 1), (1, 9, 8, 8, 2, 1)):
+        x = torch.randn(B, C, H, W, device=DEV).to(dtype)
+        want = ref.quartermap_down(x, stride, keep)
+        for shift in (0, 1):
+            out = shifted_nan(want.shape, shift, dtype)
+            kernels.quartermap_down(x, stride, keep, out=out)
+            assert torch.equal(out, want), f"down {x.shape}, output {shift} elements past alignment"
+            up = shifted_nan(x.shape, shift, dtype)
+            kernels.quartermap_up(want, x, out=up)
+            assert torch.equal(up, ref.quartermap_up(want, x)), f"up {x.shape}, output {shift} elements past alignment"
 
 
 def test_bad_arguments_are_refused():

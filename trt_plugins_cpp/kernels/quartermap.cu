@@ -1,9 +1,18 @@
-// QuarterMapDown / QuarterMapUp: one pass each. Flattened over a block of whole output rows, four
-// runs of V consecutive outputs per thread, so narrow maps (7 columns) keep every lane busy; the
-// index divisions are multiply-high (no 64-bit divides). V is the widest run of at most 16 bytes
-// that divides the output width: each run is gathered from one input row and stored as one
-// V-element access (the stores are most of the bytes: 4/5 of them for up).
+// QuarterMapDown / QuarterMapUp: one pass each, flat over the output. The output is one array of
+// planes * out_h * out_w elements (planes = batch * channels); each thread writes runs of V
+// consecutive outputs, V = 16 bytes / element size (one 16-byte store) unless the output pointer
+// is less aligned, so the store width does not depend on the map width. A run may cross rows and
+// planes. Its first element's position takes a few multiply-high divisions; the later elements'
+// sources follow without division, by one of two walks:
+// - RowWalk: column and row counters that step and wrap into the next row and plane (planes larger
+//   than the table below, and every width that is a multiple of V, where runs stay in one row);
+// - TableWalk: small planes whose runs cross rows (7- and 14-column maps): one shared-memory
+//   table of each plane position's source, built per block, one read per element.
+// Four runs per thread (one for small outputs, which would not fill the device), all gathered
+// before any is stored, keep many loads in flight.
 #include "common.cuh"
+
+#include <stdlib.h>
 
 namespace vmk {
 namespace {
@@ -22,16 +31,46 @@ FastDiv make_fastdiv(uint32_t d)
     return FastDiv{d, (uint32_t)m, s};
 }
 
-constexpr int kQmThreads = 256, kQmPerThread = 4;
+// The source index s(o) of output row or column o along one axis, as a quotient g and remainder
+// acc of o * mul by lim, s = g * gs + acc * ga:
+//   up   (nearest, s = floor(o * in / out)): mul = in, lim = out, gs = 1, ga = 0;
+//   down (the o-th kept index, keep of every stride): mul = 1, lim = keep, gs = stride, ga = 1.
+// Going from o to o + 1 adds mul to the numerator: s += q and acc += r (q, r = mul / lim, mul % lim
+// in units of s), and when acc reaches lim it wraps once (r <= lim) and s gains c more.
+struct AxisMap {
+    uint32_t mul, gs, ga, q, r, c;
+    FastDiv lim;
+};
+
+AxisMap up_axis(int in, int out)
+{
+    return AxisMap{(uint32_t)in, 1, 0, (uint32_t)(in / out), (uint32_t)(in % out), 1, make_fastdiv(out)};
+}
+
+AxisMap down_axis(int stride, int keep)
+{
+    return AxisMap{1, (uint32_t)stride, 1, 1, 1, (uint32_t)(stride - keep), make_fastdiv(keep)};
+}
+
+constexpr int kQmThreads = 256;
+constexpr uint32_t kQmTableMax = 512;          // table entries (two per thread at most)
+constexpr uint32_t kQmMaxIndex = 0x7fffffffu;  // every in-group index and product stays below 2^31
 
 struct QmParams {
     const void* x;
     void* y;
-    long long rows;        // batch * channels * out_height
-    int rows_per_block;
-    int in_h, in_w, out_h, out_w;
-    FastDiv by_out_w, by_out_h, by_keep, by_out_h_map, by_out_w_map;  // *_map: for i * in / out
-    int stride, keep;      // down only
+    long long planes;       // batch * channels
+    uint32_t group_planes;  // planes per blockIdx.y (more than one group only beyond 32-bit indices)
+    uint32_t in_w, out_w, out_h, in_plane, out_plane;
+    uint32_t table_len;     // TableWalk only
+    bool pairs;             // down with stride 2, keep 1 (row walks load input pairs)
+    FastDiv by_out_w, by_out_h, by_out_plane;
+    AxisMap rows, cols;
+};
+
+struct QmGrid {
+    long long runs, groups;  // runs of the largest group (the partial last one included)
+    int runs_per_thread;
 };
 
 template <int BYTES> struct VecOf;
@@ -40,86 +79,278 @@ template <> struct VecOf<4> { using type = unsigned int; };
 template <> struct VecOf<8> { using type = uint2; };
 template <> struct VecOf<16> { using type = uint4; };
 
-// Input row / column of output row / column o: nearest (o * in / out) for up; for down, the o-th
-// kept one (keep of every stride).
-template <bool UP>
-__device__ __forceinline__ uint32_t source_of(const QmParams& p, uint32_t o, int in_len, const FastDiv& by_out_map)
+__device__ __forceinline__ void axis_start(const AxisMap& a, uint32_t o, uint32_t& s, uint32_t& acc)
 {
-    if (UP) return by_out_map.div(o * (uint32_t)in_len);
-    const uint32_t q = p.by_keep.div(o);
-    return q * p.stride + (o - q * p.keep);
+    const uint32_t num = o * a.mul;
+    const uint32_t g = a.lim.div(num);
+    acc = num - g * a.lim.d;
+    s = g * a.gs + acc * a.ga;
 }
 
-template <typename T, bool UP, int V>
+__device__ __forceinline__ void axis_step(const AxisMap& a, uint32_t& s, uint32_t& acc)
+{
+    s += a.q;
+    acc += a.r;
+    if (acc >= a.lim.d) {
+        acc -= a.lim.d;
+        s += a.c;
+    }
+}
+
+// Walks the outputs n, n + 1, ... of one group in order, tracking each one's source element
+// (index into the group's input): output column oj and row oi, source column sj and row si with
+// their remainders, and the source row's start. CROSS = false: the caller guarantees that the walk
+// stays in one row (the output width is a multiple of V).
+template <bool CROSS>
+struct RowWalk {
+    static constexpr bool kCrossesRows = CROSS;
+    uint32_t oj, sj, aj, oi, si, ai, plane_start, row_start;
+
+    __device__ static void prepare(const QmParams&) {}
+
+    __device__ __forceinline__ RowWalk(const QmParams& p, uint32_t n)
+    {
+        const uint32_t r = p.by_out_w.div(n);  // output rows before n
+        oj = n - r * p.out_w;
+        const uint32_t plane = p.by_out_h.div(r);
+        oi = r - plane * p.out_h;
+        axis_start(p.cols, oj, sj, aj);
+        axis_start(p.rows, oi, si, ai);
+        plane_start = plane * p.in_plane;
+        row_start = plane_start + si * p.in_w;
+    }
+
+    __device__ __forceinline__ uint32_t source() const { return row_start + sj; }
+
+    // Down with stride 2, keep 1: the run's V outputs are the even elements of 2 V consecutive
+    // inputs that all lie in this row.
+    __device__ __forceinline__ bool pairs_in_row(const QmParams& p, int V) const { return 2 * (oj + V) <= p.in_w; }
+
+    __device__ __forceinline__ void next(const QmParams& p)
+    {
+        ++oj;
+        axis_step(p.cols, sj, aj);
+        if (CROSS && oj == p.out_w) {
+            oj = sj = aj = 0;
+            ++oi;
+            axis_step(p.rows, si, ai);
+            if (oi == p.out_h) {
+                oi = si = ai = 0;
+                plane_start += p.in_plane;
+            }
+            row_start = plane_start + si * p.in_w;
+        }
+    }
+};
+
+// Small planes whose runs cross rows: the block first tabulates the source of every position a of
+// table_len = planes_k * out_plane outputs (planes_k planes, enough that a run starting anywhere in
+// a plane ends inside the table), then a run needs one division and each element one table read
+// (no per-element wrap tests, which diverge when most runs cross a row). Entry a sits at word
+// a + a / V: the V-apart starts of a warp's runs then fall in 32 different banks.
+extern __shared__ uint32_t qm_table[];
+
+template <int V>
+struct TableWalk {
+    static constexpr bool kCrossesRows = true;
+    uint32_t base, a;  // the input plane of the run's first output; position from that plane's start
+
+    __device__ static __forceinline__ uint32_t slot(uint32_t pos) { return pos + pos / V; }
+
+    __device__ static void prepare(const QmParams& p)
+    {
+        for (uint32_t pos = threadIdx.x; pos < p.table_len; pos += kQmThreads) {
+            const uint32_t k = p.by_out_plane.div(pos);
+            qm_table[slot(pos)] = k * p.in_plane + RowWalk<false>(p, pos - k * p.out_plane).source();
+        }
+        __syncthreads();
+    }
+
+    __device__ __forceinline__ TableWalk(const QmParams& p, uint32_t n)
+    {
+        const uint32_t plane = p.by_out_plane.div(n);
+        a = n - plane * p.out_plane;
+        base = plane * p.in_plane;
+    }
+
+    __device__ __forceinline__ uint32_t source() const { return base + qm_table[slot(a)]; }
+    __device__ __forceinline__ void next(const QmParams&) { ++a; }
+};
+
+// The pointer, hidden from the optimiser: else it folds the group offset (64-bit) into every
+// element's address instead of adding it once.
+template <typename P>
+__device__ __forceinline__ P* opaque(P* ptr)
+{
+    asm("" : "+l"(ptr));
+    return ptr;
+}
+
+// Gathers one run of V outputs starting at n. PAIRS (down with stride 2, keep 1, row walks only):
+// a run inside one row whose inputs start 16-byte aligned (8-byte for the 8-byte loads of float16
+// runs of 2) loads its 2 V inputs whole and keeps the even ones. For float16 that is two 16-byte
+// loads per lane instead of 8 scalar ones, each of which has the warp touch 32 sectors (down's L1
+// work is per request, not per byte); for float32 the compiler narrows the loads to the used
+// words (4 scalar loads from one address, no per-element index steps).
+template <typename T, int V, typename Walk, bool PAIRS, typename Vec>
+__device__ __forceinline__ void gather_run(const QmParams& p, const T* __restrict__ x, uint32_t n, Vec& out)
+{
+    Walk w(p, n);
+    T* ov = reinterpret_cast<T*>(&out);
+    if constexpr (PAIRS) {
+        constexpr int kBytes = 2 * V * (int)sizeof(T), kChunk = kBytes < 16 ? kBytes : 16;
+        using Chunk = typename VecOf<kChunk>::type;
+        const T* src = x + (int)w.source();
+        if (w.pairs_in_row(p, V) && reinterpret_cast<uintptr_t>(src) % kChunk == 0) {
+            Chunk in[kBytes / kChunk];
+#pragma unroll
+            for (int c = 0; c < kBytes / kChunk; ++c) in[c] = __ldg(reinterpret_cast<const Chunk*>(src) + c);
+            const T* pairs = reinterpret_cast<const T*>(in);
+#pragma unroll
+            for (int v = 0; v < V; ++v) ov[v] = pairs[2 * v];
+            return;
+        }
+    }
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+        ov[v] = __ldg(x + (int)w.source());
+        if (v + 1 < V) w.next(p);
+    }
+}
+
+// RUNS runs per thread (4, or 1 where 4 would leave SMs idle).
+template <typename T, int V, typename Walk, int RUNS, bool PAIRS>
 __global__ void __launch_bounds__(kQmThreads) quartermap_kernel(QmParams p)
 {
     using Vec = typename VecOf<V * sizeof(T)>::type;
-    const long long r0 = (long long)blockIdx.x * p.rows_per_block;
-    const int nrows = (int)min((long long)p.rows_per_block, p.rows - r0);
-    const int count = nrows * p.out_w;
-    const T* x = static_cast<const T*>(p.x);
-    T* y = static_cast<T*>(p.y) + r0 * p.out_w;
-    const uint32_t bc0 = p.by_out_h.div((uint32_t)r0), i0 = (uint32_t)r0 - bc0 * (uint32_t)p.out_h;
+    Walk::prepare(p);
+    const long long plane0 = (long long)blockIdx.y * p.group_planes;
+    const uint32_t count = (uint32_t)min((long long)p.group_planes, p.planes - plane0) * p.out_plane;
+    const T* __restrict__ x = opaque(static_cast<const T*>(p.x) + plane0 * p.in_plane);
+    T* __restrict__ y = static_cast<T*>(p.y) + plane0 * p.out_plane;
+    const uint32_t full_runs = count / V;
+    const uint32_t first = blockIdx.x * (kQmThreads * RUNS) + threadIdx.x;
+
+    // Every thread gathers its runs before storing any, so that all their loads are in
+    // flight together: runs past the end repeat the last full run (no branch around the
+    // gathers, which would make each run wait for its own loads) and store nothing.
+    if (full_runs > 0) {
+        Vec vals[RUNS];
 #pragma unroll
-    for (int q = 0; q < kQmPerThread; ++q) {
-        // first output of this thread's run (runs never cross a row: V divides out_w)
-        const int n = (threadIdx.x + q * kQmThreads + (int)blockIdx.y * kQmThreads * kQmPerThread) * V;
-        if (n >= count) break;
-        const uint32_t lr = p.by_out_w.div((uint32_t)n);
-        const uint32_t oj = (uint32_t)n - lr * p.out_w;
-        const uint32_t ri = i0 + lr;                 // rows since the first plane of this block
-        const uint32_t dbc = p.by_out_h.div(ri);
-        const uint32_t oi = ri - dbc * p.out_h;
-        const uint32_t ii = source_of<UP>(p, oi, p.in_h, p.by_out_h_map);
-        const T* src = x + ((size_t)(bc0 + dbc) * p.in_h + ii) * p.in_w;
-        Vec out;
-        T* ov = reinterpret_cast<T*>(&out);
+        for (int q = 0; q < RUNS; ++q)
+            gather_run<T, V, Walk, PAIRS>(p, x, min(first + q * kQmThreads, full_runs - 1) * V, vals[q]);
+        asm volatile("" ::: "memory");  // keeps every load above the first store
 #pragma unroll
-        for (int v = 0; v < V; ++v) ov[v] = src[source_of<UP>(p, oj + v, p.in_w, p.by_out_w_map)];
-        *reinterpret_cast<Vec*>(y + n) = out;
+        for (int q = 0; q < RUNS; ++q) {
+            const uint32_t run = first + q * kQmThreads;
+            if (run < full_runs) reinterpret_cast<Vec*>(y)[run] = vals[q];
+        }
+    }
+
+    // the last count % V outputs (only when the width is not a multiple of V): scalar stores by
+    // the thread whose next run would start there
+    if (Walk::kCrossesRows) {
+        const uint32_t rest = count - full_runs * V;
+        const uint32_t rel = full_runs - (first - threadIdx.x);
+        if (rest > 0 && rel < kQmThreads * RUNS && rel % kQmThreads == threadIdx.x) {
+            Walk w(p, full_runs * V);
+            for (uint32_t v = 0; v < rest; ++v) {
+                y[full_runs * V + v] = __ldg(x + (int)w.source());
+                if (v + 1 < rest) w.next(p);
+            }
+        }
     }
 }
 
-template <typename T, bool UP>
-void launch_quartermap_vec(const QmParams& p, dim3 grid, int V, cudaStream_t stream)
+// The grid: runs (the partial last one included) of the largest group in blocks of
+// kQmThreads * RUNS, one grid row per group.
+template <typename T, int V, typename Walk, bool PAIRS = false>
+void launch_walk(const QmParams& p, const QmGrid& g, size_t smem, cudaStream_t stream)
+{
+    const dim3 grid((unsigned)((g.runs + kQmThreads * g.runs_per_thread - 1) / (kQmThreads * g.runs_per_thread)),
+                    (unsigned)g.groups);
+    if (g.runs_per_thread == 4) quartermap_kernel<T, V, Walk, 4, PAIRS><<<grid, kQmThreads, smem, stream>>>(p);
+    else quartermap_kernel<T, V, Walk, 1, PAIRS><<<grid, kQmThreads, smem, stream>>>(p);
+}
+
+// Row walks take the pair loads for down with stride 2, keep 1 (the QuarterMap default).
+template <typename T, int V, bool CROSS>
+void launch_row_walk(const QmParams& p, const QmGrid& g, cudaStream_t stream)
+{
+    if (p.pairs) launch_walk<T, V, RowWalk<CROSS>, true>(p, g, 0, stream);
+    else launch_walk<T, V, RowWalk<CROSS>>(p, g, 0, stream);
+}
+
+// In-row walks where the width is a multiple of V; else the table for small planes, the crossing
+// row walk for larger ones.
+template <typename T, int V>
+void launch_quartermap_walk(QmParams p, const QmGrid& grid, cudaStream_t stream)
+{
+    if constexpr (V > 1) {
+        if (p.out_w % V != 0) {
+            const uint32_t table_planes = 1 + (V - 1 + p.out_plane - 1) / p.out_plane;
+            if (table_planes * p.out_plane <= kQmTableMax) {
+                p.table_len = table_planes * p.out_plane;
+                return launch_walk<T, V, TableWalk<V>>(p, grid, (p.table_len + p.table_len / V) * sizeof(uint32_t),
+                                                       stream);
+            }
+            return launch_row_walk<T, V, true>(p, grid, stream);
+        }
+        return launch_row_walk<T, V, false>(p, grid, stream);
+    }
+    launch_walk<T, V, RowWalk<false>>(p, grid, 0, stream);
+}
+
+template <typename T>
+void launch_quartermap_vec(const QmParams& p, const QmGrid& grid, int V, cudaStream_t stream)
 {
     if constexpr (sizeof(T) == 2)
-        if (V == 8) return quartermap_kernel<T, UP, 8><<<grid, kQmThreads, 0, stream>>>(p);
-    if (V == 4) quartermap_kernel<T, UP, 4><<<grid, kQmThreads, 0, stream>>>(p);
-    else if (V == 2) quartermap_kernel<T, UP, 2><<<grid, kQmThreads, 0, stream>>>(p);
-    else quartermap_kernel<T, UP, 1><<<grid, kQmThreads, 0, stream>>>(p);
+        if (V == 8) return launch_quartermap_walk<T, 8>(p, grid, stream);
+    if (V == 4) launch_quartermap_walk<T, 4>(p, grid, stream);
+    else if (V == 2) launch_quartermap_walk<T, 2>(p, grid, stream);
+    else launch_quartermap_walk<T, 1>(p, grid, stream);
 }
 
-
-vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, bool up, cudaStream_t stream)
+// Test knobs, so the tests reach every path on tensors of any size (0 when unset):
+// VMK_QM_GROUP_PLANES = n splits the planes into groups of n (one per blockIdx.y), as outputs
+// beyond 32-bit indices are; VMK_QM_RUNS = 1 or 4 sets the runs per thread.
+long long env_knob(const char* name)
 {
-    // run length: the widest of at most 16 bytes that divides the output width
-    const int esize = dtype == VMK_FLOAT16 ? 2 : 4;
-    int V = 16 / esize;
-    while (V > 1 && (p.out_w % V != 0 || reinterpret_cast<uintptr_t>(p.y) % (V * esize) != 0)) V /= 2;
-    // whole output rows per block, about kQmThreads * kQmPerThread runs (more for wide rows:
-    // then blockIdx.y splits a block's rows into pieces of that size)
-    const int per_piece = kQmThreads * kQmPerThread * V;
-    p.rows_per_block = p.out_w >= per_piece ? 1 : per_piece / p.out_w;
-    const long long blocks = (p.rows + p.rows_per_block - 1) / p.rows_per_block;
-    const long long count = (long long)p.rows_per_block * p.out_w;
-    const long long pieces = (count + per_piece - 1) / per_piece;
-    if (p.rows >= (1LL << 31) || pieces > 65535 || count >= (1LL << 31)) return VMK_ERR_UNSUPPORTED;
-    if ((long long)p.out_h * p.in_h >= (1LL << 31) || (long long)p.out_w * p.in_w >= (1LL << 31))
+    const char* env = getenv(name);
+    return env && *env ? atoll(env) : 0;
+}
+
+vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, cudaStream_t stream)
+{
+    // 32-bit arithmetic inside a group: o * in along each axis, every element index of the group
+    if ((long long)p.out_h * p.rows.mul > kQmMaxIndex || (long long)p.out_w * p.cols.mul > kQmMaxIndex)
         return VMK_ERR_UNSUPPORTED;
+    const uint32_t plane = p.in_plane > p.out_plane ? p.in_plane : p.out_plane;
+    long long group = kQmMaxIndex / plane;  // >= 1: a plane is at most 2^30 elements (kMaxSide)
+    if (group >= 8) group -= group % 8;     // group starts stay 16-byte aligned
+    if (const long long want = env_knob("VMK_QM_GROUP_PLANES"); want > 0 && want < group) group = want;
+    if (group > p.planes) group = p.planes;
+    p.group_planes = (uint32_t)group;
+    const long long groups = (p.planes + group - 1) / group;
+    if (groups > 65535) return VMK_ERR_UNSUPPORTED;  // gridDim.y
+
+    // run length: 16 bytes, narrower only where the output pointer (or a group start) is less aligned
+    const int esize = dtype == VMK_FLOAT16 ? 2 : 4;
+    const long long group_elems = group * p.out_plane;
+    int V = 16 / esize;
+    while (V > 1 && (reinterpret_cast<uintptr_t>(p.y) % (V * esize) != 0 || (groups > 1 && group_elems % V != 0)))
+        V /= 2;
+    QmGrid grid{(group_elems + V - 1) / V, groups, 4};
+    // four runs per thread where that still fills every SM (8 blocks each), else one
+    DeviceInfo dev;
+    if (!device_info(&dev)) return VMK_ERR_CUDA;
+    if (grid.runs * groups < 8LL * dev.sms * kQmThreads * 4) grid.runs_per_thread = 1;
+    if (const long long want = env_knob("VMK_QM_RUNS"); want == 1 || want == 4) grid.runs_per_thread = (int)want;
     p.by_out_w = make_fastdiv(p.out_w);
     p.by_out_h = make_fastdiv(p.out_h);
-    p.by_out_h_map = make_fastdiv(p.out_h);
-    p.by_out_w_map = make_fastdiv(p.out_w);
-    p.by_keep = make_fastdiv(p.keep > 0 ? p.keep : 1);
-    const dim3 grid((unsigned)blocks, (unsigned)pieces);
-    if (dtype == VMK_FLOAT16) {
-        if (up) launch_quartermap_vec<__half, true>(p, grid, V, stream);
-        else launch_quartermap_vec<__half, false>(p, grid, V, stream);
-    } else {
-        if (up) launch_quartermap_vec<float, true>(p, grid, V, stream);
-        else launch_quartermap_vec<float, false>(p, grid, V, stream);
-    }
+    p.by_out_plane = make_fastdiv(p.out_plane);
+    if (dtype == VMK_FLOAT16) launch_quartermap_vec<__half>(p, grid, V, stream);
+    else launch_quartermap_vec<float>(p, grid, V, stream);
     return launch_status();
 }
 
@@ -131,11 +362,12 @@ QmParams resample_params(const void* x, void* y, int batch, int channels, int in
     QmParams p{};
     p.x = x;
     p.y = y;
-    p.in_h = in_h;
+    p.planes = (long long)batch * channels;
     p.in_w = in_w;
-    p.out_h = out_h;
     p.out_w = out_w;
-    p.rows = (long long)batch * channels * out_h;
+    p.out_h = out_h;
+    p.in_plane = (uint32_t)in_h * in_w;
+    p.out_plane = (uint32_t)out_h * out_w;
     return p;
 }
 
@@ -145,16 +377,18 @@ vmk_status_t quartermap_down_run(const vmk_quartermap_down_args_t* a, cudaStream
 {
     QmParams p = resample_params(a->x, a->y, a->batch, a->channels, a->height, a->width,
                                  kept(a->height, a->stride, a->keep), kept(a->width, a->stride, a->keep));
-    p.stride = a->stride;
-    p.keep = a->keep;
-    return launch_quartermap(p, a->dtype, false, stream);
+    p.rows = p.cols = down_axis(a->stride, a->keep);
+    p.pairs = a->stride == 2 && a->keep == 1;
+    return launch_quartermap(p, a->dtype, stream);
 }
 
 vmk_status_t quartermap_up_run(const vmk_quartermap_up_args_t* a, cudaStream_t stream)
 {
-    return launch_quartermap(resample_params(a->x, a->y, a->batch, a->channels, a->in_height, a->in_width,
-                                             a->out_height, a->out_width),
-                             a->dtype, true, stream);
+    QmParams p = resample_params(a->x, a->y, a->batch, a->channels, a->in_height, a->in_width,
+                                 a->out_height, a->out_width);
+    p.rows = up_axis(a->in_height, a->out_height);
+    p.cols = up_axis(a->in_width, a->out_width);
+    return launch_quartermap(p, a->dtype, stream);
 }
 
 }  // namespace vmk

@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -127,33 +128,70 @@ void run_scan(int B, int D, int H, int W, int N, int R, vmk_dtype_t dt, int op /
     expect(st == VMK_ERR_WORKSPACE, "small workspace refused");
 }
 
-void run_quartermap(int B, int C, int H, int W, int stride, int keep, vmk_dtype_t dt, std::mt19937& rng)
+// QuarterMapDown then QuarterMapUp back to (H, W); both outputs start `shift` elements past an
+// aligned address (0: 16-byte runs; else the narrower runs that address allows).
+void run_quartermap(int B, int C, int H, int W, int stride, int keep, vmk_dtype_t dt, std::mt19937& rng, int shift = 0)
 {
     const int Hk = (H / stride) * keep + std::min(H % stride, keep), Wk = (W / stride) * keep + std::min(W % stride, keep);
+    const size_t es = dt == VMK_FLOAT16 ? 2 : 4, n_down = (size_t)B * C * Hk * Wk;
     auto host = randn((size_t)B * C * H * W, rng, 1.f);
     auto x = upload(host, dt);
-    DeviceBuffer y((size_t)B * C * Hk * Wk * (dt == VMK_FLOAT16 ? 2 : 4));
-    DeviceBuffer z((size_t)B * C * H * W * (dt == VMK_FLOAT16 ? 2 : 4));
+    DeviceBuffer y((n_down + shift) * es);
+    DeviceBuffer z((host.size() + shift) * es);
     poison(y);
     poison(z);
-    vmk_quartermap_down_args_t d{B, C, H, W, stride, keep, dt, x.ptr, y.ptr};
+    void* y_out = static_cast<char*>(y.ptr) + shift * es;
+    void* z_out = static_cast<char*>(z.ptr) + shift * es;
+    vmk_quartermap_down_args_t d{B, C, H, W, stride, keep, dt, x.ptr, y_out};
     expect(vmk_quartermap_down(&d, nullptr) == VMK_OK, "quartermap_down status");
-    vmk_quartermap_up_args_t u{B, C, Hk, Wk, H, W, dt, y.ptr, z.ptr};
+    vmk_quartermap_up_args_t u{B, C, Hk, Wk, H, W, dt, y_out, z_out};
     expect(vmk_quartermap_up(&u, nullptr) == VMK_OK, "quartermap_up status");
     CHECK_CUDA(cudaDeviceSynchronize());
     auto xs = download(x, host.size(), dt);
-    auto down = download(y, (size_t)B * C * Hk * Wk, dt);
-    auto up = download(z, host.size(), dt);
+    auto down = download(y, n_down + shift, dt);
+    auto up = download(z, host.size() + shift, dt);
     bool ok = true;
+    for (int k = 0; k < shift; ++k) ok = ok && std::isnan(down[k]) && std::isnan(up[k]);  // nothing before the output
     for (int bc = 0; bc < B * C; ++bc)
         for (int i = 0; i < H; ++i)
             for (int j = 0; j < W; ++j) {
                 const int si = (int)((long long)i * Hk / H), sj = (int)((long long)j * Wk / W);
                 const int xi = (si / keep) * stride + si % keep, xj = (sj / keep) * stride + sj % keep;
                 const float want = xs[((size_t)bc * H + xi) * W + xj];
-                ok = ok && up[((size_t)bc * H + i) * W + j] == want && down[((size_t)bc * Hk + si) * Wk + sj] == want;
+                ok = ok && up[shift + ((size_t)bc * H + i) * W + j] == want &&
+                     down[shift + ((size_t)bc * Hk + si) * Wk + sj] == want;
             }
-    expect(ok, "quartermap down/up match the index formulas");
+    char what[160];
+    std::snprintf(what, sizeof what, "quartermap down/up match the index formulas (B=%d C=%d %dx%d s%d k%d dtype=%d shift=%d)",
+                  B, C, H, W, stride, keep, (int)dt, shift);
+    expect(ok, what);
+}
+
+// QuarterMapUp between any sizes (also shrinking: several input steps per output step).
+void run_quartermap_up(int B, int C, int Hs, int Ws, int H, int W, vmk_dtype_t dt, std::mt19937& rng, int shift = 0)
+{
+    const size_t es = dt == VMK_FLOAT16 ? 2 : 4, n_out = (size_t)B * C * H * W;
+    auto host = randn((size_t)B * C * Hs * Ws, rng, 1.f);
+    auto x = upload(host, dt);
+    DeviceBuffer z((n_out + shift) * es);
+    poison(z);
+    vmk_quartermap_up_args_t u{B, C, Hs, Ws, H, W, dt, x.ptr, static_cast<char*>(z.ptr) + shift * es};
+    expect(vmk_quartermap_up(&u, nullptr) == VMK_OK, "quartermap_up status");
+    CHECK_CUDA(cudaDeviceSynchronize());
+    auto xs = download(x, host.size(), dt);
+    auto up = download(z, n_out + shift, dt);
+    bool ok = true;
+    for (int k = 0; k < shift; ++k) ok = ok && std::isnan(up[k]);
+    for (int bc = 0; bc < B * C; ++bc)
+        for (int i = 0; i < H; ++i)
+            for (int j = 0; j < W; ++j) {
+                const int si = (int)((long long)i * Hs / H), sj = (int)((long long)j * Ws / W);
+                ok = ok && up[shift + ((size_t)bc * H + i) * W + j] == xs[((size_t)bc * Hs + si) * Ws + sj];
+            }
+    char what[160];
+    std::snprintf(what, sizeof what, "quartermap up %dx%d -> %dx%d matches the index formula (B=%d C=%d dtype=%d shift=%d)",
+                  Hs, Ws, H, W, B, C, (int)dt, shift);
+    expect(ok, what);
 }
 
 }  // namespace
@@ -174,6 +212,30 @@ int main()
         }
         run_quartermap(2, 3, 7, 9, 2, 1, dt, rng);
         run_quartermap(1, 2, 8, 5, 3, 2, dt, rng);
+        // narrow maps: runs crossing rows and planes (output widths 7, 14, 5, 1, 3 / up 14, 28,
+        // 9, 1, 6), odd plane counts, batch 256, a partial last run, misaligned outputs
+        run_quartermap(1, 7, 14, 14, 2, 1, dt, rng);
+        run_quartermap(3, 5, 28, 28, 2, 1, dt, rng, 1);
+        run_quartermap(256, 3, 7, 7, 2, 1, dt, rng);
+        run_quartermap(1, 9, 10, 9, 2, 1, dt, rng, 2);
+        run_quartermap(2, 3, 1, 1, 2, 1, dt, rng);
+        run_quartermap(5, 3, 6, 5, 2, 1, dt, rng, 3);
+        run_quartermap_up(2, 3, 3, 5, 7, 14, dt, rng);
+        run_quartermap_up(3, 3, 9, 8, 4, 3, dt, rng, 1);
+        run_quartermap_up(1, 7, 3, 3, 1, 5, dt, rng);
+        // down's whole-pair loads (row walks): aligned rows, and an odd width (the last run of a
+        // row would read one element past it, so it takes the element walk)
+        run_quartermap(2, 3, 56, 56, 2, 1, dt, rng);
+        run_quartermap(1, 2, 32, 47, 2, 1, dt, rng);
+        // the launcher's test knobs: four runs per thread (else only large outputs take them) and
+        // plane groups (else only outputs beyond 32-bit indices)
+        setenv("VMK_QM_RUNS", "4", 1);
+        setenv("VMK_QM_GROUP_PLANES", "3", 1);
+        run_quartermap(3, 5, 7, 7, 2, 1, dt, rng);
+        run_quartermap(2, 5, 28, 28, 2, 1, dt, rng, 1);
+        run_quartermap_up(2, 5, 3, 5, 7, 14, dt, rng);
+        unsetenv("VMK_QM_RUNS");
+        unsetenv("VMK_QM_GROUP_PLANES");
     }
     std::printf("vmk_sanitize_driver: %s (%d failures), kernel library version %d\n",
                 g_failures == 0 ? "PASS" : "FAIL", g_failures, vmk_version());

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import platform
 import sys
 import time
@@ -44,7 +43,7 @@ from exporter.compress.layer_specs import every_kth_layers  # noqa: E402
 from exporter.compress.planner import SEARCH_EVALUATIONS, choose_plan  # noqa: E402
 from exporter.compress.report import format_speedup, plot_plan_pareto, save_figure  # noqa: E402
 from exporter.compress.selection import CalibratedEvaluator, vmeanba_specs  # noqa: E402
-from exporter.files import atomic_write_bytes  # noqa: E402
+from exporter.files import write_json_and_markdown  # noqa: E402
 from exporter.models import create_model  # noqa: E402
 from exporter.models.ss2d import QuarterMapSpec  # noqa: E402
 from exporter.samples_data import FAMILIES, load_digits_model  # noqa: E402
@@ -346,9 +345,8 @@ def main(argv=None) -> None:
     out = Path(args.out)
     fig.tight_layout()
     save_figure(fig, out / "planner_pareto.png")
-    atomic_write_bytes(out / "planner_study.json", (json.dumps(study, indent=1) + "\n").encode())
     text = markdown(study)
-    atomic_write_bytes(out / "planner_study.md", text.encode())
+    write_json_and_markdown(out, "planner_study", study, text)
     log("\n" + text)
     log(f"wrote {out / 'planner_study.json'}, {out / 'planner_study.md'}, {out / 'planner_pareto.png'}")
 

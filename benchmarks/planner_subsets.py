@@ -39,7 +39,7 @@ from exporter.compress import cost_model as cm  # noqa: E402
 from exporter.compress.planner import SEARCH_EVALUATIONS, choose_plan, plans_by_saving  # noqa: E402
 from exporter.compress.report import format_speedup  # noqa: E402
 from exporter.compress.selection import CalibratedEvaluator, vmeanba_specs  # noqa: E402
-from exporter.files import atomic_write_bytes  # noqa: E402
+from exporter.files import write_json_and_markdown  # noqa: E402
 from exporter.models.ss2d import QuarterMapSpec  # noqa: E402
 from exporter.samples_data import load_digits_model  # noqa: E402
 
@@ -200,9 +200,8 @@ def main(argv=None) -> None:
                         for family, part in digits.items()}}
     study["seconds"] = time.perf_counter() - start
     out = Path(args.out)
-    atomic_write_bytes(out / "planner_subsets.json", (json.dumps(study, indent=1) + "\n").encode())
     text = markdown(study)
-    atomic_write_bytes(out / "planner_subsets.md", text.encode())
+    write_json_and_markdown(out, "planner_subsets", study, text)
     log("\n" + text)
     log(f"wrote {out / 'planner_subsets.json'}, {out / 'planner_subsets.md'}")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import stat
@@ -160,3 +161,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_json_and_markdown(out_dir: Path, stem: str, data, markdown: str) -> tuple[Path, Path]:
+    """``<stem>.json`` (``data``, indented) and ``<stem>.md`` in ``out_dir``, each written atomically."""
+    out_dir = Path(out_dir)
+    paths = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    atomic_write_bytes(paths[0], (json.dumps(data, indent=1) + "\n").encode())
+    atomic_write_bytes(paths[1], markdown.encode())
+    return paths

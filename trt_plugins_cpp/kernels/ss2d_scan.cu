@@ -21,6 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <map>
+#include <mutex>
+#include <tuple>
 #include <type_traits>
 
 namespace vmk {
@@ -100,6 +103,19 @@ Ss2dLayout ss2d_layout(const vmk_ss2d_args_t* a)
 // 1. prep: a tiled SIMT GEMM per image, x_dbl[m, p] = sum_d W_x[m, d] x[d, p] for m = k * Cp + c
 // (rows of all four directions at once), block tile BM rows x 64 pixels, 32 channels per step,
 // 4 x (BM / 16) outputs per thread. The blocks of the first row tile also write x channels-last.
+// Shared by both prep kernels. x_dbl row m of the projection is direction k = m / Cp, column m - k Cp.
+__device__ __forceinline__ int direction_of(int m, int Cp) { return (m >= Cp) + (m >= 2 * Cp) + (m >= 3 * Cp); }
+
+// seq[k * BN + pp]: direction k's sequence index of the block's pixel p0 + pp (0 past the image).
+template <int BN>
+__device__ __forceinline__ void fill_seq_table(int* seq, int p0, int npx, int H, int W)
+{
+    for (int e = threadIdx.x; e < kDirs * BN; e += kPrepThreads) {
+        const int k = e / BN, pp = e % BN, p = p0 + pp;
+        seq[e] = pp < npx ? seq_index(k, p / W, p % W, H, W) : 0;
+    }
+}
+
 // N consecutive shared-memory floats into registers: one 16-byte load when N is 4 (the run is
 // 16-byte aligned there), scalar loads otherwise.
 template <int N>
@@ -133,10 +149,7 @@ __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_kernel(
     const int tid = threadIdx.x, tn = tid & 15, tm = tid >> 4;
     const T* xb = x + (size_t)b * D * L;
     const bool vec = npx == BN && (L * sizeof(T)) % 16 == 0;
-    for (int e = tid; e < kDirs * BN; e += kPrepThreads) {  // each direction's sequence index of the block's pixels
-        const int k = e / BN, pp = e % BN, p = p0 + pp;
-        seq_s[k][pp] = pp < npx ? seq_index(k, p / W, p % W, H, W) : 0;
-    }
+    fill_seq_table<BN>(&seq_s[0][0], p0, npx, H, W);
     float acc[TM][TN];
 #pragma unroll
     for (int a = 0; a < TM; ++a)
@@ -170,7 +183,7 @@ __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_kernel(
         for (int e = tid; e < BM * kPrepK; e += kPrepThreads) {
             const int mm = e >> 5, dd = e & 31;
             const int m = m0 + mm;
-            const int k = (m >= Cp) + (m >= 2 * Cp) + (m >= 3 * Cp), src = m < M ? cols.source(m - k * Cp) : -1;
+            const int k = direction_of(m, Cp), src = m < M ? cols.source(m - k * Cp) : -1;
             ws[dd][mm] = (src >= 0 && d0 + dd < D) ? to_f32(wx[((size_t)k * C + src) * D + d0 + dd]) : 0.f;
         }
         __syncthreads();
@@ -200,12 +213,14 @@ __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_kernel(
     // Each thread keeps one x_dbl row m = (direction k, column c) and walks the block's pixels, so the
     // row's address arithmetic is done once; the lanes of a warp are consecutive columns of a
     // (pixel, direction) row of Cp contiguous floats: coalesced stores. 32-bit offsets (ss2d_run).
+    // (Written out here and in ss2d_prep_mma_kernel: one shared helper made ptxas spill in this
+    // kernel's channel loop.)
     static_assert(kPrepThreads % BM == 0, "whole rows per thread");
     const int mm = tid % BM;
     if (m0 + mm < M) {
         const int m = m0 + mm;
-        const int k = (m >= Cp) + (m >= 2 * Cp) + (m >= 3 * Cp), c = m - k * Cp;
-        float* dst = xdbl + ((size_t)b * kDirs + k) * L * Cp + c;
+        const int k = direction_of(m, Cp);
+        float* dst = xdbl + ((size_t)b * kDirs + k) * L * Cp + (m - k * Cp);
         for (int pp = tid / BM; pp < npx; pp += kPrepThreads / BM) dst[seq_s[k][pp] * Cp] = out_s[mm][pp];
     }
 }
@@ -264,10 +279,7 @@ __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_mma_kernel(
     const __half* xb = x + (size_t)b * D * L;
     const bool xvec = npx == BN && L % 8 == 0;  // 16-byte runs of 8 pixels stay aligned
     const bool dvec = D % 8 == 0;
-    for (int e = tid; e < kDirs * BN; e += kPrepThreads) {
-        const int k = e / BN, pp = e % BN, p = p0 + pp;
-        seq_s[k * BN + pp] = pp < npx ? seq_index(k, p / W, p % W, H, W) : 0;
-    }
+    fill_seq_table<BN>(seq_s, p0, npx, H, W);
     float acc[TM][TN][4];
 #pragma unroll
     for (int i = 0; i < TM; ++i)
@@ -302,7 +314,7 @@ __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_mma_kernel(
         // W_x rows of all four directions (padding rows c >= C and channels >= D are zero)
         for (int e = tid; e < BM * (KC / 8); e += kPrepThreads) {
             const int mm = e / (KC / 8), dq = (e % (KC / 8)) * 8, m = m0 + mm;
-            const int k = (m >= Cp) + (m >= 2 * Cp) + (m >= 3 * Cp), sr = m < M ? cols.source(m - k * Cp) : -1;
+            const int k = direction_of(m, Cp), sr = m < M ? cols.source(m - k * Cp) : -1;
             const bool row = sr >= 0;
             const __half* src = wx + ((size_t)k * C + (row ? sr : 0)) * D + d0 + dq;
             __half* dst = ws + (size_t)mm * KS + dq;
@@ -369,8 +381,8 @@ __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_mma_kernel(
     const int mm = tid % BM;
     if (m0 + mm < M) {
         const int m = m0 + mm;
-        const int k = (m >= Cp) + (m >= 2 * Cp) + (m >= 3 * Cp), c = m - k * Cp;
-        float* dst = xdbl + ((size_t)b * kDirs + k) * L * Cp + c;
+        const int k = direction_of(m, Cp);
+        float* dst = xdbl + ((size_t)b * kDirs + k) * L * Cp + (m - k * Cp);
         for (int pp = tid / BM; pp < npx; pp += kPrepThreads / BM) {
             float v = 0.f;
 #pragma unroll
@@ -1075,6 +1087,26 @@ vmk_status_t launch_prep(const __half* x, const __half* wx, int B, int D, int H,
         x, wx, B, D, H, W, cols, KC, xt, xdbl, stream);
 }
 
+// Resident blocks per SM of a scan kernel at this block size and shared memory (0: cannot run), from
+// the occupancy query once per (device, kernel, configuration): the plugins launch the op on every
+// inference, and the answer never changes.
+inline int scan_blocks_per_sm(void (*kernel)(ScanParams), int threads, size_t smem)
+{
+    static std::mutex mutex;
+    static std::map<std::tuple<int, const void*, int, size_t>, int> known;
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+    const auto key = std::make_tuple(dev, reinterpret_cast<const void*>(kernel), threads, smem);
+    std::lock_guard<std::mutex> lock(mutex);
+    const auto it = known.find(key);
+    if (it != known.end()) return it->second;
+    int per_sm = 0;
+    if (!allow_smem(kernel, smem) ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem) != cudaSuccess)
+        per_sm = 0;
+    return known[key] = per_sm;
+}
+
 template <typename T, int NMAX, int RREG, bool CHUNKED, bool DT_MMA>
 vmk_status_t launch_scan(ScanParams p, int B, cudaStream_t stream, const DeviceInfo& dev)
 {
@@ -1093,18 +1125,14 @@ vmk_status_t launch_scan(ScanParams p, int B, cudaStream_t stream, const DeviceI
     // cost nearly a whole one: VMamba-T stage 1, batch 128 ran 1.94 waves of 6-warp blocks.
     const int groups32 = (p.D + 31) / 32, max_warps = scan_threads_max(CHUNKED, RREG, NMAX) / 32;
     if (p.GW <= 0) {
-        double best = 0.0;
+        double best = INFINITY;
         for (int g = 1; g <= groups32 && g * S <= max_warps && g * S <= 16; ++g) {
-            if (groups32 % g != 0 || !allow_smem(kernel, smem_of(g))) continue;
-            int per_sm = 0;
-            if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 32 * g * S, smem_of(g)) != cudaSuccess ||
-                per_sm <= 0)
-                continue;
-            const double blocks = (double)kDirs * (groups32 / g) * B;
-            const double waves = fmax(1.0, blocks / ((double)per_sm * dev.sms));
-            if (p.GW <= 0 || waves <= best * 1.02) {
+            const int per_sm = groups32 % g == 0 ? scan_blocks_per_sm(kernel, 32 * g * S, smem_of(g)) : 0;
+            if (per_sm <= 0) continue;
+            const double waves = fmax(1.0, (double)kDirs * (groups32 / g) * B / ((double)per_sm * dev.sms));
+            if (waves <= best * 1.02) {
                 p.GW = g;
-                best = fmin(best > 0.0 ? best : waves, waves);
+                best = fmin(best, waves);
             }
         }
         if (p.GW <= 0) return VMK_ERR_UNSUPPORTED;

@@ -263,25 +263,26 @@ QUARTERMAP_CASES = [  # (B, C, H, W, stride, keep)
 def test_quartermap_matches_reference(case, dtype):
     B, C, H, W, stride, keep = case
     x = torch.randn(B, C, H, W, device=DEV).to(dtype)
-    want = ref.quartermap_down(x, stride, keep)
-    out = torch.full(want.shape, float("nan"), device=DEV, dtype=dtype)
-    kernels.quartermap_down(x, stride, keep, out=out)
-    assert torch.equal(out, want)  # a copy: exact
-    up_want = ref.quartermap_up(out, x)
-    up = torch.full_like(x, float("nan"))
-    kernels.quartermap_up(out, x, out=up)
-    assert torch.equal(up, up_want)
-    assert torch.equal(torch.ops.vmamba.quartermap_down(x, stride, keep), want)
-    assert torch.equal(torch.ops.vmamba.quartermap_up(out, x), up_want)
     # outputs that start 1, 2 or 4 elements past an aligned address take the narrower stores
     # (2-16 bytes: the widest the address allows)
-    for shift in (1, 2, 4):
-        shifted = shifted_nan(want.shape, shift, dtype)
-        kernels.quartermap_down(x, stride, keep, out=shifted)
-        assert torch.equal(shifted, want), f"down, output {shift} elements past alignment"
-        shifted_up = shifted_nan(x.shape, shift, dtype)
-        kernels.quartermap_up(out, x, out=shifted_up)
-        assert torch.equal(shifted_up, up_want), f"up, output {shift} elements past alignment"
+    want, up_want = check_quartermap(x, stride, keep, shifts=(0, 1, 2, 4))
+    assert torch.equal(torch.ops.vmamba.quartermap_down(x, stride, keep), want)
+    assert torch.equal(torch.ops.vmamba.quartermap_up(want, x), up_want)
+
+
+def check_quartermap(x, stride: int, keep: int, shifts=(0,)):
+    """QuarterMap down, then up of its result, against the reference bit for bit (a copy: exact),
+    into NaN-filled outputs starting ``shift`` elements past an aligned address (0: aligned)."""
+    want = ref.quartermap_down(x, stride, keep)
+    up_want = ref.quartermap_up(want, x)
+    for shift in shifts:
+        out = shifted_nan(want.shape, shift, x.dtype)
+        kernels.quartermap_down(x, stride, keep, out=out)
+        assert torch.equal(out, want), f"down {tuple(x.shape)}, output {shift} elements past alignment"
+        up = shifted_nan(x.shape, shift, x.dtype)
+        kernels.quartermap_up(want, x, out=up)
+        assert torch.equal(up, up_want), f"up {tuple(x.shape)}, output {shift} elements past alignment"
+    return want, up_want
 
 
 def shifted_nan(shape, shift: int, dtype) -> torch.Tensor:
@@ -324,14 +325,7 @@ def test_quartermap_vmamba_t_stages(stage, dtype, runs, monkeypatch):
     thread (VMK_QM_RUNS; the launcher picks four where the output fills the device)."""
     monkeypatch.setenv("VMK_QM_RUNS", str(runs))
     side = (56, 28, 14, 7)[stage]
-    x = torch.randn(128, 96 << stage, side, side, device=DEV).to(dtype)
-    want = ref.quartermap_down(x, 2, 1)
-    out = torch.full(want.shape, float("nan"), device=DEV, dtype=dtype)
-    kernels.quartermap_down(x, 2, 1, out=out)
-    assert torch.equal(out, want)
-    up = torch.full_like(x, float("nan"))
-    kernels.quartermap_up(want, x, out=up)
-    assert torch.equal(up, ref.quartermap_up(want, x))
+    check_quartermap(torch.randn(128, 96 << stage, side, side, device=DEV).to(dtype), 2, 1)
 
 
 @pytest.mark.parametrize("group_planes", [1, 3, 8])
@@ -341,15 +335,7 @@ def test_quartermap_plane_groups(group_planes, dtype, monkeypatch):
     VMK_QM_GROUP_PLANES forces the split on small tensors."""
     monkeypatch.setenv("VMK_QM_GROUP_PLANES", str(group_planes))
     for B, C, H, W, stride, keep in ((3, 7, 7, 7, 2, 1), (2, 5, 14, 13, 2, 1), (1, 9, 8, 8, 2, 1)):
-        x = torch.randn(B, C, H, W, device=DEV).to(dtype)
-        want = ref.quartermap_down(x, stride, keep)
-        for shift in (0, 1):
-            out = shifted_nan(want.shape, shift, dtype)
-            kernels.quartermap_down(x, stride, keep, out=out)
-            assert torch.equal(out, want), f"down {x.shape}, output {shift} elements past alignment"
-            up = shifted_nan(x.shape, shift, dtype)
-            kernels.quartermap_up(want, x, out=up)
-            assert torch.equal(up, ref.quartermap_up(want, x)), f"up {x.shape}, output {shift} elements past alignment"
+        check_quartermap(torch.randn(B, C, H, W, device=DEV).to(dtype), stride, keep, shifts=(0, 1))
 
 
 def test_bad_arguments_are_refused():

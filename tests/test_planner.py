@@ -439,11 +439,25 @@ class ConfigClock(cm.Timer):
     QuarterMap really COSTS 0.5 ms per block (whatever a cost model claims)."""
 
     backend = "synthetic-clock"
+    quartermap_ms = 0.5  # what QuarterMap really costs per block
 
     def _time_ms(self, model) -> float:
         blocks = model.ssm_layers().values()
-        return 10.0 - 0.5 * sum(b.vmeanba is not None for b in blocks) + 0.5 * sum(b.quartermap is not None
-                                                                                  for b in blocks)
+        return (10.0 - 0.5 * sum(b.vmeanba is not None for b in blocks)
+                + self.quartermap_ms * sum(b.quartermap is not None for b in blocks))
+
+
+def plan_against_clock(model, claimed: dict[str, float], clock: type[ConfigClock]):
+    """choose_plan on every block of ``model`` with zero drops, a cost model that claims ``claimed``
+    ms saved per block and option, and ``clock`` timing the finalists."""
+    names = list(model.ssm_layers())
+    drops = {n: {o: 0.0 for o in COMPRESSED_OPTIONS} for n in names}
+    cost = CostModel(key={"backend": "synthetic", "device": "table", "batch": 1, "precision": "fp32",
+                          "resolution": [1, 1]}, baseline_ms=10.0,
+                     option_ms={n: {o: 10.0 - claimed[o] for o in COMPRESSED_OPTIONS} for n in names},
+                     measured_as={n: n for n in names}, iters=1, rounds=1, warmup=0, seconds=0.0, measured_at="")
+    return planner.choose_plan(SyntheticEvaluator(drops, 0.0), cost, names, 0.01, {n: VMeanbaSpec() for n in names},
+                               QuarterMapSpec(), model=model, timer=clock(1, "fp32", (32, 32), 1, 0), rounds=1)
 
 
 def test_finalists_are_timed_and_a_misleading_cost_model_loses(digits):
@@ -451,17 +465,7 @@ def test_finalists_are_timed_and_a_misleading_cost_model_loses(digits):
     The finalists (plan, plain selection's walk, next) are measured side by side and the fastest wins."""
     model, _ = digits
     names = list(model.ssm_layers())
-    drops = {n: {o: 0.0 for o in COMPRESSED_OPTIONS} for n in names}
-    claimed = {"vmeanba": 0.5, "quartermap": 0.8, "both": 1.0}
-    cost = CostModel(key={"backend": "synthetic", "device": "table", "batch": 1, "precision": "fp32",
-                          "resolution": [1, 1]}, baseline_ms=10.0,
-                     option_ms={n: {o: 10.0 - claimed[o] for o in COMPRESSED_OPTIONS} for n in names},
-                     measured_as={n: n for n in names}, iters=1, rounds=1, warmup=0, seconds=0.0, measured_at="")
-    evaluator = SyntheticEvaluator(drops, 0.0)
-    timer = ConfigClock(1, "fp32", (32, 32), 1, 0)
-    vm_of = {n: VMeanbaSpec() for n in names}
-    result = planner.choose_plan(evaluator, cost, names, 0.01, vm_of, QuarterMapSpec(), model=model, timer=timer,
-                                 rounds=1)
+    result = plan_against_clock(model, {"vmeanba": 0.5, "quartermap": 0.8, "both": 1.0}, ConfigClock)
     assert result.plan == {n: "vmeanba" for n in names}  # the walk: VMeanba everywhere (every drop is 0)
     assert result.measured_speedup == pytest.approx(10.0 / (10.0 - 0.5 * len(names)))
     assert result.predicted_speedup == pytest.approx(10.0 / (10.0 - 0.5 * len(names)))
@@ -473,10 +477,7 @@ class SubtleClock(ConfigClock):
     """VMeanba really saves 0.5 ms per block; QuarterMap costs only 0.005 ms per block: plans that
     differ by QuarterMap alone are within a fraction of a percent of each other, i.e. timing noise."""
 
-    def _time_ms(self, model) -> float:
-        blocks = model.ssm_layers().values()
-        return 10.0 - 0.5 * sum(b.vmeanba is not None for b in blocks) + 0.005 * sum(b.quartermap is not None
-                                                                                    for b in blocks)
+    quartermap_ms = 0.005
 
 
 def test_a_finalist_within_the_noise_margin_does_not_replace_the_plan(digits):
@@ -484,18 +485,10 @@ def test_a_finalist_within_the_noise_margin_does_not_replace_the_plan(digits):
     FINALIST_MARGIN, so the plan stays; the measured figures are the plan's own."""
     model, _ = digits
     names = list(model.ssm_layers())
-    drops = {n: {o: 0.0 for o in COMPRESSED_OPTIONS} for n in names}
-    claimed = {"vmeanba": 0.5, "quartermap": 0.1, "both": 0.6}
-    cost = CostModel(key={"backend": "synthetic", "device": "table", "batch": 1, "precision": "fp32",
-                          "resolution": [1, 1]}, baseline_ms=10.0,
-                     option_ms={n: {o: 10.0 - claimed[o] for o in COMPRESSED_OPTIONS} for n in names},
-                     measured_as={n: n for n in names}, iters=1, rounds=1, warmup=0, seconds=0.0, measured_at="")
     walk_ms = 10.0 - 0.5 * len(names)
-    plan_ms = walk_ms + 0.005 * len(names)
+    plan_ms = walk_ms + SubtleClock.quartermap_ms * len(names)
     assert 0 < plan_ms / walk_ms - 1 < planner.FINALIST_MARGIN  # the setting of this test
-    result = planner.choose_plan(SyntheticEvaluator(drops, 0.0), cost, names, 0.01,
-                                 {n: VMeanbaSpec() for n in names}, QuarterMapSpec(), model=model,
-                                 timer=SubtleClock(1, "fp32", (32, 32), 1, 0), rounds=1)
+    result = plan_against_clock(model, {"vmeanba": 0.5, "quartermap": 0.1, "both": 0.6}, SubtleClock)
     assert result.plan == {n: "both" for n in names}
     assert result.measured_speedup == pytest.approx(10.0 / plan_ms)
     assert any("the plan stays" in s for s in result.steps)

@@ -1,0 +1,260 @@
+// Pieces shared by the SS2D prep and scan (ss2d_prep.cu, ss2d_scan.cu) and VMeanbaScan's statistics
+// (vmeanba_scan.cu): the staged x_dbl row layout, the tensor-core helper, the direction walks over a
+// channels-last plane, and the two dt sources (W_dt . dt_low on CUDA cores or tensor cores).
+#ifndef VMAMBA_KERNELS_SS2D_PARTS_CUH
+#define VMAMBA_KERNELS_SS2D_PARTS_CUH
+
+#include "common.cuh"
+
+#include <type_traits>
+
+namespace vmk {
+
+constexpr int kSteps = 16;  // T: steps per thread per (super-)chunk, and the dt tile's columns
+
+// W_dt rows up to 64 live in registers (dt_rank of every released model is ceil(D / 16) <= 64:
+// 6/12/24/48 for VMamba-T/S, 8/16/32/64 for VMamba-B).
+inline int rank_regs(int R) { return R <= 8 ? 8 : R <= 16 ? 16 : R <= 32 ? 32 : R <= 48 ? 48 : R <= 64 ? 64 : 0; }
+
+// Columns of a staged x_dbl row (one per pixel and direction): dt_low in [0, R), B at bo, C at co.
+// d_state 1: B and C follow dt_low (bo = R, co = R + 1). d_state > 1: B and C each start on a
+// float4 and take 16 columns (kMaxDState; the ones past N are zero), so a step reads them as four
+// 16-byte loads each and needs no guard on N. The stride Cp is a float4 multiple and at least the
+// register tile, whose dot product reads whole tiles (the extra columns meet zero weights).
+struct XdblCols {
+    int R, N, bo, co, Cp;
+    // row of x_proj_weight that column col holds, or -1 for a zero padding column
+    __host__ __device__ __forceinline__ int source(int col) const
+    {
+        if (col < R) return col;
+        if (col >= bo && col < bo + N) return R + col - bo;
+        if (col >= co && col < co + N) return R + N + col - co;
+        return -1;
+    }
+};
+
+inline XdblCols xdbl_cols(int R, int N)
+{
+    XdblCols c{R, N, R, R + 1, 0};
+    if (N > 1) {
+        c.bo = (R + 3) / 4 * 4;
+        c.co = c.bo + kMaxDState;
+    }
+    const int used = (N > 1 ? c.co + kMaxDState : R + 2 + 3) / 4 * 4, rr = rank_regs(R);
+    c.Cp = rr > used ? rr : used;
+    return c;
+}
+
+// D += A B on tensor cores: m16n8k16, float16 operands, float32 accumulation (A row-major, B column-major).
+__device__ __forceinline__ void mma_16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t lds32(const __half* p) { return *reinterpret_cast<const uint32_t*>(p); }
+
+// Direction k's sequence as element offsets into a channels-last [L][D] plane, branch-free: runs of
+// `run` steps of `step`, then one jump of `wrap` (rows: one run of L; columns: runs of H).
+struct Walk {
+    int off, left;          // offset of the current pixel, steps left in the current run
+    int step, wrap, run;
+    __device__ __forceinline__ void init(int k, int H, int W, int D)
+    {
+        const bool col = k & 1, rev = k >= 2;
+        run = col ? H : H * W;
+        step = (col ? W * D : D) * (rev ? -1 : 1);
+        wrap = col ? (rev ? ((H - 1) * W - 1) * D : (1 - (H - 1) * W) * D) : 0;
+    }
+    __device__ __forceinline__ void start(int k, int t, int H, int W, int D)
+    {
+        const int L = H * W;
+        const int l = k < 2 ? t : L - 1 - t;  // index in the row-major (k even) / column-major order
+        int p, pos;
+        if (k & 1) {
+            const int j = l / H, i = l - j * H;
+            p = i * W + j;
+            pos = k < 2 ? i : H - 1 - i;  // steps already taken in this run
+        } else {
+            p = l;
+            pos = t;
+        }
+        off = p * D;
+        left = run - pos;
+    }
+    __device__ __forceinline__ void next()
+    {
+        const bool jump = --left == 0;
+        off += jump ? wrap : step;
+        left = jump ? run : left;
+    }
+};
+
+// dt = bias + W_dt[r] . dt_low for one staged x_dbl row (register tile: no guards; see XdblCols).
+template <typename T, int RREG>
+__device__ __forceinline__ float dt_of(const float* row, const float* wdt, const T* wdt_g, float bias, int R)
+{
+    float v = bias;
+    if (RREG > 0) {
+#pragma unroll
+        for (int r4 = 0; r4 < RREG; r4 += 4) {
+            const float4 q = *reinterpret_cast<const float4*>(row + r4);
+            v = fmaf(wdt[r4 + 0], q.x, v);
+            v = fmaf(wdt[r4 + 1], q.y, v);
+            v = fmaf(wdt[r4 + 2], q.z, v);
+            v = fmaf(wdt[r4 + 3], q.w, v);
+        }
+    } else {
+        for (int r = 0; r < R; ++r) v = fmaf(to_f32(wdt_g[r]), row[r], v);
+    }
+    return v;
+}
+
+// Per-warp dt tile: [step][36] floats (the tensor-core fragment stores hit 32 distinct banks).
+constexpr int kDtTileStride = 36;
+constexpr int kDtScratch = kSteps * kDtTileStride;  // floats per warp
+
+// The dt of a lane's channel for T consecutive staged steps: dt[q] = bias + W_dt[r] . dt_low(step q),
+// either into registers (window) or, without the bias, into the warp's dt tile at
+// [q][lane] (store: the unchunked scan then holds no dt registers).
+// Two implementations with one interface, chosen per launch (scan kernel template DT_MMA):
+//   DtSimt: the W_dt row in registers, 2 FMAs per rank and step (CUDA cores).
+//   DtMma (float16 I/O, tiles of 8..64): the warp's 32 channels x T steps as one tensor-core
+//     product, (32 x R) W_dt @ (R x 16) dt_low, mma.sync m16n8k16. W_dt is float16 (exact); dt_low is
+//     float32 and is fed as hi + lo float16 halves (two products), so dt keeps float32 accuracy. The
+//     accumulator fragments (channel = row, step = column) are transposed to lane = channel through a
+//     per-warp shared-memory tile. This replaces 2R instructions per element by about 8 / (R / 16).
+template <typename T, int RREG>
+struct DtSimt {
+    static constexpr int RP = RREG > 0 ? RREG : 1;
+    float w[RP];
+    const T* wg;
+    float bias;
+    int R;
+    __device__ __forceinline__ void init(const T* wdt, int k, int dc, int /*dwarp*/, int D, int R_, float bias_)
+    {
+        R = R_;
+        bias = bias_;
+        wg = wdt + ((size_t)k * D + dc) * R;
+#pragma unroll
+        for (int q = 0; q < RP; ++q) w[q] = (RREG > 0 && q < R) ? to_f32(wg[q]) : 0.f;
+    }
+    __device__ __forceinline__ void window(const float* rows, int Cp, float* scratch, float* dt) const
+    {
+#pragma unroll
+        for (int q = 0; q < kSteps; ++q) dt[q] = dt_of<T, RREG>(rows + q * Cp, w, wg, bias, R);
+    }
+    __device__ __forceinline__ void store(const float* rows, int Cp, float* scratch) const
+    {
+        const int lane = threadIdx.x & 31;  // each lane writes and later reads only its own column
+#pragma unroll
+        for (int q = 0; q < kSteps; ++q) scratch[q * kDtTileStride + lane] = dt_of<T, RREG>(rows + q * Cp, w, wg, 0.f, R);
+    }
+};
+
+__device__ __forceinline__ uint32_t half2_bits(__half2 v) { return *reinterpret_cast<uint32_t*>(&v); }
+
+template <int RREG>
+struct DtMma {
+    // A tile of 8 ranks is one k16 step whose upper 8 columns are zero (not loaded: the staged rows
+    // are only 8 floats wide there).
+    static constexpr int KT = (RREG + 15) / 16;
+    static_assert(RREG == 8 || (RREG % 16 == 0 && KT >= 1), "tensor-core dt needs a tile of 8 or 16..64 ranks");
+    uint32_t a[2][KT][4];  // A fragments: W_dt rows of the warp's channels 0-15 and 16-31
+    float bias;
+    __device__ __forceinline__ void init(const __half* wdt, int k, int /*dc*/, int dwarp, int D, int R, float bias_)
+    {
+        bias = bias_;
+        const int lane = threadIdx.x & 31, g = lane >> 2, t2 = (lane & 3) * 2;
+        const __half* wk = wdt + (size_t)k * D * R;  // direction k's [D][R]
+        const __half zero = __float2half_rn(0.f);
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const int c0 = min(dwarp + i * 16 + g, D - 1), c1 = min(c0 + 8, D - 1);
+#pragma unroll
+            for (int kt = 0; kt < KT; ++kt) {
+                const int col = kt * 16 + t2;
+                auto pair = [&](int ch, int cc) {
+                    const __half lo = cc < R ? wk[(size_t)ch * R + cc] : zero;
+                    const __half hi = cc + 1 < R ? wk[(size_t)ch * R + cc + 1] : zero;
+                    return half2_bits(__halves2half2(lo, hi));
+                };
+                a[i][kt][0] = pair(c0, col);
+                a[i][kt][1] = pair(c1, col);
+                a[i][kt][2] = pair(c0, col + 8);
+                a[i][kt][3] = pair(c1, col + 8);
+            }
+        }
+    }
+    __device__ __forceinline__ void window(const float* rows, int Cp, float* scratch, float* dt) const
+    {
+        store(rows, Cp, scratch);
+        const int lane = threadIdx.x & 31;
+#pragma unroll
+        for (int q = 0; q < kSteps; ++q) dt[q] = scratch[q * kDtTileStride + lane] + bias;
+    }
+    __device__ __forceinline__ void store(const float* rows, int Cp, float* scratch) const
+    {
+        const int lane = threadIdx.x & 31, g = lane >> 2, t2 = (lane & 3) * 2;
+        float c[2][2][4];
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int j = 0; j < 2; ++j)
+#pragma unroll
+                for (int q = 0; q < 4; ++q) c[i][j][q] = 0.f;
+#pragma unroll
+        for (int kt = 0; kt < KT; ++kt) {
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+                const float* row = rows + (j * 8 + g) * Cp + kt * 16 + t2;
+                const float2 v0 = *reinterpret_cast<const float2*>(row);
+                const float2 v1 = RREG == 8 ? make_float2(0.f, 0.f) : *reinterpret_cast<const float2*>(row + 8);
+                const __half2 h0 = __floats2half2_rn(v0.x, v0.y), h1 = __floats2half2_rn(v1.x, v1.y);
+                const float2 f0 = __half22float2(h0), f1 = __half22float2(h1);
+                const __half2 l0 = __floats2half2_rn(v0.x - f0.x, v0.y - f0.y);
+                const __half2 l1 = __floats2half2_rn(v1.x - f1.x, v1.y - f1.y);
+#pragma unroll
+                for (int i = 0; i < 2; ++i) {
+                    mma_16816(c[i][j], a[i][kt], half2_bits(h0), half2_bits(h1));
+                    mma_16816(c[i][j], a[i][kt], half2_bits(l0), half2_bits(l1));
+                }
+            }
+        }
+        __syncwarp();  // the previous window's readers are done with the tile
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+                const int ch = i * 16 + g, st = j * 8 + t2;
+                scratch[st * kDtTileStride + ch] = c[i][j][0];
+                scratch[(st + 1) * kDtTileStride + ch] = c[i][j][1];
+                scratch[st * kDtTileStride + ch + 8] = c[i][j][2];
+                scratch[(st + 1) * kDtTileStride + ch + 8] = c[i][j][3];
+            }
+        __syncwarp();
+    }
+};
+
+template <typename T, int RREG, bool DT_MMA> struct DtSource { using type = DtSimt<T, RREG>; };
+template <int RREG> struct DtSource<__half, RREG, true> { using type = DtMma<RREG>; };
+
+// Whether the tensor-core dt applies: float16 I/O and a register tile of 8 or whole 16-rank steps
+// (the staged rows then hold at least the tile's columns; see XdblCols).
+__host__ __device__ constexpr bool dt_mma_fits(bool half_io, int rreg)
+{
+    return half_io && (rreg == 8 || (rreg >= 16 && rreg % 16 == 0));
+}
+
+// x_dbl = W_x[k] @ x for all four directions at each direction's own sequence index,
+// [b][k][t][Cp] float32, and x channels-last [b][p][d] in the I/O dtype (ss2d_prep.cu).
+vmk_status_t ss2d_prep(const float* x, const float* wx, int B, int D, int H, int W, XdblCols cols, float* xt,
+                       float* xdbl, cudaStream_t stream, const DeviceInfo& dev);
+vmk_status_t ss2d_prep(const __half* x, const __half* wx, int B, int D, int H, int W, XdblCols cols, __half* xt,
+                       float* xdbl, cudaStream_t stream, const DeviceInfo& dev);
+
+}  // namespace vmk
+
+#endif  // VMAMBA_KERNELS_SS2D_PARTS_CUH

@@ -1,0 +1,382 @@
+// SS2D step 1, prep (docs/KERNELS.md): per tile of pixels of one image, x_dbl = W_x[k] @ x for all
+// four directions at once (a pixel's projection does not depend on the direction's order), stored at
+// each direction's own sequence index, [b][k][t][Cp], so that a scan block stages one contiguous
+// slab; and x itself channels-last, [b][p][d], so that a warp whose lanes are 32 channels reads one
+// coalesced line per step in every direction. Tensor cores for float16 I/O, CUDA cores for float32.
+// Also the first step of VMeanbaScan (vmeanba_scan.cu).
+#include "ss2d_parts.cuh"
+
+#include <stdlib.h>
+#include <string.h>
+
+namespace vmk {
+namespace {
+
+constexpr int kPrepPx = 64;        // pixels per prep block: a run of the row-major order
+constexpr int kPrepThreads = 256;  // 16 row groups x 16 pixel groups, 4 pixels per thread
+constexpr int kPrepK = 32;         // input channels per tile
+
+// ------------------------------------------------------------------------------------------------
+// 1. prep: a tiled SIMT GEMM per image, x_dbl[m, p] = sum_d W_x[m, d] x[d, p] for m = k * Cp + c
+// (rows of all four directions at once), block tile BM rows x 64 pixels, 32 channels per step,
+// 4 x (BM / 16) outputs per thread. The blocks of the first row tile also write x channels-last.
+// Shared by both prep kernels. x_dbl row m of the projection is direction k = m / Cp, column m - k Cp.
+__device__ __forceinline__ int direction_of(int m, int Cp) { return (m >= Cp) + (m >= 2 * Cp) + (m >= 3 * Cp); }
+
+// seq[k * BN + pp]: direction k's sequence index of the block's pixel p0 + pp (0 past the image).
+template <int BN>
+__device__ __forceinline__ void fill_seq_table(int* seq, int p0, int npx, int H, int W)
+{
+    for (int e = threadIdx.x; e < kDirs * BN; e += kPrepThreads) {
+        const int k = e / BN, pp = e % BN, p = p0 + pp;
+        seq[e] = pp < npx ? seq_index(k, p / W, p % W, H, W) : 0;
+    }
+}
+
+// N consecutive shared-memory floats into registers: one 16-byte load when N is 4 (the run is
+// 16-byte aligned there), scalar loads otherwise.
+template <int N>
+__device__ __forceinline__ void load_run(const float* src, float* dst)
+{
+    if (N == 4) {
+        const float4 v = *reinterpret_cast<const float4*>(src);
+        dst[0] = v.x; dst[N > 1 ? 1 : 0] = v.y; dst[N > 2 ? 2 : 0] = v.z; dst[N > 3 ? 3 : 0] = v.w;
+    } else {
+#pragma unroll
+        for (int q = 0; q < N; ++q) dst[q] = src[q];
+    }
+}
+
+template <typename T, int BM, int BN>
+__global__ void __launch_bounds__(kPrepThreads) ss2d_prep_kernel(
+    const T* __restrict__ x, const T* __restrict__ wx, int D, int H, int W, XdblCols cols,
+    T* __restrict__ xt, float* __restrict__ xdbl)
+{
+    constexpr int TM = BM / 16, TN = BN / 16;
+    const int Cp = cols.Cp, C = cols.R + 2 * cols.N;  // x_proj rows per direction
+    __shared__ __align__(16) float xs[kPrepK][BN + 4];
+    __shared__ __align__(16) float ws[kPrepK][BM + 4];
+    __shared__ float out_s[BM][BN + 1];
+    __shared__ int seq_s[kDirs][BN];
+    const int b = blockIdx.z;
+    const int L = H * W;
+    const int p0 = blockIdx.x * BN, m0 = blockIdx.y * BM;
+    const int npx = min(BN, L - p0);
+    const int M = kDirs * Cp;
+    const int tid = threadIdx.x, tn = tid & 15, tm = tid >> 4;
+    const T* xb = x + (size_t)b * D * L;
+    const bool vec = npx == BN && (L * sizeof(T)) % 16 == 0;
+    fill_seq_table<BN>(&seq_s[0][0], p0, npx, H, W);
+    float acc[TM][TN];
+#pragma unroll
+    for (int a = 0; a < TM; ++a)
+#pragma unroll
+        for (int q = 0; q < TN; ++q) acc[a][q] = 0.f;
+    for (int d0 = 0; d0 < D; d0 += kPrepK) {
+        if (vec) {  // 16-byte loads: a full tile of an image whose rows of L elements stay aligned
+            constexpr int V = 16 / sizeof(T), PER_ROW = BN / V;
+            for (int e = tid; e < kPrepK * PER_ROW; e += kPrepThreads) {
+                const int dd = e / PER_ROW, pv = (e % PER_ROW) * V;
+                float v[V];
+                if (d0 + dd < D) {
+                    const uint4 raw = *reinterpret_cast<const uint4*>(xb + (size_t)(d0 + dd) * L + p0 + pv);
+                    const T* el = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+                    for (int q = 0; q < V; ++q) v[q] = to_f32(el[q]);
+                } else {
+#pragma unroll
+                    for (int q = 0; q < V; ++q) v[q] = 0.f;
+                }
+#pragma unroll
+                for (int q = 0; q < V; q += 4)
+                    *reinterpret_cast<float4*>(&xs[dd][pv + q]) = make_float4(v[q], v[q + 1], v[q + 2], v[q + 3]);
+            }
+        } else {
+            for (int e = tid; e < kPrepK * BN; e += kPrepThreads) {
+                const int dd = e / BN, pp = e % BN;
+                xs[dd][pp] = (d0 + dd < D && pp < npx) ? to_f32(xb[(size_t)(d0 + dd) * L + p0 + pp]) : 0.f;
+            }
+        }
+        for (int e = tid; e < BM * kPrepK; e += kPrepThreads) {
+            const int mm = e >> 5, dd = e & 31;
+            const int m = m0 + mm;
+            const int k = direction_of(m, Cp), src = m < M ? cols.source(m - k * Cp) : -1;
+            ws[dd][mm] = (src >= 0 && d0 + dd < D) ? to_f32(wx[((size_t)k * C + src) * D + d0 + dd]) : 0.f;
+        }
+        __syncthreads();
+        if (blockIdx.y == 0) {  // channels-last copy of x, coalesced along channels
+            for (int e = tid; e < kPrepK * BN; e += kPrepThreads) {
+                const int pp = e >> 5, dd = e & 31;
+                if (pp < npx && d0 + dd < D) xt[((size_t)b * L + p0 + pp) * D + d0 + dd] = from_f32<T>(xs[dd][pp]);
+            }
+        }
+#pragma unroll 8
+        for (int dd = 0; dd < kPrepK; ++dd) {
+            float xv[TN], wv[TM];
+            load_run<TN>(&xs[dd][tn * TN], xv);
+            load_run<TM>(&ws[dd][tm * TM], wv);
+#pragma unroll
+            for (int a = 0; a < TM; ++a)
+#pragma unroll
+                for (int q = 0; q < TN; ++q) acc[a][q] = fmaf(wv[a], xv[q], acc[a][q]);
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int a = 0; a < TM; ++a)
+#pragma unroll
+        for (int q = 0; q < TN; ++q) out_s[tm * TM + a][tn * TN + q] = acc[a][q];
+    __syncthreads();
+    // Each thread keeps one x_dbl row m = (direction k, column c) and walks the block's pixels, so the
+    // row's address arithmetic is done once; the lanes of a warp are consecutive columns of a
+    // (pixel, direction) row of Cp contiguous floats: coalesced stores. 32-bit offsets (ss2d_run).
+    // (Written out here and in ss2d_prep_mma_kernel: one shared helper made ptxas spill in this
+    // kernel's channel loop.)
+    static_assert(kPrepThreads % BM == 0, "whole rows per thread");
+    const int mm = tid % BM;
+    if (m0 + mm < M) {
+        const int m = m0 + mm;
+        const int k = direction_of(m, Cp);
+        float* dst = xdbl + ((size_t)b * kDirs + k) * L * Cp + (m - k * Cp);
+        for (int pp = tid / BM; pp < npx; pp += kPrepThreads / BM) dst[seq_s[k][pp] * Cp] = out_s[mm][pp];
+    }
+}
+
+// 1b. prep on tensor cores (float16 I/O): the same GEMM and outputs with mma.sync m16n8k16 (float16
+// operands, which float16 I/O supplies exactly, float32 accumulation). Block tile BM = 16 TM GM rows
+// x BN = 8 TN GN pixels; 8 warps as GM x GN x GK, where GK > 1 splits the channel sum between warps
+// (few blocks: batch 1, short sequences) and the GK partial tiles are added in a fixed order.
+// Channels are staged KC at a time: x transposed to [pixel][channel] and W_x as [row][channel], so
+// every fragment register is one 32-bit shared load of two consecutive channels (row stride KC + 8
+// halves: conflict-free for the 8 rows x 4 pairs of a fragment).
+
+struct MmaPrepTile {
+    int TM, TN, GM, GN, GK;
+    __host__ __device__ constexpr int bm() const { return 16 * TM * GM; }
+    __host__ __device__ constexpr int bn() const { return 8 * TN * GN; }
+};
+// large grids: 32 or 64 rows x 64 pixels, one warp per 16 x 16/32 output; few blocks: 16 x 16, K split 8 ways
+constexpr MmaPrepTile kMmaRows32{1, 2, 2, 4, 1}, kMmaRows64{1, 4, 4, 2, 1}, kMmaSmall{1, 2, 1, 1, 8};
+
+inline size_t mma_prep_smem(const MmaPrepTile& t, int KC)
+{
+    return (size_t)(t.bn() + t.bm()) * (KC + 8) * sizeof(__half) + (size_t)t.GK * t.bm() * (t.bn() + 1) * sizeof(float) +
+           (size_t)kDirs * t.bn() * sizeof(int);
+}
+
+template <int TM, int TN, int GM, int GN, int GK>
+__global__ void __launch_bounds__(kPrepThreads) ss2d_prep_mma_kernel(
+    const __half* __restrict__ x, const __half* __restrict__ wx, int D, int H, int W, XdblCols cols, int KC,
+    __half* __restrict__ xt, float* __restrict__ xdbl)
+{
+    const int Cp = cols.Cp, C = cols.R + 2 * cols.N;  // x_proj rows per direction
+    static_assert(GM * GN * GK * 32 == kPrepThreads, "8 warps");
+    constexpr int BM = 16 * TM * GM, BN = 8 * TN * GN;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const int KS = KC + 8;  // row stride in halves
+    __half* xs = reinterpret_cast<__half*>(smem_raw);  // [BN][KS]: x transposed
+    __half* ws = xs + (size_t)BN * KS;                   // [BM][KS]
+    float* out_s = reinterpret_cast<float*>(ws + (size_t)BM * KS);  // [GK][BM][BN + 1]
+    int* seq_s = reinterpret_cast<int*>(out_s + (size_t)GK * BM * (BN + 1));  // [4][BN]
+    const int b = blockIdx.z, L = H * W;
+    const int p0 = blockIdx.x * BN, m0 = blockIdx.y * BM;
+    const int npx = min(BN, L - p0), M = kDirs * Cp;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t2 = (lane & 3) * 2;
+    const int wk = warp / (GM * GN), wm = (warp % (GM * GN)) / GN, wn = warp % GN;
+    const __half* xb = x + (size_t)b * D * L;
+    const bool xvec = npx == BN && L % 8 == 0;  // 16-byte runs of 8 pixels stay aligned
+    const bool dvec = D % 8 == 0;
+    fill_seq_table<BN>(seq_s, p0, npx, H, W);
+    float acc[TM][TN][4];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j)
+#pragma unroll
+            for (int q = 0; q < 4; ++q) acc[i][j][q] = 0.f;
+    for (int d0 = 0; d0 < D; d0 += KC) {
+        // x: channel pairs x pixels -> xs[pixel][channel pair] (one 32-bit store per pair)
+        if (xvec) {
+            for (int e = tid; e < (KC / 2) * (BN / 8); e += kPrepThreads) {
+                const int dp = e / (BN / 8), pv = (e % (BN / 8)) * 8, d = d0 + 2 * dp;
+                uint4 r0 = make_uint4(0, 0, 0, 0), r1 = r0;
+                if (d < D) r0 = *reinterpret_cast<const uint4*>(xb + (size_t)d * L + p0 + pv);
+                if (d + 1 < D) r1 = *reinterpret_cast<const uint4*>(xb + (size_t)(d + 1) * L + p0 + pv);
+                const __half* h0 = reinterpret_cast<const __half*>(&r0);
+                const __half* h1 = reinterpret_cast<const __half*>(&r1);
+#pragma unroll
+                for (int q = 0; q < 8; ++q)
+                    *reinterpret_cast<__half2*>(xs + (size_t)(pv + q) * KS + 2 * dp) = __halves2half2(h0[q], h1[q]);
+            }
+        } else {
+            for (int e = tid; e < (KC / 2) * BN; e += kPrepThreads) {
+                const int dp = e / BN, pp = e % BN, d = d0 + 2 * dp;
+                const bool in = pp < npx;
+                const __half zero = __float2half_rn(0.f);
+                const __half v0 = in && d < D ? xb[(size_t)d * L + p0 + pp] : zero;
+                const __half v1 = in && d + 1 < D ? xb[(size_t)(d + 1) * L + p0 + pp] : zero;
+                *reinterpret_cast<__half2*>(xs + (size_t)pp * KS + 2 * dp) = __halves2half2(v0, v1);
+            }
+        }
+        // W_x rows of all four directions (padding rows c >= C and channels >= D are zero)
+        for (int e = tid; e < BM * (KC / 8); e += kPrepThreads) {
+            const int mm = e / (KC / 8), dq = (e % (KC / 8)) * 8, m = m0 + mm;
+            const int k = direction_of(m, Cp), sr = m < M ? cols.source(m - k * Cp) : -1;
+            const bool row = sr >= 0;
+            const __half* src = wx + ((size_t)k * C + (row ? sr : 0)) * D + d0 + dq;
+            __half* dst = ws + (size_t)mm * KS + dq;
+            if (dvec) {
+                const uint4 v = row && d0 + dq < D ? *reinterpret_cast<const uint4*>(src) : make_uint4(0, 0, 0, 0);
+                *reinterpret_cast<uint4*>(dst) = v;
+            } else {
+#pragma unroll
+                for (int q = 0; q < 8; ++q) dst[q] = row && d0 + dq + q < D ? src[q] : __float2half_rn(0.f);
+            }
+        }
+        __syncthreads();
+        if (blockIdx.y == 0) {  // channels-last copy of x from the transposed tile
+            const int kc = min(KC, D - d0);
+            if (dvec) {
+                for (int e = tid; e < npx * (kc / 8); e += kPrepThreads) {
+                    const int pp = e / (kc / 8), dq = (e % (kc / 8)) * 8;
+                    *reinterpret_cast<uint4*>(xt + ((size_t)b * L + p0 + pp) * D + d0 + dq) =
+                        *reinterpret_cast<const uint4*>(xs + (size_t)pp * KS + dq);
+                }
+            } else {
+                for (int e = tid; e < npx * kc; e += kPrepThreads) {
+                    const int pp = e / kc, dd = e % kc;
+                    xt[((size_t)b * L + p0 + pp) * D + d0 + dd] = xs[(size_t)pp * KS + dd];
+                }
+            }
+        }
+        for (int s = wk; s < KC / 16; s += GK) {
+            const int kk = s * 16 + t2;
+            uint32_t a[TM][4];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) {
+                const __half* r = ws + (size_t)((wm * TM + i) * 16 + g) * KS + kk;
+                a[i][0] = lds32(r);
+                a[i][1] = lds32(r + 8 * KS);
+                a[i][2] = lds32(r + 8);
+                a[i][3] = lds32(r + 8 * KS + 8);
+            }
+#pragma unroll
+            for (int j = 0; j < TN; ++j) {
+                const __half* r = xs + (size_t)((wn * TN + j) * 8 + g) * KS + kk;
+                const uint32_t b0 = lds32(r), b1 = lds32(r + 8);
+#pragma unroll
+                for (int i = 0; i < TM; ++i) mma_16816(acc[i][j], a[i], b0, b1);
+            }
+        }
+        __syncthreads();
+    }
+    float* mine = out_s + (size_t)wk * BM * (BN + 1);
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int m = (wm * TM + i) * 16 + g, n = (wn * TN + j) * 8 + t2;
+            mine[m * (BN + 1) + n] = acc[i][j][0];
+            mine[m * (BN + 1) + n + 1] = acc[i][j][1];
+            mine[(m + 8) * (BN + 1) + n] = acc[i][j][2];
+            mine[(m + 8) * (BN + 1) + n + 1] = acc[i][j][3];
+        }
+    __syncthreads();
+    // one x_dbl row per thread, walking the pixels (as in ss2d_prep_kernel); the GK partial tiles are
+    // added in a fixed order
+    static_assert(kPrepThreads % BM == 0, "whole rows per thread");
+    const int mm = tid % BM;
+    if (m0 + mm < M) {
+        const int m = m0 + mm;
+        const int k = direction_of(m, Cp);
+        float* dst = xdbl + ((size_t)b * kDirs + k) * L * Cp + (m - k * Cp);
+        for (int pp = tid / BM; pp < npx; pp += kPrepThreads / BM) {
+            float v = 0.f;
+#pragma unroll
+            for (int z = 0; z < GK; ++z) v += out_s[((size_t)z * BM + mm) * (BN + 1) + pp];
+            dst[seq_s[k * BN + pp] * Cp] = v;
+        }
+    }
+}
+
+template <int TM, int TN, int GM, int GN, int GK>
+vmk_status_t launch_prep_mma(const __half* x, const __half* wx, int B, int D, int H, int W, XdblCols cols, int KC,
+                             __half* xt, float* xdbl, cudaStream_t stream)
+{
+    constexpr MmaPrepTile t{TM, TN, GM, GN, GK};
+    auto kernel = ss2d_prep_mma_kernel<TM, TN, GM, GN, GK>;
+    const size_t smem = mma_prep_smem(t, KC);
+    if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
+    const int L = H * W, M = kDirs * cols.Cp;
+    kernel<<<dim3((L + t.bn() - 1) / t.bn(), (M + t.bm() - 1) / t.bm(), B), kPrepThreads, smem, stream>>>(
+        x, wx, D, H, W, cols, KC, xt, xdbl);
+    return launch_status();
+}
+
+// Prep tile choice: large tiles unless they would give fewer than 2 blocks per SM (few images, short
+// sequences), then small ones (SIMT 16 x 16; tensor cores 16 x 16 with the channel sum split 8 ways).
+inline bool prep_small_tiles(int B, int L, int M, const DeviceInfo& dev)
+{
+    return (long long)((L + kPrepPx - 1) / kPrepPx) * ((M + 63) / 64) * B < 2LL * dev.sms;
+}
+
+// Tuning and test knob: VMK_PREP_TILE = simt | large | small forces the float16 prep variant.
+inline const char* prep_override()
+{
+    const char* env = getenv("VMK_PREP_TILE");
+    return env && *env ? env : nullptr;
+}
+
+template <typename T>
+vmk_status_t launch_prep_simt(const T* x, const T* wx, int B, int D, int H, int W, XdblCols cols, T* xt, float* xdbl,
+                              cudaStream_t stream, bool small)
+{
+    const int L = H * W, M = kDirs * cols.Cp;
+    if (small)
+        ss2d_prep_kernel<T, 16, 16><<<dim3((L + 15) / 16, (M + 15) / 16, B), kPrepThreads, 0, stream>>>(
+            x, wx, D, H, W, cols, xt, xdbl);
+    else if (M <= 32)
+        ss2d_prep_kernel<T, 32, kPrepPx><<<dim3((L + kPrepPx - 1) / kPrepPx, 1, B), kPrepThreads, 0, stream>>>(
+            x, wx, D, H, W, cols, xt, xdbl);
+    else
+        ss2d_prep_kernel<T, 64, kPrepPx><<<dim3((L + kPrepPx - 1) / kPrepPx, (M + 63) / 64, B), kPrepThreads, 0,
+                                            stream>>>(x, wx, D, H, W, cols, xt, xdbl);
+    return launch_status();
+}
+
+}  // namespace
+
+vmk_status_t ss2d_prep(const float* x, const float* wx, int B, int D, int H, int W, XdblCols cols, float* xt,
+                       float* xdbl, cudaStream_t stream, const DeviceInfo& dev)
+{
+    // float32 stays on CUDA cores: float16 or TF32 operands would cost the float32 accuracy
+    return launch_prep_simt(x, wx, B, D, H, W, cols, xt, xdbl, stream, prep_small_tiles(B, H * W, kDirs * cols.Cp, dev));
+}
+
+vmk_status_t ss2d_prep(const __half* x, const __half* wx, int B, int D, int H, int W, XdblCols cols, __half* xt,
+                       float* xdbl, cudaStream_t stream, const DeviceInfo& dev)
+{
+    const int M = kDirs * cols.Cp;
+    bool small = prep_small_tiles(B, H * W, M, dev);
+    if (const char* force = prep_override()) {
+        if (!strcmp(force, "simt")) return launch_prep_simt(x, wx, B, D, H, W, cols, xt, xdbl, stream, small);
+        if (!strcmp(force, "large")) small = false;
+        if (!strcmp(force, "small")) small = true;
+    }
+    if (small) {  // the whole channel sum in one stage (up to 1024 channels): one round of loads
+        const int KC = D <= 1024 ? (D + 127) / 128 * 128 : 1024;
+        return launch_prep_mma<kMmaSmall.TM, kMmaSmall.TN, kMmaSmall.GM, kMmaSmall.GN, kMmaSmall.GK>(
+            x, wx, B, D, H, W, cols, KC, xt, xdbl, stream);
+    }
+    // Channels per stage: all of them up to 128 (one round of loads), else 128 (the shared memory
+    // then still allows the 4 blocks per SM that the registers allow).
+    const int KC = D <= 128 ? (D + 15) / 16 * 16 : 128;
+    if (M <= 32)
+        return launch_prep_mma<kMmaRows32.TM, kMmaRows32.TN, kMmaRows32.GM, kMmaRows32.GN, kMmaRows32.GK>(
+            x, wx, B, D, H, W, cols, KC, xt, xdbl, stream);
+    return launch_prep_mma<kMmaRows64.TM, kMmaRows64.TN, kMmaRows64.GM, kMmaRows64.GN, kMmaRows64.GK>(
+        x, wx, B, D, H, W, cols, KC, xt, xdbl, stream);
+}
+
+}  // namespace vmk

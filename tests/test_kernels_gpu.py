@@ -230,6 +230,42 @@ def test_vmeanba_reduced_scan_alone(variant):
     assert err < TOL[torch.float32]
 
 
+# The statistics kernel's choices: channel splits per block (VMK_VMEANBA_SPLITS; the launcher takes
+# more of them for few positions) and the dt source (tensor-core fragments for float16 up to rank 64,
+# CUDA cores for float32 and VMK_SCAN_DT=simt). Shapes: the VMamba-T stage widths and ranks, d_state
+# 16 with ranks of one to four k-steps, odd ranks, channels not a multiple of 8, sequences that end
+# inside a 16-position tile; every variant.
+VMEANBA_FORCED_SHAPES = [
+    (2, 96, 28, 28, 1, 6),
+    (3, 192, 14, 14, 1, 12),
+    (2, 768, 7, 7, 1, 48),
+    (2, 40, 9, 11, 16, 24),
+    (1, 70, 5, 13, 1, 5),
+    (2, 33, 10, 10, 4, 64),
+    (1, 12, 3, 3, 16, 40),
+]
+
+
+@pytest.mark.parametrize("dt", ["auto", "simt"])
+@pytest.mark.parametrize("splits", [1, 2, 4, 8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("shape", VMEANBA_FORCED_SHAPES, ids=_ids(VMEANBA_FORCED_SHAPES))
+def test_vmeanba_scan_every_decomposition(shape, dtype, splits, dt, monkeypatch):
+    if dtype == torch.float32 and dt == "simt":
+        pytest.skip("float32 always takes CUDA cores: the same case as dt=auto")
+    B, D, H, W, N, R = shape
+    monkeypatch.setenv("VMK_VMEANBA_SPLITS", str(splits))
+    monkeypatch.setenv("VMK_SCAN_DT", dt)
+    for variant in range(3):
+        x, params = make_inputs(B, D, H, W, N, R, dtype, seed=41 + splits + variant, ds_scale=0.05)
+        want = reference64(ref.vmeanba_scan, x, params, variant)
+        out = torch.full_like(x, float("nan"))
+        kernels.vmeanba_scan(x, *params.values(), variant=variant, out=out)
+        err = rel_err(out, want)
+        print(f"vmeanba v{variant} splits={splits} dt={dt} {shape} {dtype}: rel err {err:.2e}")
+        assert err < TOL[dtype]
+
+
 QUARTERMAP_CASES = [  # (B, C, H, W, stride, keep)
     (1, 3, 7, 7, 2, 1),
     (2, 5, 8, 13, 2, 1),

@@ -44,6 +44,15 @@ __device__ __forceinline__ float fast_log2(float x)
     return y;
 }
 
+// 1 / x on the special-function unit, one instruction (__fdividef adds a range fix-up for tiny and
+// huge divisors, which the one use below, a divisor in [2^-24, 1], never needs).
+__device__ __forceinline__ float fast_rcp(float x)
+{
+    float y;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 // torch.nn.functional.softplus (inputs above 20 pass through), branch-free:
 // softplus(v) = max(v, 0) + log1p(z), z = exp(-|v|) in (0, 1]. log1p(z) = log(w) * z / (w - 1),
 // w = 1 + z rounded (Goldberg's correction: exact to a few ulp even where w - 1 loses z's low bits,
@@ -55,7 +64,7 @@ __device__ __forceinline__ float softplus_f32(float v)
     const float z = fast_exp2(-fabsf(v) * kLog2e);
     const float w = 1.f + z;
     const float wm1 = w - 1.f;
-    const float l1p = wm1 == 0.f ? z : fast_log2(w) * kLn2 * __fdividef(z, wm1);
+    const float l1p = wm1 == 0.f ? z : fast_log2(w) * kLn2 * (z * fast_rcp(wm1));
     const float sp = fmaxf(v, 0.f) + l1p;
     return v > 20.f ? v : sp;
 }
@@ -66,6 +75,16 @@ __host__ __device__ __forceinline__ int seq_index(int k, int i, int j, int H, in
     const int L = H * W;
     const int l = (k & 1) ? j * H + i : i * W + j;
     return k >= 2 ? L - 1 - l : l;
+}
+
+// The inverse: the pixel (row-major index) at position t of direction k's sequence.
+__host__ __device__ __forceinline__ int seq_pixel(int k, int t, int H, int W)
+{
+    const int L = H * W;
+    const int l = k >= 2 ? L - 1 - t : t;
+    if (!(k & 1)) return l;
+    const int j = l / H, i = l - j * H;
+    return i * W + j;
 }
 
 struct DeviceInfo {

@@ -210,6 +210,14 @@ int main()
             run_scan(2, 5, 7, 9, 1, 3, dt, variant, rng);
             run_scan(1, 3, 6, 11, 16, 5, dt, variant, rng);
         }
+        // VMeanbaScan statistics: tensor-core fragments of two and three k-steps (ranks 24, 48), an
+        // odd rank (scalar W_dt pairs), channels not a multiple of 8, and forced channel splits
+        run_scan(2, 40, 9, 11, 1, 24, dt, 0, rng);
+        run_scan(1, 21, 7, 7, 16, 48, dt, 1, rng);
+        setenv("VMK_VMEANBA_SPLITS", "8", 1);
+        run_scan(1, 70, 5, 13, 1, 5, dt, 2, rng);
+        run_scan(3, 12, 6, 6, 16, 12, dt, 0, rng);
+        unsetenv("VMK_VMEANBA_SPLITS");
         run_quartermap(2, 3, 7, 9, 2, 1, dt, rng);
         run_quartermap(1, 2, 8, 5, 3, 2, dt, rng);
         // narrow maps: runs crossing rows and planes (output widths 7, 14, 5, 1, 3 / up 14, 28,

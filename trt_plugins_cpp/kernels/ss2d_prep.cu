@@ -663,9 +663,9 @@ vmk_status_t ss2d_prep(const __half* x, const __half* wx, int B, int D, int H, i
 {
     const int M = kDirs * cols.Cp, L = H * W;
     bool small = prep_small_tiles(B, L, M, dev);
-    // Flat tiles (1c) for short sequences, where their grid gives every SM a block (VMamba stages 1-3
-    // from a batch of about 16 / 32 / 64): there 1b waits on load latency (empty pixel slots, x re-read
-    // per row tile, no overlap of loads and MMA). Not at L > 1024 (stage 0, 3136 pixels: whole tiles,
+    // Flat tiles (1c) for short sequences, where their grid gives every SM a block (VMamba-T stages 1-3
+    // from 11 / 22 / 42 images on 132 SMs): there 1b waits on load latency (empty pixel slots, x
+    // re-read per row tile, no overlap of loads and MMA). Not at L > 1024 (stage 0, 3136 pixels: whole tiles,
     // M <= 64 is one row tile, and 1b runs near its bytes floor), and not for few images (batch 1),
     // whose flat grid would leave SMs idle: the 1b tiles split the work finer there.
     const FlatPrepPlan flat = flat_prep_plan(B, L, M, dev);

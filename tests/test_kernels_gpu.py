@@ -194,12 +194,14 @@ def test_ss2d_scan_without_skip_term():
 # The float16 flat prep (VMK_PREP_TILE=flat; 64-pixel tiles over the flat (image, pixel) order, all
 # x_dbl rows of a tile in one block up to 320, VMK_PREP_FLAT_ROWS forces the rows per block). Shapes:
 # tiles that span images (L does not divide 64, down to L = 15), batch 1 and > 1, L a multiple of 8
-# (16-byte pixel runs) and not (2-byte loads), D not a multiple of 8 (scalar W_x and xt) or of the
+# (16-byte pixel runs), of 4 only (8-byte runs) and odd (2-byte loads), D not a multiple of 8 (scalar
+# W_x and xt) or of the
 # 64-channel chunk and D > 1024 (several chunks through both buffers), d_state 1 and 16, dt_rank 6,
 # 12, 24, 40, 48, 64 (x_dbl rows 32 to 384: one row tile, skipped m-tiles, more than one row tile).
 FLAT_PREP_SHAPES = [(3, 40, 7, 7, 1, 6), (5, 33, 14, 14, 1, 24), (1, 96, 7, 9, 1, 48), (4, 64, 28, 28, 1, 12),
                     (3, 20, 4, 6, 1, 6), (2, 136, 8, 9, 16, 12), (3, 200, 5, 7, 16, 48), (2, 24, 9, 8, 1, 40),
-                    (2, 1040, 3, 5, 1, 64), (1, 72, 5, 5, 16, 64), (7, 48, 9, 10, 16, 24)]
+                    (2, 1040, 3, 5, 1, 64), (1, 72, 5, 5, 16, 64), (7, 48, 9, 10, 16, 24), (3, 56, 6, 10, 16, 12),
+                    (2, 20, 2, 10, 1, 6)]
 
 
 @pytest.mark.parametrize("rows", ["auto", 64, 128, 160, 224, 320])

@@ -324,10 +324,10 @@ vmk_status_t launch_prep_mma(const __half* x, const __half* wx, int B, int D, in
 //   the grid would not give every SM a block (flat_prep_plan);
 // - channels are staged 64 at a time in two buffers: the next chunk's W_x goes to shared memory by
 //   cp.async and its x into registers while the current chunk's MMA runs (one __syncthreads per chunk);
-// - x is read along pixels: 16-byte runs of 8 pixels where L % 8 == 0 (a run then stays inside one
-//   image and aligned), else 2-byte loads, 4 lanes per channel pair and 8 consecutive pixels per
-//   warp row. Both orders store to the [pixel][channel] tile without bank conflicts (row stride 36
-//   words: lane -> bank 4 pixel + pair).
+// - x is read along pixels: runs of 8 or 4 pixels (16 or 8 bytes) where L is a multiple of the run
+//   (a run then stays inside one image and aligned), else 2-byte loads, 4 lanes per channel pair
+//   and 8 consecutive pixels per 4-lane group. All three store to the [pixel][channel] tile without
+//   bank conflicts (row stride 36 words: bank 4 pixel + pair, distinct over a warp's lanes).
 // 8 warps: 2 row warps x 4 pixel warps of 16 pixels; a row warp's m-tiles interleave with the other's
 // (tile i * 2 + wm) and tiles past M are skipped, so a partly used BM costs no MMA.
 constexpr int kFlatPx = 64, kFlatKC = 64, kFlatKS = kFlatKC + 8;  // pixels, channels per chunk, row stride (halves)
@@ -351,7 +351,7 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool fill
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
-template <int TM, bool XVEC>
+template <int TM, int XRUN>
 __global__ void __launch_bounds__(kPrepThreads, TM <= 7 ? 2 : 1) ss2d_prep_flat_kernel(
     const __half* __restrict__ x, const __half* __restrict__ wx, int B, int D, int H, int W, XdblCols cols,
     __half* __restrict__ xt, float* __restrict__ xdbl)
@@ -359,7 +359,8 @@ __global__ void __launch_bounds__(kPrepThreads, TM <= 7 ? 2 : 1) ss2d_prep_flat_
     constexpr int BM = 16 * TM * kFlatGM, BN = kFlatPx, KC = kFlatKC, KS = kFlatKS;
     constexpr int STAGE = (BN + BM) * KS;  // halves per stage: x [BN][KS], then W_x [BM][KS]
     static_assert(kFlatGM * kFlatGN * 32 == kPrepThreads && kFlatGN * kFlatTN * 8 == BN, "8 warps over 64 pixels");
-    static_assert(KC == 64, "x loads: 32 lanes x 2 channels (16-byte runs) or 8 x 4 x 2 (2-byte loads)");
+    static_assert(KC == 64, "x loads: 32 lanes x 2 channels (runs) or 8 x 4 x 2 (2-byte loads)");
+    static_assert(XRUN == 8 || XRUN == 4 || XRUN == 1, "pixel runs of 16, 8 or 2 bytes");
     static_assert((size_t)BM * (BN + 1) * sizeof(float) <= 2 * STAGE * sizeof(__half), "out_s fits in the stages");
     extern __shared__ __align__(16) unsigned char smem_raw[];
     __half* stages = reinterpret_cast<__half*>(smem_raw);
@@ -391,46 +392,62 @@ __global__ void __launch_bounds__(kPrepThreads, TM <= 7 ? 2 : 1) ss2d_prep_flat_
         wrow_s[mm] = sr >= 0 ? ((long long)k * C + sr) * D : -1;
     }
 
-    // This thread's x: 16-byte runs: channel pair `lane` of pixels 8 warp .. 8 warp + 7; 2-byte loads:
-    // pixel 8 warp + g, channel pairs 4 i + (lane & 3), i < 8. Pixels past the last one load zeros.
-    const int xpp = XVEC ? 8 * warp : 8 * warp + g;
-    const bool xin = xpp < npx;  // with 16-byte runs B L is a multiple of 8, so a run is whole or absent
-    const __half* xsrc = x;
-    if (xin) {
-        const long long gp = gp0 + xpp;
-        const int b = (int)(gp / L);
-        xsrc = x + (size_t)b * D * L + (size_t)(gp - (long long)b * L);
+    // This thread's x. Runs of XRUN = 8 or 4 pixels (16 or 8 bytes; L a multiple of XRUN, so a run
+    // stays inside one image, aligned, and is whole or past the last pixel): channel pair `lane` of
+    // runs warp + 8 u, u < 8 / XRUN. 2-byte loads (XRUN 1): pixel 8 warp + g, channel pairs
+    // 4 i + (lane & 3), i < 8. Pixels past the last one load zeros.
+    constexpr int XU = XRUN > 1 ? 8 / XRUN : 1;  // runs (or pixels) per thread
+    using XRun = typename std::conditional<XRUN == 8, uint4, uint2>::type;
+    int xpp[XU];
+    bool xin[XU];
+    const __half* xsrc[XU];
+#pragma unroll
+    for (int u = 0; u < XU; ++u) {
+        xpp[u] = XRUN > 1 ? XRUN * (warp + 8 * u) : 8 * warp + g;
+        xin[u] = xpp[u] < npx;
+        xsrc[u] = x;
+        if (xin[u]) {
+            const long long gp = gp0 + xpp[u];
+            const int b = (int)(gp / L);
+            xsrc[u] = x + (size_t)b * D * L + (size_t)(gp - (long long)b * L);
+        }
     }
-    uint4 xr[2];     // 16-byte runs: channels d, d + 1
+    XRun xr[XU][2];  // runs: channels d, d + 1
     __half2 xh[8];   // 2-byte loads: 8 channel pairs (the unused one of the two arrays is dropped)
     const __half zero = __float2half_rn(0.f);
     auto load_x = [&](int d0) {
-        if constexpr (XVEC) {
+        if constexpr (XRUN > 1) {
             const int d = d0 + 2 * lane;
-            xr[0] = xin && d < D ? *reinterpret_cast<const uint4*>(xsrc + (size_t)d * L) : make_uint4(0, 0, 0, 0);
-            xr[1] = xin && d + 1 < D ? *reinterpret_cast<const uint4*>(xsrc + (size_t)(d + 1) * L)
-                                                : make_uint4(0, 0, 0, 0);
+            const XRun none{};
+#pragma unroll
+            for (int u = 0; u < XU; ++u) {
+                xr[u][0] = xin[u] && d < D ? *reinterpret_cast<const XRun*>(xsrc[u] + (size_t)d * L) : none;
+                xr[u][1] = xin[u] && d + 1 < D ? *reinterpret_cast<const XRun*>(xsrc[u] + (size_t)(d + 1) * L) : none;
+            }
         } else {
 #pragma unroll
             for (int i = 0; i < 8; ++i) {
                 const int d = d0 + 2 * (4 * i + (lane & 3));
-                const __half v0 = xin && d < D ? xsrc[(size_t)d * L] : zero;
-                const __half v1 = xin && d + 1 < D ? xsrc[(size_t)(d + 1) * L] : zero;
+                const __half v0 = xin[0] && d < D ? xsrc[0][(size_t)d * L] : zero;
+                const __half v1 = xin[0] && d + 1 < D ? xsrc[0][(size_t)(d + 1) * L] : zero;
                 xh[i] = __halves2half2(v0, v1);
             }
         }
     };
     auto store_x = [&](__half* xs) {
-        if constexpr (XVEC) {
-            const __half* h0 = reinterpret_cast<const __half*>(&xr[0]);
-            const __half* h1 = reinterpret_cast<const __half*>(&xr[1]);
+        if constexpr (XRUN > 1) {
 #pragma unroll
-            for (int q = 0; q < 8; ++q)
-                *reinterpret_cast<__half2*>(xs + (xpp + q) * KS + 2 * lane) = __halves2half2(h0[q], h1[q]);
+            for (int u = 0; u < XU; ++u) {
+                const __half* h0 = reinterpret_cast<const __half*>(&xr[u][0]);
+                const __half* h1 = reinterpret_cast<const __half*>(&xr[u][1]);
+#pragma unroll
+                for (int q = 0; q < XRUN; ++q)
+                    *reinterpret_cast<__half2*>(xs + (xpp[u] + q) * KS + 2 * lane) = __halves2half2(h0[q], h1[q]);
+            }
         } else {
 #pragma unroll
             for (int i = 0; i < 8; ++i)
-                *reinterpret_cast<__half2*>(xs + xpp * KS + 2 * (4 * i + (lane & 3))) = xh[i];
+                *reinterpret_cast<__half2*>(xs + xpp[0] * KS + 2 * (4 * i + (lane & 3))) = xh[i];
         }
     };
     // W_x rows of chunk d0 (zero for padding rows and channels >= D); rows of m-tiles past M are not
@@ -545,12 +562,12 @@ __global__ void __launch_bounds__(kPrepThreads, TM <= 7 ? 2 : 1) ss2d_prep_flat_
     }
 }
 
-template <int TM, bool XVEC>
+template <int TM, int XRUN>
 vmk_status_t launch_prep_flat_tm(const __half* x, const __half* wx, int B, int D, int H, int W, XdblCols cols,
                                  __half* xt, float* xdbl, cudaStream_t stream)
 {
     constexpr int BM = 16 * TM * kFlatGM;
-    auto kernel = ss2d_prep_flat_kernel<TM, XVEC>;
+    auto kernel = ss2d_prep_flat_kernel<TM, XRUN>;
     const size_t smem = flat_prep_smem(BM);
     if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
     const long long tiles = ((long long)B * H * W + kFlatPx - 1) / kFlatPx;
@@ -565,8 +582,10 @@ template <int TM>
 vmk_status_t launch_prep_flat_rows(const __half* x, const __half* wx, int B, int D, int H, int W, XdblCols cols,
                                    __half* xt, float* xdbl, cudaStream_t stream)
 {
-    return (H * W) % 8 == 0 ? launch_prep_flat_tm<TM, true>(x, wx, B, D, H, W, cols, xt, xdbl, stream)
-                            : launch_prep_flat_tm<TM, false>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    const int L = H * W;  // the widest pixel run that stays aligned and inside one image
+    if (L % 8 == 0) return launch_prep_flat_tm<TM, 8>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    if (L % 4 == 0) return launch_prep_flat_tm<TM, 4>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    return launch_prep_flat_tm<TM, 1>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
 }
 
 vmk_status_t launch_prep_flat(int rows, const __half* x, const __half* wx, int B, int D, int H, int W, XdblCols cols,

@@ -190,6 +190,41 @@ def test_ss2d_scan_without_skip_term():
     assert err < TOL[torch.float32]
 
 
+
+# The float16 flat prep (VMK_PREP_TILE=flat; 64-pixel tiles over the flat (image, pixel) order, all
+# x_dbl rows of a tile in one block up to 320, VMK_PREP_FLAT_ROWS forces the rows per block). Shapes:
+# tiles that span images (L does not divide 64, down to L = 15), batch 1 and > 1, L a multiple of 8
+# (16-byte pixel runs), of 4 only (8-byte runs) and odd (2-byte loads), D not a multiple of 8 (scalar
+# W_x and xt) or of the
+# 64-channel chunk and D > 1024 (several chunks through both buffers), d_state 1 and 16, dt_rank 6,
+# 12, 24, 40, 48, 64 (x_dbl rows 32 to 384: one row tile, skipped m-tiles, more than one row tile).
+FLAT_PREP_SHAPES = [(3, 40, 7, 7, 1, 6), (5, 33, 14, 14, 1, 24), (1, 96, 7, 9, 1, 48), (4, 64, 28, 28, 1, 12),
+                    (3, 20, 4, 6, 1, 6), (2, 136, 8, 9, 16, 12), (3, 200, 5, 7, 16, 48), (2, 24, 9, 8, 1, 40),
+                    (2, 1040, 3, 5, 1, 64), (1, 72, 5, 5, 16, 64), (7, 48, 9, 10, 16, 24), (3, 56, 6, 10, 16, 12),
+                    (2, 20, 2, 10, 1, 6)]
+
+
+@pytest.mark.parametrize("rows", ["auto", 64, 128, 160, 224, 320])
+@pytest.mark.parametrize("shape", FLAT_PREP_SHAPES, ids=_ids(FLAT_PREP_SHAPES))
+def test_ss2d_scan_flat_fp16_prep(shape, rows, monkeypatch):
+    check_forced_decomposition(shape, torch.float16, {"VMK_PREP_TILE": "flat", "VMK_PREP_FLAT_ROWS": rows}, 41,
+                               monkeypatch)
+
+
+# The launcher's own choice (no knob set) at the VMamba-T stage 1-3 shapes: batch 128, the first batch
+# at which it takes the flat prep on 132 SMs (11 / 22 / 42 images), and a batch below that (the
+# other float16 kernels); a d_state-16 stage-2 shape.
+@pytest.mark.parametrize("shape", [(8, 192, 28, 28, 1, 12), (11, 192, 28, 28, 1, 12), (128, 192, 28, 28, 1, 12),
+                                   (16, 384, 14, 14, 1, 24), (22, 384, 14, 14, 1, 24), (128, 384, 14, 14, 1, 24),
+                                   (32, 768, 7, 7, 1, 48), (42, 768, 7, 7, 1, 48), (128, 768, 7, 7, 1, 48),
+                                   (64, 384, 14, 14, 16, 24)],
+                         ids=lambda s: "B{}_D{}_{}x{}_N{}_R{}".format(*s))
+def test_ss2d_scan_fp16_short_sequence_stages(shape, monkeypatch):
+    monkeypatch.delenv("VMK_PREP_TILE", raising=False)
+    monkeypatch.delenv("VMK_PREP_FLAT_ROWS", raising=False)
+    check_forced_decomposition(shape, torch.float16, {}, 43, monkeypatch)
+
+
 VMEANBA_SHAPES = [
     (1, 8, 7, 9, 1, 3),
     (2, 16, 13, 11, 16, 6),

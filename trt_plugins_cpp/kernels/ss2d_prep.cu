@@ -314,6 +314,317 @@ vmk_status_t launch_prep_mma(const __half* x, const __half* wx, int B, int D, in
     return launch_status();
 }
 
+// 1c. prep for short sequences on tensor cores (float16 I/O): the same GEMM and outputs as 1b, built
+// for L of a few hundred pixels or less (VMamba stages 1-3), where 1b waits on load latency: its
+// per-image pixel tiles leave slots empty (49 of 64 at 7x7), each 64-row tile re-reads x, and each
+// channel stage's loads finish before its MMA starts. Here:
+// - a pixel tile is 64 consecutive pixels of the flat (image, pixel) order, so it may span images and
+//   only the grid's last tile has empty slots;
+// - a block holds BM = 32 TM x_dbl rows, all of them up to 320 (x read once per tile), fewer where
+//   the grid would not give every SM a block (flat_prep_plan);
+// - channels are staged 64 at a time in two buffers: the next chunk's W_x goes to shared memory by
+//   cp.async and its x into registers while the current chunk's MMA runs (one __syncthreads per chunk);
+// - x is read along pixels: runs of 8 or 4 pixels (16 or 8 bytes) where L is a multiple of the run
+//   (a run then stays inside one image and aligned), else 2-byte loads, 4 lanes per channel pair
+//   and 8 consecutive pixels per 4-lane group. All three store to the [pixel][channel] tile without
+//   bank conflicts (row stride 36 words: bank 4 pixel + pair, distinct over a warp's lanes).
+// 8 warps: 2 row warps x 4 pixel warps of 16 pixels; a row warp's m-tiles interleave with the other's
+// (tile i * 2 + wm) and tiles past M are skipped, so a partly used BM costs no MMA.
+constexpr int kFlatPx = 64, kFlatKC = 64, kFlatKS = kFlatKC + 8;  // pixels, channels per chunk, row stride (halves)
+constexpr int kFlatGM = 2, kFlatGN = 4, kFlatTN = 2;                // row warps, pixel warps, n8 tiles per warp
+constexpr int kFlatRows[] = {64, 128, 160, 224, 320};              // BM choices (TM = 2, 4, 5, 7, 10)
+constexpr int kFlatMaxPixels = 1024;                               // longest L the launcher gives the flat tiles
+
+inline size_t flat_prep_smem(int BM)
+{
+    return 2 * (size_t)(kFlatPx + BM) * kFlatKS * sizeof(__half)  // two chunk stages; the epilogue reuses them
+           + (size_t)kDirs * kFlatPx * sizeof(long long)           // x_dbl row offset of each (direction, pixel)
+           + (size_t)BM * sizeof(long long);                       // W_x row offset of each x_dbl row
+}
+
+// 16 bytes global -> shared without a register round trip (sm_80+); fill = false writes 16 zero bytes.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool fill)
+{
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(fill ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+template <int TM, int XRUN>
+__global__ void __launch_bounds__(kPrepThreads, TM <= 7 ? 2 : 1) ss2d_prep_flat_kernel(
+    const __half* __restrict__ x, const __half* __restrict__ wx, int B, int D, int H, int W, XdblCols cols,
+    __half* __restrict__ xt, float* __restrict__ xdbl)
+{
+    constexpr int BM = 16 * TM * kFlatGM, BN = kFlatPx, KC = kFlatKC, KS = kFlatKS;
+    constexpr int STAGE = (BN + BM) * KS;  // halves per stage: x [BN][KS], then W_x [BM][KS]
+    static_assert(kFlatGM * kFlatGN * 32 == kPrepThreads && kFlatGN * kFlatTN * 8 == BN, "8 warps over 64 pixels");
+    static_assert(KC == 64, "x loads: 32 lanes x 2 channels (runs) or 8 x 4 x 2 (2-byte loads)");
+    static_assert(XRUN == 8 || XRUN == 4 || XRUN == 1, "pixel runs of 16, 8 or 2 bytes");
+    static_assert((size_t)BM * (BN + 1) * sizeof(float) <= 2 * STAGE * sizeof(__half), "out_s fits in the stages");
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    __half* stages = reinterpret_cast<__half*>(smem_raw);
+    float* out_s = reinterpret_cast<float*>(smem_raw);  // [BM][BN + 1], after the channel loop
+    long long* rowoff_s = reinterpret_cast<long long*>(stages + 2 * STAGE);  // [4][BN], -1 past the last pixel
+    long long* wrow_s = rowoff_s + kDirs * BN;                               // [BM], -1 for a zero row
+    const int Cp = cols.Cp, C = cols.R + 2 * cols.N, M = kDirs * Cp, L = H * W;
+    const long long BL = (long long)B * L, gp0 = (long long)blockIdx.x * BN;
+    const int m0 = blockIdx.y * BM;
+    const int npx = (int)min((long long)BN, BL - gp0);
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t2 = (lane & 3) * 2;
+    const int wm = warp / kFlatGN, wn = warp % kFlatGN;
+    const bool dvec = D % 8 == 0;  // W_x rows and xt rows in 16-byte runs
+    const int nchunks = (D + KC - 1) / KC;
+
+    for (int e = tid; e < kDirs * BN; e += kPrepThreads) {
+        const int k = e / BN, pp = e % BN;
+        long long off = -1;
+        if (pp < npx) {
+            const long long gp = gp0 + pp;
+            const int b = (int)(gp / L), p = (int)(gp - (long long)b * L);
+            off = ((long long)(b * kDirs + k) * L + seq_index(k, p / W, p % W, H, W)) * Cp;
+        }
+        rowoff_s[e] = off;
+    }
+    for (int mm = tid; mm < BM; mm += kPrepThreads) {
+        const int m = m0 + mm, k = direction_of(m, Cp), sr = m < M ? cols.source(m - k * Cp) : -1;
+        wrow_s[mm] = sr >= 0 ? ((long long)k * C + sr) * D : -1;
+    }
+
+    // This thread's x. Runs of XRUN = 8 or 4 pixels (16 or 8 bytes; L a multiple of XRUN, so a run
+    // stays inside one image, aligned, and is whole or past the last pixel): channel pair `lane` of
+    // runs warp + 8 u, u < 8 / XRUN. 2-byte loads (XRUN 1): pixel 8 warp + g, channel pairs
+    // 4 i + (lane & 3), i < 8. Pixels past the last one load zeros.
+    constexpr int XU = XRUN > 1 ? 8 / XRUN : 1;  // runs (or pixels) per thread
+    using XRun = typename std::conditional<XRUN == 8, uint4, uint2>::type;
+    int xpp[XU];
+    bool xin[XU];
+    const __half* xsrc[XU];
+#pragma unroll
+    for (int u = 0; u < XU; ++u) {
+        xpp[u] = XRUN > 1 ? XRUN * (warp + 8 * u) : 8 * warp + g;
+        xin[u] = xpp[u] < npx;
+        xsrc[u] = x;
+        if (xin[u]) {
+            const long long gp = gp0 + xpp[u];
+            const int b = (int)(gp / L);
+            xsrc[u] = x + (size_t)b * D * L + (size_t)(gp - (long long)b * L);
+        }
+    }
+    XRun xr[XU][2];  // runs: channels d, d + 1
+    __half2 xh[8];   // 2-byte loads: 8 channel pairs (the unused one of the two arrays is dropped)
+    const __half zero = __float2half_rn(0.f);
+    auto load_x = [&](int d0) {
+        if constexpr (XRUN > 1) {
+            const int d = d0 + 2 * lane;
+            const XRun none{};
+#pragma unroll
+            for (int u = 0; u < XU; ++u) {
+                xr[u][0] = xin[u] && d < D ? *reinterpret_cast<const XRun*>(xsrc[u] + (size_t)d * L) : none;
+                xr[u][1] = xin[u] && d + 1 < D ? *reinterpret_cast<const XRun*>(xsrc[u] + (size_t)(d + 1) * L) : none;
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                const int d = d0 + 2 * (4 * i + (lane & 3));
+                const __half v0 = xin[0] && d < D ? xsrc[0][(size_t)d * L] : zero;
+                const __half v1 = xin[0] && d + 1 < D ? xsrc[0][(size_t)(d + 1) * L] : zero;
+                xh[i] = __halves2half2(v0, v1);
+            }
+        }
+    };
+    auto store_x = [&](__half* xs) {
+        if constexpr (XRUN > 1) {
+#pragma unroll
+            for (int u = 0; u < XU; ++u) {
+                const __half* h0 = reinterpret_cast<const __half*>(&xr[u][0]);
+                const __half* h1 = reinterpret_cast<const __half*>(&xr[u][1]);
+#pragma unroll
+                for (int q = 0; q < XRUN; ++q)
+                    *reinterpret_cast<__half2*>(xs + (xpp[u] + q) * KS + 2 * lane) = __halves2half2(h0[q], h1[q]);
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < 8; ++i)
+                *reinterpret_cast<__half2*>(xs + xpp[0] * KS + 2 * (4 * i + (lane & 3))) = xh[i];
+        }
+    };
+    // W_x rows of chunk d0 (zero for padding rows and channels >= D); rows of m-tiles past M are not
+    // read by the MMA and not loaded
+    auto load_w = [&](int d0, __half* ws) {
+        for (int e = tid; e < BM * (KC / 8); e += kPrepThreads) {
+            const int mm = e >> 3, dq = (e & 7) * 8;
+            if (m0 + (mm & ~15) >= M) continue;
+            const long long r = wrow_s[mm];
+            __half* dst = ws + mm * KS + dq;
+            if (dvec) {
+                const bool in = r >= 0 && d0 + dq < D;
+                cp_async16(dst, in ? wx + r + d0 + dq : wx, in);
+            } else {
+#pragma unroll
+                for (int q = 0; q < 8; ++q) dst[q] = r >= 0 && d0 + dq + q < D ? wx[r + d0 + dq + q] : zero;
+            }
+        }
+        cp_async_commit();
+    };
+
+    float acc[TM][kFlatTN][4];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < kFlatTN; ++j)
+#pragma unroll
+            for (int q = 0; q < 4; ++q) acc[i][j][q] = 0.f;
+
+    __syncthreads();  // the row tables
+    load_w(0, stages + BN * KS);
+    load_x(0);
+    store_x(stages);
+    for (int c = 0; c < nchunks; ++c) {
+        const int d0 = c * KC;
+        const __half* xs = stages + (c & 1) * STAGE;
+        const __half* ws = xs + BN * KS;
+        __half* next = stages + ((c + 1) & 1) * STAGE;
+        cp_async_wait_all();
+        // chunk c is complete in its stage, and every warp is done with chunk c - 1's stage (next)
+        __syncthreads();
+        const bool more = c + 1 < nchunks;
+        if (more) {  // in flight during this chunk's MMA
+            load_w(d0 + KC, next + BN * KS);
+            load_x(d0 + KC);
+        }
+        if (blockIdx.y == 0) {  // channels-last copy of x: the tile's pixels are consecutive rows of xt
+            const int kc = min(KC, D - d0);
+            __half* xtb = xt + (size_t)gp0 * D + d0;
+            if (dvec) {
+                for (int e = tid; e < npx * (KC / 8); e += kPrepThreads) {
+                    const int pp = e >> 3, dq = (e & 7) * 8;
+                    if (dq < kc)
+                        *reinterpret_cast<uint4*>(xtb + (size_t)pp * D + dq) = *reinterpret_cast<const uint4*>(xs + pp * KS + dq);
+                }
+            } else {
+                for (int e = tid; e < npx * kc; e += kPrepThreads) {
+                    const int pp = e / kc, dd = e - pp * kc;
+                    xtb[(size_t)pp * D + dd] = xs[pp * KS + dd];
+                }
+            }
+        }
+#pragma unroll
+        for (int s = 0; s < KC / 16; ++s) {
+            if (d0 + s * 16 >= D) break;  // zero channels past D (block-uniform)
+            const int kk = s * 16 + t2;
+            uint32_t bf[kFlatTN][2];
+#pragma unroll
+            for (int j = 0; j < kFlatTN; ++j) {
+                const __half* r = xs + ((wn * kFlatTN + j) * 8 + g) * KS + kk;
+                bf[j][0] = lds32(r);
+                bf[j][1] = lds32(r + 8);
+            }
+#pragma unroll
+            for (int i = 0; i < TM; ++i) {
+                const int mt = i * kFlatGM + wm;
+                if (m0 + mt * 16 >= M) continue;  // warp-uniform
+                const __half* r = ws + (mt * 16 + g) * KS + kk;
+                uint32_t a[4];
+                a[0] = lds32(r);
+                a[1] = lds32(r + 8 * KS);
+                a[2] = lds32(r + 8);
+                a[3] = lds32(r + 8 * KS + 8);
+#pragma unroll
+                for (int j = 0; j < kFlatTN; ++j) mma_16816(acc[i][j], a, bf[j][0], bf[j][1]);
+            }
+        }
+        if (more) store_x(next);
+    }
+    __syncthreads();  // every warp is done with the stages, which out_s reuses
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int mt = i * kFlatGM + wm;
+        if (m0 + mt * 16 >= M) continue;
+#pragma unroll
+        for (int j = 0; j < kFlatTN; ++j) {
+            const int m = mt * 16 + g, n = (wn * kFlatTN + j) * 8 + t2;
+            out_s[m * (BN + 1) + n] = acc[i][j][0];
+            out_s[m * (BN + 1) + n + 1] = acc[i][j][1];
+            out_s[(m + 8) * (BN + 1) + n] = acc[i][j][2];
+            out_s[(m + 8) * (BN + 1) + n + 1] = acc[i][j][3];
+        }
+    }
+    __syncthreads();
+    // consecutive threads take consecutive rows m of one pixel: for a (pixel, direction) the lanes
+    // write consecutive columns of its Cp contiguous floats (coalesced)
+    for (int e = tid; e < BM * BN; e += kPrepThreads) {
+        const int mm = e % BM, pp = e / BM, m = m0 + mm;
+        if (m >= M || pp >= npx) continue;
+        const int k = direction_of(m, Cp);
+        xdbl[rowoff_s[k * BN + pp] + (m - k * Cp)] = out_s[mm * (BN + 1) + pp];
+    }
+}
+
+template <int TM, int XRUN>
+vmk_status_t launch_prep_flat_tm(const __half* x, const __half* wx, int B, int D, int H, int W, XdblCols cols,
+                                 __half* xt, float* xdbl, cudaStream_t stream)
+{
+    constexpr int BM = 16 * TM * kFlatGM;
+    auto kernel = ss2d_prep_flat_kernel<TM, XRUN>;
+    const size_t smem = flat_prep_smem(BM);
+    if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
+    const long long tiles = ((long long)B * H * W + kFlatPx - 1) / kFlatPx;
+    if (tiles > 0x7fffffffLL) return VMK_ERR_UNSUPPORTED;
+    const int M = kDirs * cols.Cp;
+    kernel<<<dim3((unsigned)tiles, (M + BM - 1) / BM), kPrepThreads, smem, stream>>>(x, wx, B, D, H, W, cols, xt,
+                                                                                     xdbl);
+    return launch_status();
+}
+
+template <int TM>
+vmk_status_t launch_prep_flat_rows(const __half* x, const __half* wx, int B, int D, int H, int W, XdblCols cols,
+                                   __half* xt, float* xdbl, cudaStream_t stream)
+{
+    const int L = H * W;  // the widest pixel run that stays aligned and inside one image
+    if (L % 8 == 0) return launch_prep_flat_tm<TM, 8>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    if (L % 4 == 0) return launch_prep_flat_tm<TM, 4>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    return launch_prep_flat_tm<TM, 1>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+}
+
+vmk_status_t launch_prep_flat(int rows, const __half* x, const __half* wx, int B, int D, int H, int W, XdblCols cols,
+                              __half* xt, float* xdbl, cudaStream_t stream)
+{
+    switch (rows) {
+    case 64: return launch_prep_flat_rows<2>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    case 128: return launch_prep_flat_rows<4>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    case 160: return launch_prep_flat_rows<5>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    case 224: return launch_prep_flat_rows<7>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    default: return launch_prep_flat_rows<10>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    }
+}
+
+// Rows per flat block: the fewest row tiles (x read the fewest times) among the BM choices whose grid
+// still gives every SM a block, ties to the smaller BM (less of the last tile unused). Each flat block
+// walks its channel chunks in sequence and hides their latency only by its own double buffering, so
+// an SM without a block is lost bandwidth, while one more row tile only re-reads x from L2 (the
+// row tiles of a pixel tile run at the same time). Without such a grid: 64 rows (the most blocks),
+// and blocks < dev.sms tells the caller.
+struct FlatPrepPlan {
+    int rows;
+    long long blocks;
+};
+
+inline FlatPrepPlan flat_prep_plan(int B, int L, int M, const DeviceInfo& dev)
+{
+    const long long tiles = ((long long)B * L + kFlatPx - 1) / kFlatPx;
+    FlatPrepPlan best{kFlatRows[0], tiles * ((M + kFlatRows[0] - 1) / kFlatRows[0])};
+    bool found = false;
+    for (int rows : kFlatRows) {
+        const long long blocks = tiles * ((M + rows - 1) / rows);
+        if (blocks < dev.sms) continue;
+        if (!found || blocks < best.blocks) best = {rows, blocks};
+        found = true;
+    }
+    return best;
+}
+
 // Prep tile choice: large tiles unless they would give fewer than 2 blocks per SM (few images, short
 // sequences), then small ones (SIMT 16 x 16; tensor cores 16 x 16 with the channel sum split 8 ways).
 inline bool prep_small_tiles(int B, int L, int M, const DeviceInfo& dev)
@@ -321,11 +632,23 @@ inline bool prep_small_tiles(int B, int L, int M, const DeviceInfo& dev)
     return (long long)((L + kPrepPx - 1) / kPrepPx) * ((M + 63) / 64) * B < 2LL * dev.sms;
 }
 
-// Tuning and test knob: VMK_PREP_TILE = simt | large | small forces the float16 prep variant.
+// Tuning and test knob: VMK_PREP_TILE = simt | large | small | flat forces the float16 prep variant.
 inline const char* prep_override()
 {
     const char* env = getenv("VMK_PREP_TILE");
     return env && *env ? env : nullptr;
+}
+
+// Tuning and test knob: VMK_PREP_FLAT_ROWS = 64 | 128 | 160 | 224 | 320 forces the flat prep's rows
+// per block (other values: the plan's choice).
+inline int flat_rows_override(int planned)
+{
+    const char* env = getenv("VMK_PREP_FLAT_ROWS");
+    if (!env) return planned;
+    const int want = atoi(env);
+    for (int rows : kFlatRows)
+        if (rows == want) return rows;
+    return planned;
 }
 
 template <typename T>
@@ -357,13 +680,22 @@ vmk_status_t ss2d_prep(const float* x, const float* wx, int B, int D, int H, int
 vmk_status_t ss2d_prep(const __half* x, const __half* wx, int B, int D, int H, int W, XdblCols cols, __half* xt,
                        float* xdbl, cudaStream_t stream, const DeviceInfo& dev)
 {
-    const int M = kDirs * cols.Cp;
-    bool small = prep_small_tiles(B, H * W, M, dev);
+    const int M = kDirs * cols.Cp, L = H * W;
+    bool small = prep_small_tiles(B, L, M, dev);
+    // Flat tiles (1c) for short sequences, where their grid gives every SM a block (VMamba-T stages 1-3
+    // from 11 / 22 / 42 images on 132 SMs): there 1b waits on load latency (empty pixel slots, x
+    // re-read per row tile, no overlap of loads and MMA). Not at L > 1024 (stage 0, 3136 pixels: whole tiles,
+    // M <= 64 is one row tile, and 1b runs near its bytes floor), and not for few images (batch 1),
+    // whose flat grid would leave SMs idle: the 1b tiles split the work finer there.
+    const FlatPrepPlan flat = flat_prep_plan(B, L, M, dev);
+    bool use_flat = L <= kFlatMaxPixels && flat.blocks >= dev.sms;
     if (const char* force = prep_override()) {
         if (!strcmp(force, "simt")) return launch_prep_simt(x, wx, B, D, H, W, cols, xt, xdbl, stream, small);
-        if (!strcmp(force, "large")) small = false;
-        if (!strcmp(force, "small")) small = true;
+        if (!strcmp(force, "large")) small = use_flat = false;
+        if (!strcmp(force, "small")) small = true, use_flat = false;
+        if (!strcmp(force, "flat")) use_flat = true;
     }
+    if (use_flat) return launch_prep_flat(flat_rows_override(flat.rows), x, wx, B, D, H, W, cols, xt, xdbl, stream);
     if (small) {  // the whole channel sum in one stage (up to 1024 channels): one round of loads
         const int KC = D <= 1024 ? (D + 127) / 128 * 128 : 1024;
         return launch_prep_mma<kMmaSmall.TM, kMmaSmall.TN, kMmaSmall.GM, kMmaSmall.GN, kMmaSmall.GK>(

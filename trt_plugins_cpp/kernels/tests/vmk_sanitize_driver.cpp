@@ -245,6 +245,19 @@ int main()
         unsetenv("VMK_QM_RUNS");
         unsetenv("VMK_QM_GROUP_PLANES");
     }
+    // the float16 flat prep (VMK_PREP_TILE=flat) at its smallest and largest rows per block: tiles that
+    // span images, 2-, 8- and 16-byte x loads, scalar and cp.async W_x, two channel chunks, d_state 1
+    // and 16, skipped m-tiles and two row tiles (x_dbl rows 384 > 320)
+    setenv("VMK_PREP_TILE", "flat", 1);
+    for (const char* rows : {"64", "320"}) {
+        setenv("VMK_PREP_FLAT_ROWS", rows, 1);
+        run_scan(3, 40, 7, 7, 1, 24, VMK_FLOAT16, -1, rng);
+        run_scan(2, 136, 8, 9, 16, 12, VMK_FLOAT16, -1, rng);
+        run_scan(1, 72, 5, 5, 16, 64, VMK_FLOAT16, -1, rng);
+        run_scan(3, 56, 6, 10, 16, 12, VMK_FLOAT16, -1, rng);
+    }
+    unsetenv("VMK_PREP_TILE");
+    unsetenv("VMK_PREP_FLAT_ROWS");
     std::printf("vmk_sanitize_driver: %s (%d failures), kernel library version %d\n",
                 g_failures == 0 ? "PASS" : "FAIL", g_failures, vmk_version());
     return g_failures == 0 ? 0 : 1;

@@ -56,6 +56,43 @@ __device__ __forceinline__ void mma_16816(float* c, const uint32_t* a, uint32_t 
 
 __device__ __forceinline__ uint32_t lds32(const __half* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
+// float32 on tensor cores, 3xTF32: v = hi + lo with hi = tf32(v) and lo = tf32(v - hi) (both rounded to
+// nearest; v - hi is exact in float32), so v - hi - lo is within 2^-22 |v| (11 + 11 significant
+// bits). A product is Ah Bh + Ah Bl + Al Bh (Al Bl, ~2^-22 of it, dropped), accumulated in float32:
+// about float32 accuracy at 3 tensor-core products instead of one.
+// (volatile: the compiler must not hoist the split of loop-invariant values, such as DtTf32's W_dt,
+// out of the loop, which would hold both halves in registers.)
+__device__ __forceinline__ uint32_t tf32_rna(float v)
+{
+    uint32_t r;
+    asm volatile("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
+    return r;
+}
+
+__device__ __forceinline__ void split_tf32(float v, uint32_t& hi, uint32_t& lo)
+{
+    hi = tf32_rna(v);
+    lo = tf32_rna(v - __uint_as_float(hi));
+}
+
+// D += A B: m16n8k8, TF32 operands, float32 accumulation (A row-major, B column-major).
+__device__ __forceinline__ void mma_1688_tf32(float* c, const uint32_t* a, uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// D += A B in 3xTF32 from split fragments (small products first).
+__device__ __forceinline__ void mma_1688_3xtf32(float* c, const uint32_t* ah, const uint32_t* al, const uint32_t* bh,
+                                                const uint32_t* bl)
+{
+    mma_1688_tf32(c, al, bh[0], bh[1]);
+    mma_1688_tf32(c, ah, bl[0], bl[1]);
+    mma_1688_tf32(c, ah, bh[0], bh[1]);
+}
+
 // Direction k's sequence as element offsets into a channels-last [L][D] plane, branch-free: runs of
 // `run` steps of `step`, then one jump of `wrap` (rows: one run of L; columns: runs of H).
 struct Walk {

@@ -221,6 +221,16 @@ def test_ss2d_scan_every_fp32_decomposition(shape, variant, dt, monkeypatch):
     check_forced_decomposition(shape, torch.float32, {"VMK_PREP_TILE": variant, "VMK_SCAN_DT": dt}, 29, monkeypatch)
 
 
+# The 3xTF32 dt in the chunked scans (VMK_SCAN_SLOTS > 1: DtTf32.window), d_state 1 and 16, with the
+# prep on tensor cores too.
+@pytest.mark.parametrize("slots", [2, 8])
+@pytest.mark.parametrize("shape", [(1, 20, 23, 29, 1, 40), (1, 40, 28, 28, 16, 48), (2, 72, 17, 19, 1, 64)],
+                         ids=lambda s: "B{}_D{}_{}x{}_N{}_R{}".format(*s))
+def test_ss2d_scan_fp32_tensor_core_dt_chunked(shape, slots, monkeypatch):
+    check_forced_decomposition(shape, torch.float32, {"VMK_SCAN_SLOTS": slots, "VMK_SCAN_DT": "auto"}, 37 + slots,
+                               monkeypatch)
+
+
 VMEANBA_SHAPES = [
     (1, 8, 7, 9, 1, 3),
     (2, 16, 13, 11, 16, 6),

@@ -225,6 +225,46 @@ def test_ss2d_scan_fp16_short_sequence_stages(shape, monkeypatch):
     check_forced_decomposition(shape, torch.float16, {}, 43, monkeypatch)
 
 
+# Every float32 decomposition: the prep (VMK_PREP_TILE: tensor cores in 3xTF32 with the large tiles,
+# "large", or the small tiles whose channel sum is split between warps, "small"; the CUDA-core GEMM,
+# "simt") and the scan's dt (VMK_SCAN_DT: 3xTF32 tensor cores wherever a rank tile exists, "auto";
+# CUDA cores, "simt"), in the chunked and unchunked scans. A single TF32 product (10-bit mantissa)
+# would miss the float32 bound by 10x or more; 3xTF32 keeps float32 accuracy. Shapes: every rank tile
+# (8, 16, 32, 48, 64) and the odd rank 40, D not a multiple of 4, 8 or 32 (scalar W_x loads, dead
+# lanes, a partial channel round), L < 64 and L not a multiple of 4 (partial pixel tiles, scalar x
+# loads), D > 1024 (several channel rounds in both tile sizes), d_state 16 with tiles 16 and 48,
+# batch 1 and > 1, and VMamba-T stage 3 (D 768, 7x7, rank 48).
+FP32_DECOMPOSITION_SHAPES = [
+    (2, 40, 23, 29, 1, 6),
+    (1, 13, 9, 10, 1, 12),
+    (3, 33, 14, 14, 1, 24),
+    (2, 8, 7, 7, 1, 48),
+    (1, 20, 9, 10, 1, 40),
+    (2, 70, 7, 5, 1, 64),
+    (2, 24, 9, 8, 16, 12),
+    (1, 50, 11, 6, 16, 48),
+    (1, 1040, 5, 7, 1, 6),
+    (4, 768, 7, 7, 1, 48),
+]
+
+
+@pytest.mark.parametrize("dt", ["auto", "simt"])
+@pytest.mark.parametrize("variant", ["large", "small", "simt"])
+@pytest.mark.parametrize("shape", FP32_DECOMPOSITION_SHAPES, ids=_ids(FP32_DECOMPOSITION_SHAPES))
+def test_ss2d_scan_every_fp32_decomposition(shape, variant, dt, monkeypatch):
+    check_forced_decomposition(shape, torch.float32, {"VMK_PREP_TILE": variant, "VMK_SCAN_DT": dt}, 29, monkeypatch)
+
+
+# The 3xTF32 dt in the chunked scans (VMK_SCAN_SLOTS > 1: DtTf32.window), d_state 1 and 16, with the
+# prep on tensor cores too.
+@pytest.mark.parametrize("slots", [2, 8])
+@pytest.mark.parametrize("shape", [(1, 20, 23, 29, 1, 40), (1, 40, 28, 28, 16, 48), (2, 72, 17, 19, 1, 64)],
+                         ids=lambda s: "B{}_D{}_{}x{}_N{}_R{}".format(*s))
+def test_ss2d_scan_fp32_tensor_core_dt_chunked(shape, slots, monkeypatch):
+    check_forced_decomposition(shape, torch.float32, {"VMK_SCAN_SLOTS": slots, "VMK_SCAN_DT": "auto"}, 37 + slots,
+                               monkeypatch)
+
+
 VMEANBA_SHAPES = [
     (1, 8, 7, 9, 1, 3),
     (2, 16, 13, 11, 16, 6),

@@ -56,6 +56,43 @@ __device__ __forceinline__ void mma_16816(float* c, const uint32_t* a, uint32_t 
 
 __device__ __forceinline__ uint32_t lds32(const __half* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
+// float32 on tensor cores, 3xTF32: v = hi + lo with hi = tf32(v) and lo = tf32(v - hi) (both rounded to
+// nearest; v - hi is exact in float32), so v - hi - lo is within 2^-22 |v| (11 + 11 significant
+// bits). A product is Ah Bh + Ah Bl + Al Bh (Al Bl, ~2^-22 of it, dropped), accumulated in float32:
+// about float32 accuracy at 3 tensor-core products instead of one.
+// (volatile: the compiler must not hoist the split of loop-invariant values, such as DtTf32's W_dt,
+// out of the loop, which would hold both halves in registers.)
+__device__ __forceinline__ uint32_t tf32_rna(float v)
+{
+    uint32_t r;
+    asm volatile("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(v));
+    return r;
+}
+
+__device__ __forceinline__ void split_tf32(float v, uint32_t& hi, uint32_t& lo)
+{
+    hi = tf32_rna(v);
+    lo = tf32_rna(v - __uint_as_float(hi));
+}
+
+// D += A B: m16n8k8, TF32 operands, float32 accumulation (A row-major, B column-major).
+__device__ __forceinline__ void mma_1688_tf32(float* c, const uint32_t* a, uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// D += A B in 3xTF32 from split fragments (small products first).
+__device__ __forceinline__ void mma_1688_3xtf32(float* c, const uint32_t* ah, const uint32_t* al, const uint32_t* bh,
+                                                const uint32_t* bl)
+{
+    mma_1688_tf32(c, al, bh[0], bh[1]);
+    mma_1688_tf32(c, ah, bl[0], bl[1]);
+    mma_1688_tf32(c, ah, bh[0], bh[1]);
+}
+
 // Direction k's sequence as element offsets into a channels-last [L][D] plane, branch-free: runs of
 // `run` steps of `step`, then one jump of `wrap` (rows: one run of L; columns: runs of H).
 struct Walk {
@@ -119,8 +156,10 @@ constexpr int kDtScratch = kSteps * kDtTileStride;  // floats per warp
 // The dt of a lane's channel for T consecutive staged steps: dt[q] = bias + W_dt[r] . dt_low(step q),
 // either into registers (window) or, without the bias, into the warp's dt tile at
 // [q][lane] (store: the unchunked scan then holds no dt registers).
-// Two implementations with one interface, chosen per launch (scan kernel template DT_MMA):
+// Three implementations with one interface, chosen per launch (scan kernel template DT_MMA, and
+// the I/O dtype):
 //   DtSimt: the W_dt row in registers, 2 FMAs per rank and step (CUDA cores).
+//   DtTf32 (float32 I/O, tiles of 8..64): the product below in 3xTF32, mma.sync m16n8k8 (after DtMma).
 //   DtMma (float16 I/O, tiles of 8..64): the warp's 32 channels x T steps as one tensor-core
 //     product, (32 x R) W_dt @ (R x 16) dt_low, mma.sync m16n8k16. W_dt is float16 (exact); dt_low is
 //     float32 and is fed as hi + lo float16 halves (two products), so dt keeps float32 accuracy. The
@@ -155,6 +194,34 @@ struct DtSimt {
 };
 
 __device__ __forceinline__ uint32_t half2_bits(__half2 v) { return *reinterpret_cast<uint32_t*>(&v); }
+
+// The tensor-core dt sources' accumulators, c[i][j] = the m16n8 fragment of channels 16 i.. x steps
+// 8 j.. (m16n8k16 and m16n8k8 share the layout: rows g and g + 8, columns 2 (lane % 4) and + 1), into
+// the warp's dt tile at [step][channel] (stride 36: the 32 lanes hit 32 distinct banks).
+__device__ __forceinline__ void store_dt_tile(const float (&c)[2][2][4], float* scratch)
+{
+    const int lane = threadIdx.x & 31, g = lane >> 2, t2 = (lane & 3) * 2;
+    __syncwarp();  // the previous window's readers are done with the tile
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            const int ch = i * 16 + g, st = j * 8 + t2;
+            scratch[st * kDtTileStride + ch] = c[i][j][0];
+            scratch[(st + 1) * kDtTileStride + ch] = c[i][j][1];
+            scratch[st * kDtTileStride + ch + 8] = c[i][j][2];
+            scratch[(st + 1) * kDtTileStride + ch + 8] = c[i][j][3];
+        }
+    __syncwarp();
+}
+
+// The lane's channel's T dt values (plus the bias) from the warp's dt tile.
+__device__ __forceinline__ void read_dt_tile(const float* scratch, float bias, float* dt)
+{
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int q = 0; q < kSteps; ++q) dt[q] = scratch[q * kDtTileStride + lane] + bias;
+}
 
 template <int RREG>
 struct DtMma {
@@ -191,9 +258,7 @@ struct DtMma {
     __device__ __forceinline__ void window(const float* rows, int Cp, float* scratch, float* dt) const
     {
         store(rows, Cp, scratch);
-        const int lane = threadIdx.x & 31;
-#pragma unroll
-        for (int q = 0; q < kSteps; ++q) dt[q] = scratch[q * kDtTileStride + lane] + bias;
+        read_dt_tile(scratch, bias, dt);
     }
     __device__ __forceinline__ void store(const float* rows, int Cp, float* scratch) const
     {
@@ -223,29 +288,91 @@ struct DtMma {
                 }
             }
         }
-        __syncwarp();  // the previous window's readers are done with the tile
+        store_dt_tile(c, scratch);
+    }
+};
+
+// float32 I/O: the same (32 x R) @ (R x 16) product in 3xTF32 (split_tf32), mma.sync m16n8k8, so dt
+// keeps float32 accuracy (relative error ~1e-6, about that of the float32 FMA chain it replaces).
+// W_dt is not held in registers: each window reads the warp's rows again in the A-fragment layout
+// (read-only cache; 32 x R floats per warp, L1-resident across the windows) and splits them. Per
+// 8 ranks and window a lane issues 8 global and 4 shared loads, 12 splits (36 instructions) and 12
+// mma: about R / 2 instructions per element against the 2 R FMAs of DtSimt. Holding the float32
+// fragments instead took more registers than DtSimt (ptxas hoisted their split out of the window
+// loop and held both halves: 178 against 139 at dt_rank 48, d_state 1; this form takes 127).
+template <int RREG>
+struct DtTf32 {
+    static_assert(RREG % 8 == 0 && RREG > 0, "TF32 dt needs a register tile of whole 8-rank steps");
+    static constexpr int KT = RREG / 8;
+    const float* w;  // direction k's W_dt [D][R] at rank t of this lane
+    int row[2][2];   // element offsets of this lane's fragment rows: channels 16 i + g and 16 i + g + 8
+    int R;
+    float bias;
+    __device__ __forceinline__ void init(const float* wdt, int k, int /*dc*/, int dwarp, int D, int R_, float bias_)
+    {
+        bias = bias_;
+        R = R_;
+        const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+        w = wdt + (size_t)k * D * R + t;
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {  // dead channels (past D) read channel D - 1 and are never stored
+            const int c0 = min(dwarp + i * 16 + g, D - 1), c1 = min(c0 + 8, D - 1);
+            row[i][0] = c0 * R;
+            row[i][1] = c1 * R;
+        }
+    }
+    __device__ __forceinline__ void window(const float* rows, int Cp, float* scratch, float* dt) const
+    {
+        store(rows, Cp, scratch);
+        read_dt_tile(scratch, bias, dt);
+    }
+    __device__ __forceinline__ void store(const float* rows, int Cp, float* scratch) const
+    {
+        const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+        float c[2][2][4];
 #pragma unroll
         for (int i = 0; i < 2; ++i)
 #pragma unroll
-            for (int j = 0; j < 2; ++j) {
-                const int ch = i * 16 + g, st = j * 8 + t2;
-                scratch[st * kDtTileStride + ch] = c[i][j][0];
-                scratch[(st + 1) * kDtTileStride + ch] = c[i][j][1];
-                scratch[st * kDtTileStride + ch + 8] = c[i][j][2];
-                scratch[(st + 1) * kDtTileStride + ch + 8] = c[i][j][3];
+            for (int j = 0; j < 2; ++j)
+#pragma unroll
+                for (int q = 0; q < 4; ++q) c[i][j][q] = 0.f;
+#pragma unroll
+        for (int kt = 0; kt < KT; ++kt) {
+            // A (channel x rank): (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4); zero past R
+            const int col = kt * 8, lo_in = col + t < R, hi_in = col + 4 + t < R;
+            uint32_t ah[2][4], al[2][4];
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                split_tf32(lo_in ? __ldg(w + row[i][0] + col) : 0.f, ah[i][0], al[i][0]);
+                split_tf32(lo_in ? __ldg(w + row[i][1] + col) : 0.f, ah[i][1], al[i][1]);
+                split_tf32(hi_in ? __ldg(w + row[i][0] + col + 4) : 0.f, ah[i][2], al[i][2]);
+                split_tf32(hi_in ? __ldg(w + row[i][1] + col + 4) : 0.f, ah[i][3], al[i][3]);
             }
-        __syncwarp();
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+                // B (rank x step): (t, g), (t + 4, g)
+                const float* r = rows + (j * 8 + g) * Cp + kt * 8 + t;
+                uint32_t bh[2], bl[2];
+                split_tf32(r[0], bh[0], bl[0]);
+                split_tf32(r[4], bh[1], bl[1]);
+#pragma unroll
+                for (int i = 0; i < 2; ++i) mma_1688_3xtf32(c[i][j], ah[i], al[i], bh, bl);
+            }
+        }
+        store_dt_tile(c, scratch);
     }
 };
 
 template <typename T, int RREG, bool DT_MMA> struct DtSource { using type = DtSimt<T, RREG>; };
 template <int RREG> struct DtSource<__half, RREG, true> { using type = DtMma<RREG>; };
+template <int RREG> struct DtSource<float, RREG, true> { using type = DtTf32<RREG>; };
 
-// Whether the tensor-core dt applies: float16 I/O and a register tile of 8 or whole 16-rank steps
-// (the staged rows then hold at least the tile's columns; see XdblCols).
+// Whether the tensor-core dt applies to a register tile: float16 I/O (DtMma) with a tile of 8 or
+// whole 16-rank steps, float32 I/O (DtTf32) with any tile (whole 8-rank steps). The staged rows then
+// hold at least the tile's columns (see XdblCols); dt_rank past 64 (no tile) stays on CUDA cores.
 __host__ __device__ constexpr bool dt_mma_fits(bool half_io, int rreg)
 {
-    return half_io && (rreg == 8 || (rreg >= 16 && rreg % 16 == 0));
+    return half_io ? (rreg == 8 || (rreg >= 16 && rreg % 16 == 0)) : (rreg > 0 && rreg % 8 == 0);
 }
 
 // x_dbl = W_x[k] @ x for all four directions at each direction's own sequence index,

@@ -2,7 +2,8 @@
 // four directions at once (a pixel's projection does not depend on the direction's order), stored at
 // each direction's own sequence index, [b][k][t][Cp], so that a scan block stages one contiguous
 // slab; and x itself channels-last, [b][p][d], so that a warp whose lanes are 32 channels reads one
-// coalesced line per step in every direction. Tensor cores for float16 I/O, CUDA cores for float32.
+// coalesced line per step in every direction. Tensor cores: float16 operands for float16 I/O, 3xTF32
+// for float32 (a CUDA-core GEMM stays behind VMK_PREP_TILE=simt).
 // Also the first step of VMeanbaScan (vmeanba_scan.cu).
 #include "ss2d_parts.cuh"
 
@@ -625,6 +626,160 @@ inline FlatPrepPlan flat_prep_plan(int B, int L, int M, const DeviceInfo& dev)
     return best;
 }
 
+
+// 1c. prep on tensor cores for float32 I/O: the same GEMM and outputs in 3xTF32 (split_tf32: each
+// operand as hi + lo TF32 halves, three m16n8k8 products, float32 accumulation), so x_dbl keeps
+// float32 accuracy. The block tiles and warp grid are those of ss2d_prep_mma_kernel (MmaPrepTile).
+// Channels are staged KC at a time as float32 (split when a fragment is loaded): x as
+// [channel][BN + 8] (pixel runs, as read; B fragment (channel t, pixel g): 8 t + g distinct banks),
+// W_x as [row][KC + 4] (A fragment (row g, channel t): 4 g + t distinct banks, KC a multiple of 32).
+// After the channel loop the partial tiles reuse the staging memory.
+inline size_t tf32_prep_smem(const MmaPrepTile& t, int KC)
+{
+    const size_t staging = ((size_t)KC * (t.bn() + 8) + (size_t)t.bm() * (KC + 4)) * sizeof(float);
+    const size_t tiles = (size_t)t.GK * t.bm() * (t.bn() + 1) * sizeof(float);
+    return (size_t)kDirs * t.bn() * sizeof(int) + (staging > tiles ? staging : tiles);
+}
+
+template <int TM, int TN, int GM, int GN, int GK>
+__global__ void __launch_bounds__(kPrepThreads) ss2d_prep_tf32_kernel(
+    const float* __restrict__ x, const float* __restrict__ wx, int D, int H, int W, XdblCols cols, int KC,
+    float* __restrict__ xt, float* __restrict__ xdbl)
+{
+    const int Cp = cols.Cp, C = cols.R + 2 * cols.N;  // x_proj rows per direction
+    static_assert(GM * GN * GK * 32 == kPrepThreads, "8 warps");
+    constexpr int BM = 16 * TM * GM, BN = 8 * TN * GN, XS = BN + 8;
+    static_assert(BN % 32 == 16 || BN % 32 == 0, "conflict-free B fragments need BN + 8 = 8 or 24 mod 32");
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    const int WS = KC + 4;                                         // W_x row stride in floats
+    int* seq_s = reinterpret_cast<int*>(smem_raw);                 // [4][BN]
+    float* xs = reinterpret_cast<float*>(seq_s + kDirs * BN);      // [KC][XS]
+    float* ws = xs + (size_t)KC * XS;                              // [BM][WS]
+    float* out_s = xs;                                             // [GK][BM][BN + 1], after the loop
+    const int b = blockIdx.z, L = H * W;
+    const int p0 = blockIdx.x * BN, m0 = blockIdx.y * BM;
+    const int npx = min(BN, L - p0), M = kDirs * Cp;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int wk = warp / (GM * GN), wm = (warp % (GM * GN)) / GN, wn = warp % GN;
+    const float* xb = x + (size_t)b * D * L;
+    const bool xvec = npx == BN && L % 4 == 0;  // 16-byte runs of 4 pixels stay aligned
+    const bool dvec = D % 4 == 0;               // 16-byte runs of 4 channels of a W_x row stay aligned
+    fill_seq_table<BN>(seq_s, p0, npx, H, W);
+    float acc[TM][TN][4];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j)
+#pragma unroll
+            for (int q = 0; q < 4; ++q) acc[i][j][q] = 0.f;
+    for (int d0 = 0; d0 < D; d0 += KC) {
+        // x: channels x pixels as read (zero past D and past the image)
+        if (xvec) {
+            for (int e = tid; e < KC * (BN / 4); e += kPrepThreads) {
+                const int dd = e / (BN / 4), pv = (e % (BN / 4)) * 4;
+                float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+                if (d0 + dd < D) v = *reinterpret_cast<const float4*>(xb + (size_t)(d0 + dd) * L + p0 + pv);
+                *reinterpret_cast<float4*>(xs + (size_t)dd * XS + pv) = v;
+            }
+        } else {
+            for (int e = tid; e < KC * BN; e += kPrepThreads) {
+                const int dd = e / BN, pp = e % BN;
+                xs[(size_t)dd * XS + pp] = d0 + dd < D && pp < npx ? xb[(size_t)(d0 + dd) * L + p0 + pp] : 0.f;
+            }
+        }
+        // W_x rows of all four directions (padding rows c >= C and channels >= D are zero)
+        for (int e = tid; e < BM * (KC / 4); e += kPrepThreads) {
+            const int mm = e / (KC / 4), dq = (e % (KC / 4)) * 4, m = m0 + mm;
+            const int k = direction_of(m, Cp), sr = m < M ? cols.source(m - k * Cp) : -1;
+            const float* src = wx + ((size_t)k * C + (sr >= 0 ? sr : 0)) * D + d0 + dq;
+            float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (sr >= 0 && d0 + dq < D) {
+                if (dvec) {
+                    v = *reinterpret_cast<const float4*>(src);
+                } else {
+                    v.x = src[0];
+                    v.y = d0 + dq + 1 < D ? src[1] : 0.f;
+                    v.z = d0 + dq + 2 < D ? src[2] : 0.f;
+                    v.w = d0 + dq + 3 < D ? src[3] : 0.f;
+                }
+            }
+            *reinterpret_cast<float4*>(ws + (size_t)mm * WS + dq) = v;
+        }
+        __syncthreads();
+        if (blockIdx.y == 0) {  // channels-last copy of x, coalesced along channels
+            const int kc = min(KC, D - d0);
+            for (int e = tid; e < npx * kc; e += kPrepThreads) {
+                const int pp = e / kc, dd = e % kc;
+                xt[((size_t)b * L + p0 + pp) * D + d0 + dd] = xs[(size_t)dd * XS + pp];
+            }
+        }
+        for (int s = wk; s < KC / 8; s += GK) {
+            const int kk = s * 8 + t;
+            uint32_t ah[TM][4], al[TM][4];
+#pragma unroll
+            for (int i = 0; i < TM; ++i) {  // A (row x channel): (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4)
+                const float* r = ws + (size_t)((wm * TM + i) * 16 + g) * WS + kk;
+                split_tf32(r[0], ah[i][0], al[i][0]);
+                split_tf32(r[8 * WS], ah[i][1], al[i][1]);
+                split_tf32(r[4], ah[i][2], al[i][2]);
+                split_tf32(r[8 * WS + 4], ah[i][3], al[i][3]);
+            }
+#pragma unroll
+            for (int j = 0; j < TN; ++j) {  // B (channel x pixel): (t, g), (t + 4, g)
+                const float* r = xs + (size_t)kk * XS + (wn * TN + j) * 8 + g;
+                uint32_t bh[2], bl[2];
+                split_tf32(r[0], bh[0], bl[0]);
+                split_tf32(r[4 * XS], bh[1], bl[1]);
+#pragma unroll
+                for (int i = 0; i < TM; ++i) mma_1688_3xtf32(acc[i][j], ah[i], al[i], bh, bl);
+            }
+        }
+        __syncthreads();  // also: the staging is free for out_s after the last round
+    }
+    float* mine = out_s + (size_t)wk * BM * (BN + 1);
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int m = (wm * TM + i) * 16 + g, n = (wn * TN + j) * 8 + 2 * t;
+            mine[m * (BN + 1) + n] = acc[i][j][0];
+            mine[m * (BN + 1) + n + 1] = acc[i][j][1];
+            mine[(m + 8) * (BN + 1) + n] = acc[i][j][2];
+            mine[(m + 8) * (BN + 1) + n + 1] = acc[i][j][3];
+        }
+    __syncthreads();
+    // one x_dbl row per thread, walking the pixels (as in ss2d_prep_kernel); the GK partial tiles are
+    // added in a fixed order
+    static_assert(kPrepThreads % BM == 0, "whole rows per thread");
+    const int mm = tid % BM;
+    if (m0 + mm < M) {
+        const int m = m0 + mm;
+        const int k = direction_of(m, Cp);
+        float* dst = xdbl + ((size_t)b * kDirs + k) * L * Cp + (m - k * Cp);
+        for (int pp = tid / BM; pp < npx; pp += kPrepThreads / BM) {
+            float v = 0.f;
+#pragma unroll
+            for (int z = 0; z < GK; ++z) v += out_s[((size_t)z * BM + mm) * (BN + 1) + pp];
+            dst[seq_s[k * BN + pp] * Cp] = v;
+        }
+    }
+}
+
+template <int TM, int TN, int GM, int GN, int GK>
+vmk_status_t launch_prep_tf32(const float* x, const float* wx, int B, int D, int H, int W, XdblCols cols, int KC,
+                              float* xt, float* xdbl, cudaStream_t stream)
+{
+    constexpr MmaPrepTile t{TM, TN, GM, GN, GK};
+    auto kernel = ss2d_prep_tf32_kernel<TM, TN, GM, GN, GK>;
+    const size_t smem = tf32_prep_smem(t, KC);
+    if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
+    const int L = H * W, M = kDirs * cols.Cp;
+    kernel<<<dim3((L + t.bn() - 1) / t.bn(), (M + t.bm() - 1) / t.bm(), B), kPrepThreads, smem, stream>>>(
+        x, wx, D, H, W, cols, KC, xt, xdbl);
+    return launch_status();
+}
+
 // Prep tile choice: large tiles unless they would give fewer than 2 blocks per SM (few images, short
 // sequences), then small ones (SIMT 16 x 16; tensor cores 16 x 16 with the channel sum split 8 ways).
 inline bool prep_small_tiles(int B, int L, int M, const DeviceInfo& dev)
@@ -632,7 +787,8 @@ inline bool prep_small_tiles(int B, int L, int M, const DeviceInfo& dev)
     return (long long)((L + kPrepPx - 1) / kPrepPx) * ((M + 63) / 64) * B < 2LL * dev.sms;
 }
 
-// Tuning and test knob: VMK_PREP_TILE = simt | large | small | flat forces the float16 prep variant.
+// Tuning and test knob: VMK_PREP_TILE = simt | large | small forces the prep variant (both dtypes:
+// the CUDA-core GEMM, or the large or small tensor-core tiles); flat forces the float16 flat prep.
 inline const char* prep_override()
 {
     const char* env = getenv("VMK_PREP_TILE");
@@ -673,8 +829,29 @@ vmk_status_t launch_prep_simt(const T* x, const T* wx, int B, int D, int H, int 
 vmk_status_t ss2d_prep(const float* x, const float* wx, int B, int D, int H, int W, XdblCols cols, float* xt,
                        float* xdbl, cudaStream_t stream, const DeviceInfo& dev)
 {
-    // float32 stays on CUDA cores: float16 or TF32 operands would cost the float32 accuracy
-    return launch_prep_simt(x, wx, B, D, H, W, cols, xt, xdbl, stream, prep_small_tiles(B, H * W, kDirs * cols.Cp, dev));
+    // Tensor cores in 3xTF32 (float32 accuracy), with the tiles of the float16 prep; VMK_PREP_TILE
+    // forces a variant here too (simt: the CUDA-core GEMM).
+    const int M = kDirs * cols.Cp;
+    bool small = prep_small_tiles(B, H * W, M, dev);
+    if (const char* force = prep_override()) {
+        if (!strcmp(force, "simt")) return launch_prep_simt(x, wx, B, D, H, W, cols, xt, xdbl, stream, small);
+        if (!strcmp(force, "large")) small = false;
+        if (!strcmp(force, "small")) small = true;
+    }
+    // Channels per stage, a multiple of 32 (conflict-free A fragments): small tiles up to 256 (the
+    // 8 warps then take 4 k8 steps each per round; 41 KB), large ones 64 (36 KB: 6 blocks per SM).
+    const int D32 = (D + 31) / 32 * 32;
+    if (small) {
+        const int KC = D32 < 256 ? D32 : 256;
+        return launch_prep_tf32<kMmaSmall.TM, kMmaSmall.TN, kMmaSmall.GM, kMmaSmall.GN, kMmaSmall.GK>(
+            x, wx, B, D, H, W, cols, KC, xt, xdbl, stream);
+    }
+    const int KC = D32 < 64 ? D32 : 64;
+    if (M <= 32)
+        return launch_prep_tf32<kMmaRows32.TM, kMmaRows32.TN, kMmaRows32.GM, kMmaRows32.GN, kMmaRows32.GK>(
+            x, wx, B, D, H, W, cols, KC, xt, xdbl, stream);
+    return launch_prep_tf32<kMmaRows64.TM, kMmaRows64.TN, kMmaRows64.GM, kMmaRows64.GN, kMmaRows64.GK>(
+        x, wx, B, D, H, W, cols, KC, xt, xdbl, stream);
 }
 
 vmk_status_t ss2d_prep(const __half* x, const __half* wx, int B, int D, int H, int W, XdblCols cols, __half* xt,

@@ -2,8 +2,8 @@
 //   1. prep (ss2d_prep.cu): x_dbl = W_x[k] @ x for all four directions at each direction's own
 //      sequence index, and x channels-last.
 //   2. scan: one block per (image, direction, channel groups); lanes = channels, so x_dbl is a
-//      shared-memory broadcast; dt = W_dt x_dbl[:R] per 16 steps on tensor cores (float16 I/O) or
-//      from a W_dt register tile (float32). The only loop-carried
+//      shared-memory broadcast; dt = W_dt x_dbl[:R] per 16 steps on tensor cores (float16 operands
+//      for float16 I/O, 3xTF32 for float32) or from a W_dt register tile. The only loop-carried
 //      dependency is h = a * h + b; everything else of a step is independent work.
 //      Long sequences with few rows (small batch, early stages) are cut into S chunk slots of
 //      T steps per super-chunk: each warp scans its chunk from zero in registers, the block
@@ -92,14 +92,18 @@ __host__ __device__ constexpr int scan_threads_max(bool chunked, int rreg, int n
 //   d_state 1, tensor-core dt with tiles of 8 or 16 (VMamba stages 0-1): 80 registers, 24 warps per
 //     SM, so that VMamba-T stage 1 at batch 128 (3072 row warps) is one wave (uncapped: 100, 16
 //     warps per SM, 1.45 waves at best).
+//   float32 I/O with the 3xTF32 dt (DtTf32: no W_dt registers, but the split and the fragments):
+//     16 states with tiles up to 32 at 128 (ptxas: 0-16 bytes of spill, as the other dt sources;
+//     tiles of 48-64 fit 142 uncapped and spill 24-32 bytes at 128, so stay uncapped); d_state 1
+//     with the tile of 8 at 80 (77, no spill; the tile of 16 spills 232 bytes there: uncapped, 121).
 #ifndef VMK_SCAN_N1_MIN_BLOCKS
 #define VMK_SCAN_N1_MIN_BLOCKS 3
 #endif
-__host__ __device__ constexpr int scan_min_blocks(bool chunked, int nmax, int rreg, bool dt_mma)
+__host__ __device__ constexpr int scan_min_blocks(bool chunked, int nmax, int rreg, bool dt_mma, bool half_io)
 {
     return chunked ? 0
-           : nmax > 1 ? (dt_mma || rreg <= 16 ? 2 : 0)
-                      : (dt_mma && rreg <= 16 ? VMK_SCAN_N1_MIN_BLOCKS : 0);
+           : nmax > 1 ? (rreg <= 16 || (dt_mma && (half_io || rreg <= 32)) ? 2 : 0)
+                      : (dt_mma && rreg <= (half_io ? 16 : 8) ? VMK_SCAN_N1_MIN_BLOCKS : 0);
 }
 
 // One step of the selective scan from state h with readout: delta = softplus(dt),
@@ -202,7 +206,8 @@ __device__ __forceinline__ void unchunked_steps(const float* xd_s, const int* of
 }
 
 template <typename T, int NMAX, int RREG, bool CHUNKED, bool DT_MMA>
-__global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX), scan_min_blocks(CHUNKED, NMAX, RREG, DT_MMA))
+__global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX),
+                                  scan_min_blocks(CHUNKED, NMAX, RREG, DT_MMA, std::is_same<T, __half>::value))
     ss2d_chunk_scan_kernel(ScanParams p)
 {
     using PT = typename Partial<T>::type;
@@ -572,7 +577,8 @@ vmk_status_t launch_scan(ScanParams p, int B, cudaStream_t stream, const DeviceI
     return launch_status();
 }
 
-// dt on tensor cores wherever it applies (dt_mma_fits), unless `mma` is false (VMK_SCAN_DT=simt).
+// dt on tensor cores wherever it applies (dt_mma_fits: DtMma for float16 I/O, DtTf32 for float32),
+// unless `mma` is false (VMK_SCAN_DT=simt).
 template <typename T, int NMAX, int RREG, bool CHUNKED>
 vmk_status_t launch_scan_dt(const ScanParams& p, int B, cudaStream_t stream, const DeviceInfo& dev, bool mma)
 {

@@ -244,6 +244,20 @@ int main()
         run_quartermap_up(2, 5, 3, 5, 7, 14, dt, rng);
         unsetenv("VMK_QM_RUNS");
         unsetenv("VMK_QM_GROUP_PLANES");
+        // every prep variant forced (VMK_PREP_TILE; float32 on tensor cores is 3xTF32): rank tiles 16,
+        // 64 and 48 (rank 40), d_state 16, D not a multiple of 4, L not a multiple of 4 and < 64;
+        // then more than one channel round (D 1040), and the CUDA-core dt (VMK_SCAN_DT=simt)
+        for (const char* tile : {"small", "large", "simt"}) {
+            setenv("VMK_PREP_TILE", tile, 1);
+            run_scan(2, 13, 9, 10, 1, 12, dt, -1, rng);
+            run_scan(1, 70, 7, 5, 1, 64, dt, -1, rng);
+            run_scan(2, 50, 11, 6, 16, 40, dt, -1, rng);
+        }
+        unsetenv("VMK_PREP_TILE");
+        run_scan(1, 1040, 5, 7, 1, 6, dt, -1, rng);
+        setenv("VMK_SCAN_DT", "simt", 1);
+        run_scan(2, 40, 7, 9, 1, 24, dt, -1, rng);
+        unsetenv("VMK_SCAN_DT");
     }
     // the float16 flat prep (VMK_PREP_TILE=flat) at its smallest and largest rows per block: tiles that
     // span images, 2-, 8- and 16-byte x loads, scalar and cp.async W_x, two channel chunks, d_state 1

@@ -306,8 +306,8 @@ def test_vmeanba_reduced_scan_alone(variant):
 
 
 # The statistics kernel's choices: channel splits per block (VMK_VMEANBA_SPLITS; the launcher takes
-# more of them for few positions) and the dt source (tensor-core fragments for float16 up to rank 64,
-# CUDA cores for float32 and VMK_SCAN_DT=simt). Shapes: the VMamba-T stage widths and ranks, d_state
+# more of them for few positions) and the dt source (tensor-core fragments up to rank 64: float16
+# operands for float16 I/O, 3xTF32 for float32; CUDA cores with VMK_SCAN_DT=simt). Shapes: the VMamba-T stage widths and ranks, d_state
 # 16 with ranks of one to four k-steps, odd ranks, channels not a multiple of 8, sequences that end
 # inside a 16-position tile; every variant.
 VMEANBA_FORCED_SHAPES = [
@@ -326,8 +326,6 @@ VMEANBA_FORCED_SHAPES = [
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("shape", VMEANBA_FORCED_SHAPES, ids=_ids(VMEANBA_FORCED_SHAPES))
 def test_vmeanba_scan_every_decomposition(shape, dtype, splits, dt, monkeypatch):
-    if dtype == torch.float32 and dt == "simt":
-        pytest.skip("float32 always takes CUDA cores: the same case as dt=auto")
     B, D, H, W, N, R = shape
     monkeypatch.setenv("VMK_VMEANBA_SPLITS", str(splits))
     monkeypatch.setenv("VMK_SCAN_DT", dt)

@@ -19,26 +19,33 @@
 namespace vmk {
 namespace {
 
-// Reduced-scan block size: each thread walks one chunk of the sequence twice, so more threads mean
-// shorter dependent chains (VMamba-T stage 0: 4 steps per thread instead of 25 at 128 threads);
-// 16 states hold about 4x the registers (128 threads: as many as fit without spilling).
-template <int NMAX> __host__ __device__ constexpr int reduced_threads() { return NMAX == 1 ? 1024 : 128; }
+// Reduced-scan block: each thread walks one chunk of one state twice, so more threads mean shorter
+// dependent chains (VMamba-T stage 0: 4 steps per thread; 16 states: 49).
+constexpr int kReducedThreads = 1024;
 constexpr int kStatsWarps = 8;       // a block: (position tiles) x (channel splits) = 8 warps
 constexpr int kStatsTile = 16;       // positions per warp: the fragment's 16 rows
 constexpr int kMergeThreads = 256;
 constexpr int kMergeChannels = 8;    // channels per merge thread (the reduced output is read once)
 
-// Statistics Q[b][k][slot][t] at each direction's own sequence position t, N + 1 slots:
+// Statistics Q[b][k][t][slot] at each direction's own sequence position t, N + 1 slots (slot fastest,
+// so the reduced scan's lanes over states read one contiguous run per position):
 // variants 0/1: sum_d exp(delta A)[n] in slots 0..N-1, sum_d delta * u in slot N;
 // variant 2: sum_d delta in slot 0, sum_d u in slot N. B and C are read from x_dbl itself.
 __host__ __device__ inline int vmeanba_slots(int N) { return N + 1; }
+
+// A * log2(e) per row (direction, channel), padded to 16 states for d_state > 1 (zero past N).
+__host__ __device__ inline int a2_stride(int N) { return N == 1 ? 1 : kMaxDState; }
 
 __global__ void vmeanba_tables_kernel(const float* __restrict__ A_logs, int rows, int N,
                                       float* __restrict__ A2, float* __restrict__ A_mean)
 {
     __shared__ float part[256];
-    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < rows * N; e += gridDim.x * blockDim.x)
-        A2[e] = -expf(A_logs[e]) * kLog2e;
+    // rows of AS = a2_stride(N) values, zero past N (d_state > 1: 16, so a channel's exps need no guard)
+    const int AS = a2_stride(N);
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < rows * AS; e += gridDim.x * blockDim.x) {
+        const int r = e / AS, n = e % AS;
+        A2[e] = n < N ? -expf(A_logs[(size_t)r * N + n]) * kLog2e : 0.f;
+    }
     if (blockIdx.x != 0) return;
     for (int n = 0; n < N; ++n) {  // mean over all rows of A, a fixed-order tree: deterministic
         float s = 0.f;
@@ -61,8 +68,8 @@ struct StatsParams {
     const float* xdbl;     // [B][4][L][Cp] (prep)
     const void* wdt;       // [4][D][R] dtype
     const float* dt_bias;  // [4][D]
-    const float* A2;       // [4 D][N]: A * log2(e)
-    float* Q;              // [B][4][N + 1][L]
+    const float* A2;       // [4 D][a2_stride(N)]: A * log2(e)
+    float* Q;              // [B][4][L][N + 1]
     int D, H, W, N, R, Cp, variant;
     int splits;            // channel splits per block (1, 2, 4, 8); kStatsWarps / splits position tiles
 };
@@ -73,7 +80,8 @@ struct StatsParams {
 //   FragMma (float16 I/O, dt_rank <= 64): (16 x R) dt_low @ (R x 8) W_dt^T on tensor cores. dt_low
 //     is float32, fed as hi + lo float16 halves (two products, float32 accuracy; as DtMma); its
 //     fragments are loaded once per warp, W_dt's (float16, exact) once per tile.
-//   FragSimt (float32 I/O, or ranks past 64): 4 R FMAs per thread and tile on CUDA cores.
+//   FragTf32 (float32 I/O, dt_rank <= 64): the same product in 3xTF32 (float32 accuracy).
+//   FragSimt (ranks past 64, or VMK_SCAN_DT=simt): 4 R FMAs per thread and tile on CUDA cores.
 template <int KT>
 struct FragMma {
     uint32_t hi[KT][4], lo[KT][4];
@@ -118,6 +126,41 @@ struct FragMma {
     }
 };
 
+// float32 I/O: the same fragment on tensor cores in 3xTF32 (split_tf32, mma m16n8k8), KT8 k8-steps;
+// dt_low's split fragments are held for the warp's life, W_dt's are split per tile.
+template <int KT8>
+struct FragTf32 {
+    uint32_t ah[KT8][4], al[KT8][4];
+    __device__ __forceinline__ void init(const float* rows, int Cp)
+    {
+        const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+        for (int kt = 0; kt < KT8; ++kt) {
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {  // a0: (g, c), a1: (g + 8, c), a2: (g, c + 4), a3: (g + 8, c + 4)
+                const int row = g + (q & 1) * 8, col = kt * 8 + t + (q >> 1) * 4;
+                split_tf32(col < Cp ? rows[row * Cp + col] : 0.f, ah[kt][q], al[kt][q]);
+            }
+        }
+    }
+    __device__ __forceinline__ void tile(const float* wk, int c0, int D, int R, bool whole, float* v) const
+    {
+        const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+        const int ch = c0 + g;
+        const bool live = whole || ch < D;
+        const float* wr = wk + (live ? ch : 0) * R;
+        v[0] = v[1] = v[2] = v[3] = 0.f;
+#pragma unroll
+        for (int kt = 0; kt < KT8; ++kt) {
+            const int r0 = kt * 8 + t, r1 = r0 + 4;
+            uint32_t bh[2], bl[2];
+            split_tf32(live && r0 < R ? __ldg(wr + r0) : 0.f, bh[0], bl[0]);
+            split_tf32(live && r1 < R ? __ldg(wr + r1) : 0.f, bh[1], bl[1]);
+            mma_1688_3xtf32(v, ah[kt], al[kt], bh, bl);
+        }
+    }
+};
+
 template <typename T>
 struct FragSimt {
     const float* r0;  // staged rows of positions g and g + 8
@@ -147,35 +190,41 @@ struct FragSimt {
     }
 };
 
-// One channel's contribution to a position's sums (delta from dt without bias): variants 0/1 add
-// exp(delta A) per state to se and delta u to s2; variant 2 (PRE) adds delta and u.
-template <int NMAX, bool PRE>
-__device__ __forceinline__ void add_channel(float dt, float bias, float u, const float* A2, int N, float* se, float& s2)
+// One channel's contribution to the sums of the thread's two positions (i = 0, 1; dt without bias):
+// variants 0/1 add exp(delta A) per state to se[i] and delta u to s2[i]; variant 2 (PRE) adds delta
+// and u. `both`: position 1 exists (else only position 0 is added). The two positions share each
+// load of the channel's A2 row, 8 independent exponentials per 16-byte load.
+template <int NMAX, bool PRE, int NS>
+__device__ __forceinline__ void add_channel(float dt0, float dt1, float bias, float u0, float u1, bool both,
+                                            const float* A2, float (&se)[2][NS], float (&s2)[2])
 {
-    const float delta = softplus_f32(dt + bias);
+    const float d0 = softplus_f32(dt0 + bias), d1 = softplus_f32(dt1 + bias);
+    const float w1 = both ? 1.f : 0.f;  // position 1's weight (its delta is finite either way)
     if (PRE) {
-        se[0] += delta;
-        s2 += u;
+        se[0][0] += d0;
+        s2[0] += u0;
+        se[1][0] = fmaf(w1, d1, se[1][0]);
+        s2[1] = fmaf(w1, u1, s2[1]);
         return;
     }
-    s2 = fmaf(delta, u, s2);
+    s2[0] = fmaf(d0, u0, s2[0]);
+    s2[1] = fmaf(w1 * d1, u1, s2[1]);
     if (NMAX == 1) {
-        se[0] += fast_exp2(delta * A2[0]);
-    } else if ((N & 3) == 0) {  // rows of A2 are 16-byte aligned: N / 4 vector loads
+        const float a = A2[0];
+        se[0][0] += fast_exp2(d0 * a);
+        se[1][0] = fmaf(w1, fast_exp2(d1 * a), se[1][0]);
+    } else {  // A2 rows hold 16 values, zero past N: sums past N are never read
 #pragma unroll
         for (int n = 0; n < NMAX; n += 4) {
-            if (n >= N) break;
             const float4 a = __ldg(reinterpret_cast<const float4*>(A2 + n));
-            se[n] += fast_exp2(delta * a.x);
-            se[n + 1] += fast_exp2(delta * a.y);
-            se[n + 2] += fast_exp2(delta * a.z);
-            se[n + 3] += fast_exp2(delta * a.w);
-        }
-    } else {
-#pragma unroll
-        for (int n = 0; n < NMAX; ++n) {
-            if (n >= N) break;
-            se[n] += fast_exp2(delta * __ldg(A2 + n));
+            se[0][n] += fast_exp2(d0 * a.x);
+            se[0][n + 1] += fast_exp2(d0 * a.y);
+            se[0][n + 2] += fast_exp2(d0 * a.z);
+            se[0][n + 3] += fast_exp2(d0 * a.w);
+            se[1][n] = fmaf(w1, fast_exp2(d1 * a.x), se[1][n]);
+            se[1][n + 1] = fmaf(w1, fast_exp2(d1 * a.y), se[1][n + 1]);
+            se[1][n + 2] = fmaf(w1, fast_exp2(d1 * a.z), se[1][n + 2]);
+            se[1][n + 3] = fmaf(w1, fast_exp2(d1 * a.w), se[1][n + 3]);
         }
     }
 }
@@ -215,42 +264,60 @@ __global__ void __launch_bounds__(kStatsWarps * 32) vmeanba_stats_kernel(StatsPa
     const T* u1 = xtb + (in1 ? seq_pixel(k, t0 + g + 8, H, W) : 0) * D;
     const T* wk = static_cast<const T*>(p.wdt) + (size_t)k * D * R;
     const float* bias = p.dt_bias + (size_t)k * D;
-    const float* A2 = p.A2 + (size_t)k * D * N;
+    const int AS = a2_stride(N);
+    const float* A2 = p.A2 + (size_t)k * D * AS;
     Frag frag;
     frag.init(rows_s + ptile * kStatsTile * Cp, Cp);
 
     // running sums of positions g (index 0) and g + 8 (index 1): se = sum exp(delta A) per state
     // (variant 2: sum of delta in se[.][0]), s2 = sum delta u (variant 2: sum u)
-    float se[2][NMAX], s2[2] = {0.f, 0.f};
+    constexpr int NS = PRE ? 1 : NMAX;  // state sums held (variant 2 sums delta only)
+    float se[2][NS], s2[2] = {0.f, 0.f};
 #pragma unroll
     for (int i = 0; i < 2; ++i)
 #pragma unroll
-        for (int n = 0; n < NMAX; ++n) se[i][n] = 0.f;
+        for (int n = 0; n < NS; ++n) se[i][n] = 0.f;
     // whole tiles (all 8 channels, all 16 positions, D and R even: pairs of channels are aligned
     // 2-element loads) take the path without guards; only the edges of the problem take the other
     const bool whole_rows = t0 + kStatsTile <= L && (D & 1) == 0 && (R & 1) == 0;
     using T2 = typename std::conditional<sizeof(T) == 2, __half2, float2>::type;
-    for (int c0 = split * 8; c0 < D; c0 += 8 * p.splits) {
+    auto whole_tile = [&](int c, const float* v) {  // c: this thread's first channel of the tile
+        const float2 bb = __ldg(reinterpret_cast<const float2*>(bias + c));
+        const T2 ua = *reinterpret_cast<const T2*>(u0 + c), ub = *reinterpret_cast<const T2*>(u1 + c);
+        const T* uav = reinterpret_cast<const T*>(&ua);
+        const T* ubv = reinterpret_cast<const T*>(&ub);
+        const float* a0 = A2 + c * AS;
+        add_channel<NMAX, PRE, NS>(v[0], v[2], bb.x, to_f32(uav[0]), to_f32(ubv[0]), true, a0, se, s2);
+        add_channel<NMAX, PRE, NS>(v[1], v[3], bb.y, to_f32(uav[1]), to_f32(ubv[1]), true, a0 + AS, se, s2);
+    };
+    const int cstep = 8 * p.splits;
+    int c0 = split * 8;
+    // d_state 1: two whole tiles per iteration, twice the independent work per loop overhead (16
+    // states have 64 independent exponentials per tile already, and the second tile's registers
+    // would cost occupancy)
+    if (NMAX == 1 && whole_rows) {
+        for (; c0 + cstep + 8 <= D; c0 += 2 * cstep) {
+            float v0[4], v1[4];
+            frag.tile(wk, c0, D, R, true, v0);
+            frag.tile(wk, c0 + cstep, D, R, true, v1);
+            whole_tile(c0 + t2, v0);
+            whole_tile(c0 + cstep + t2, v1);
+        }
+    }
+    for (; c0 < D; c0 += cstep) {
         const bool whole = whole_rows && c0 + 8 <= D;
         float v[4];
         frag.tile(wk, c0, D, R, whole, v);
         const int c = c0 + t2;
         if (whole) {
-            const float2 bb = __ldg(reinterpret_cast<const float2*>(bias + c));
-            const T2 ua = *reinterpret_cast<const T2*>(u0 + c), ub = *reinterpret_cast<const T2*>(u1 + c);
-            const T* uav = reinterpret_cast<const T*>(&ua);
-            const T* ubv = reinterpret_cast<const T*>(&ub);
-            const float* a0 = A2 + c * N;
-            add_channel<NMAX, PRE>(v[0], bb.x, to_f32(uav[0]), a0, N, se[0], s2[0]);
-            add_channel<NMAX, PRE>(v[1], bb.y, to_f32(uav[1]), a0 + N, N, se[0], s2[0]);
-            add_channel<NMAX, PRE>(v[2], bb.x, to_f32(ubv[0]), a0, N, se[1], s2[1]);
-            add_channel<NMAX, PRE>(v[3], bb.y, to_f32(ubv[1]), a0 + N, N, se[1], s2[1]);
+            whole_tile(c, v);
         } else {
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int ce = c + (e & 1), i = e >> 1;
-                if (ce >= D || !(i ? in1 : in0)) continue;
-                add_channel<NMAX, PRE>(v[e], bias[ce], to_f32((i ? u1 : u0)[ce]), A2 + ce * N, N, se[i], s2[i]);
+            for (int e = 0; e < 2; ++e) {  // channels c and c + 1; position 1 only where it exists
+                const int ce = c + e;
+                if (ce >= D || !in0) continue;  // in0 is false only if in1 is too
+                add_channel<NMAX, PRE, NS>(v[e], v[e + 2], bias[ce], to_f32(u0[ce]), to_f32(u1[ce]), in1, A2 + ce * AS,
+                                           se, s2);
             }
         }
     }
@@ -258,7 +325,7 @@ __global__ void __launch_bounds__(kStatsWarps * 32) vmeanba_stats_kernel(StatsPa
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
 #pragma unroll
-        for (int n = 0; n < NMAX; ++n) {
+        for (int n = 0; n < NS; ++n) {
             se[i][n] += __shfl_xor_sync(0xffffffffu, se[i][n], 1);
             se[i][n] += __shfl_xor_sync(0xffffffffu, se[i][n], 2);
         }
@@ -270,7 +337,7 @@ __global__ void __launch_bounds__(kStatsWarps * 32) vmeanba_stats_kernel(StatsPa
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
 #pragma unroll
-            for (int n = 0; n < NMAX; ++n) mine[n * kStatsTile + g + 8 * i] = se[i][n];
+            for (int n = 0; n < NMAX; ++n) mine[n * kStatsTile + g + 8 * i] = n < NS ? se[i][n] : 0.f;
             mine[NMAX * kStatsTile + g + 8 * i] = s2[i];
         }
     }
@@ -278,153 +345,116 @@ __global__ void __launch_bounds__(kStatsWarps * 32) vmeanba_stats_kernel(StatsPa
     // Q rows of the block's positions, the channel splits added in a fixed order
     const int F = vmeanba_slots(N);
     float* Qk = p.Q + ((size_t)b * kDirs + k) * F * L;
-    for (int e = threadIdx.x; e < F * per_block; e += blockDim.x) {
-        const int slot = e / per_block, tt = e % per_block, t = t_block + tt;
+    for (int e = threadIdx.x; e < F * per_block; e += blockDim.x) {  // slot fastest: coalesced rows of Q
+        const int tt = e / F, slot = e % F, t = t_block + tt;
         if (t >= L) continue;
         const int pt = tt / kStatsTile, s = tt % kStatsTile;
         const int field = slot == N ? NMAX : slot;  // slot N (delta u, or u) sits after the NMAX states
         float sum = 0.f;
         for (int z = 0; z < p.splits; ++z)
             sum += red_s[((size_t)(pt * p.splits + z) * (NMAX + 1) + field) * kStatsTile + s];
-        Qk[(size_t)slot * L + t] = sum;
+        Qk[(size_t)t * F + slot] = sum;
     }
 }
 
-// The reduced sequence's (a, bu, c) at index l for group grp (variant 1: grp = direction).
-template <int NMAX>
-struct ReducedCoeffs {
-    float a[NMAX], bu[NMAX], c[NMAX];
-};
-
-template <int NMAX>
-__device__ __forceinline__ void reduced_coeffs(const float* __restrict__ Qb, const float* __restrict__ xdb,
-                                               const XdblCols& cols, const float* __restrict__ A_mean, int grp,
-                                               int variant, int D, size_t L, int l, ReducedCoeffs<NMAX>& rc)
+// The reduced sequence's coefficients (a, bu, c) of state n at index l for group grp (variant 1:
+// grp = direction); states n >= N get (1, 0, 0), so they stay zero.
+__device__ __forceinline__ void reduced_coeff(const float* __restrict__ Qb, const float* __restrict__ xdb,
+                                              const XdblCols& cols, const float* __restrict__ A_mean, int grp,
+                                              int variant, int D, int L, int l, int n, float& a, float& bu, float& c)
 {
-    const int N = cols.N, F = vmeanba_slots(N);
-    const float* q = Qb + l;
-    auto row = [&](int k) { return xdb + ((size_t)k * L + l) * cols.Cp; };  // direction k's x_dbl at l
+    const int N = cols.N, F = vmeanba_slots(N), Cp = cols.Cp;
+    const bool live = n < N;
+    const int s = live ? n : 0;
+    auto qrow = [&](int k) { return Qb + ((size_t)k * L + l) * F; };     // direction k's sums at l
+    auto row = [&](int k) { return xdb + ((size_t)k * L + l) * Cp; };  // direction k's x_dbl at l
     if (variant == 1) {
-        const float* qk = q + (size_t)grp * F * L;
+        const float* qk = qrow(grp);
         const float* xk = row(grp);
-        const float du = qk[(size_t)N * L] / D;
+        a = qk[s] / D;
+        bu = xk[cols.bo + s] * (qk[N] / D);
+        c = xk[cols.co + s];
+    } else if (variant == 0) {
+        float sa = 0.f, sb = 0.f, sc = 0.f;
 #pragma unroll
-        for (int n = 0; n < NMAX; ++n) {
-            if (n < N) {
-                rc.a[n] = qk[(size_t)n * L] / D;
-                rc.bu[n] = xk[cols.bo + n] * du;
-                rc.c[n] = xk[cols.co + n];
-            }
+        for (int k = 0; k < kDirs; ++k) {
+            sa += qrow(k)[s];
+            sb = fmaf(row(k)[cols.bo + s], qrow(k)[N] / D, sb);
+            sc += row(k)[cols.co + s];
         }
-        return;
-    }
-    if (variant == 0) {
-        float du[kDirs];
+        a = sa / (kDirs * D);
+        bu = sb / kDirs;
+        c = sc / kDirs;
+    } else {
+        float sdelta = 0.f, su = 0.f, sb = 0.f, sc = 0.f;
 #pragma unroll
-        for (int k = 0; k < kDirs; ++k) du[k] = q[((size_t)k * F + N) * L] / D;
-#pragma unroll
-        for (int n = 0; n < NMAX; ++n) {
-            if (n < N) {
-                float sa = 0.f, sb = 0.f, sc = 0.f;
-#pragma unroll
-                for (int k = 0; k < kDirs; ++k) {
-                    sa += q[((size_t)k * F + n) * L];
-                    sb = fmaf(row(k)[cols.bo + n], du[k], sb);
-                    sc += row(k)[cols.co + n];
-                }
-                rc.a[n] = sa / (kDirs * D);
-                rc.bu[n] = sb / kDirs;
-                rc.c[n] = sc / kDirs;
-            }
+        for (int k = 0; k < kDirs; ++k) {
+            sdelta += qrow(k)[0];
+            su += qrow(k)[N];
+            sb += row(k)[cols.bo + s];
+            sc += row(k)[cols.co + s];
         }
-        return;
+        const float delta_m = sdelta / (kDirs * D), u_m = su / (kDirs * D);
+        a = fast_exp2(delta_m * A_mean[s] * kLog2e);
+        bu = delta_m * u_m * (sb / kDirs);
+        c = sc / kDirs;
     }
-    float sdelta = 0.f, su = 0.f;
-#pragma unroll
-    for (int k = 0; k < kDirs; ++k) {
-        sdelta += q[(size_t)k * F * L];
-        su += q[((size_t)k * F + N) * L];
-    }
-    const float delta_m = sdelta / (kDirs * D), u_m = su / (kDirs * D);
-#pragma unroll
-    for (int n = 0; n < NMAX; ++n) {
-        if (n < N) {
-            float sb = 0.f, sc = 0.f;
-#pragma unroll
-            for (int k = 0; k < kDirs; ++k) {
-                sb += row(k)[cols.bo + n];
-                sc += row(k)[cols.co + n];
-            }
-            rc.a[n] = fast_exp2(delta_m * A_mean[n] * kLog2e);
-            rc.bu[n] = delta_m * u_m * (sb / kDirs);
-            rc.c[n] = sc / kDirs;
-        }
-    }
+    if (!live) { a = 1.f; bu = 0.f; c = 0.f; }
 }
 
-// One block per (image, group): thread t owns chunk t of the sequence; two passes with a block
-// scan of the chunks' affine maps in between (h_out = a_prod * h_in + h_local).
-template <int NMAX>
-__global__ void __launch_bounds__(reduced_threads<NMAX>()) vmeanba_reduced_scan_kernel(
+// One block per (image, group) of kReducedThreads threads = (chunks of the sequence) x (NS states,
+// the fastest index): the states of the reduced scan are independent except for the readout, so a
+// thread scans one state over one chunk. Two passes with a scan of the chunks' affine maps
+// (h_out = a_prod * h_in + h_local) in between; the readout y = sum_n c_n h_n adds the NS lanes of a
+// chunk (shuffles in a fixed order).
+template <int NS>
+__global__ void __launch_bounds__(kReducedThreads) vmeanba_reduced_scan_kernel(
     const float* __restrict__ Q, const float* __restrict__ xdbl, const float* __restrict__ A_mean, int D, int H,
     int W, XdblCols cols, int variant, float* __restrict__ ym)
 {
-    constexpr int kThreads = reduced_threads<NMAX>();
-    __shared__ float warp_a[kThreads / 32][NMAX], warp_h[kThreads / 32][NMAX];
+    static_assert(32 % NS == 0, "the states of a chunk lie in one warp");
+    constexpr int kChunks = kReducedThreads / NS, kWarps = kReducedThreads / 32;
+    __shared__ float warp_a[kWarps][NS], warp_h[kWarps][NS];
     const int b = blockIdx.y, grp = blockIdx.x;
-    const size_t L = (size_t)H * W;
-    const int N = cols.N;
+    const int L = H * W, N = cols.N;
     const float* Qb = Q + (size_t)b * kDirs * vmeanba_slots(N) * L;
     const float* xdb = xdbl + (size_t)b * kDirs * L * cols.Cp;
-    const int chunk = (int)((L + kThreads - 1) / kThreads);
-    const int l0 = threadIdx.x * chunk;
-    const int l1 = min((int)L, l0 + chunk);
-    ReducedCoeffs<NMAX> rc;
-    float h[NMAX], ap[NMAX];
-#pragma unroll
-    for (int n = 0; n < NMAX; ++n) { h[n] = 0.f; ap[n] = 1.f; }
-    for (int l = l0; l < l1; ++l) {
-        reduced_coeffs<NMAX>(Qb, xdb, cols, A_mean, grp, variant, D, L, l, rc);
-#pragma unroll
-        for (int n = 0; n < NMAX; ++n)
-            if (n < N) { h[n] = fmaf(rc.a[n], h[n], rc.bu[n]); ap[n] *= rc.a[n]; }
-    }
-    // inclusive scan of (ap, h) over threads: combine(prev, cur) = (prev.a * cur.a, cur.a * prev.h + cur.h)
+    const int n = threadIdx.x % NS, q = threadIdx.x / NS;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-#pragma unroll
-    for (int n = 0; n < NMAX; ++n) {
-        if (n >= N) continue;
-        float a = ap[n], hv = h[n];
-        for (int off = 1; off < 32; off <<= 1) {
-            const float pa = __shfl_up_sync(0xffffffffu, a, off);
-            const float ph = __shfl_up_sync(0xffffffffu, hv, off);
-            if (lane >= off) { hv = fmaf(a, ph, hv); a *= pa; }
-        }
-        if (lane == 31) { warp_a[warp][n] = a; warp_h[warp][n] = hv; }
-        ap[n] = a;
-        h[n] = hv;
-    }
-    __syncthreads();
-    float hin[NMAX];
-#pragma unroll
-    for (int n = 0; n < NMAX; ++n) {
-        if (n >= N) continue;
-        float carry = 0.f;  // state entering this warp
-        for (int w = 0; w < warp; ++w) carry = fmaf(warp_a[w][n], carry, warp_h[w][n]);
-        // inclusive value of the previous lane, then apply carry
-        float pa = __shfl_up_sync(0xffffffffu, ap[n], 1);
-        float ph = __shfl_up_sync(0xffffffffu, h[n], 1);
-        if (lane == 0) { pa = 1.f; ph = 0.f; }
-        hin[n] = fmaf(pa, carry, ph);
-    }
-    float* y = ym + ((size_t)b * gridDim.x + grp) * L;
+    const int chunk = (L + kChunks - 1) / kChunks;
+    const int l0 = min(L, q * chunk), l1 = min(L, l0 + chunk);
+    float h = 0.f, ap = 1.f, a, bu, c;
+    // (unrolled: the coefficient loads of later steps do not depend on h and issue early)
+#pragma unroll 4
     for (int l = l0; l < l1; ++l) {
-        reduced_coeffs<NMAX>(Qb, xdb, cols, A_mean, grp, variant, D, L, l, rc);
-        float yv = 0.f;
+        reduced_coeff(Qb, xdb, cols, A_mean, grp, variant, D, L, l, n, a, bu, c);
+        h = fmaf(a, h, bu);
+        ap *= a;
+    }
+    // inclusive scan over the chunks of state n: combine(prev, cur) = (prev.a cur.a, cur.a prev.h + cur.h)
+    for (int off = NS; off < 32; off <<= 1) {
+        const float pa = __shfl_up_sync(0xffffffffu, ap, off);
+        const float ph = __shfl_up_sync(0xffffffffu, h, off);
+        if (lane >= off) { h = fmaf(ap, ph, h); ap *= pa; }
+    }
+    if (lane >= 32 - NS) { warp_a[warp][n] = ap; warp_h[warp][n] = h; }
+    __syncthreads();
+    float carry = 0.f;  // state entering this warp's first chunk
+    for (int w = 0; w < warp; ++w) carry = fmaf(warp_a[w][n], carry, warp_h[w][n]);
+    float pa = __shfl_up_sync(0xffffffffu, ap, NS);  // the previous chunk's inclusive map
+    float ph = __shfl_up_sync(0xffffffffu, h, NS);
+    if (lane < NS) { pa = 1.f; ph = 0.f; }
+    float hin = fmaf(pa, carry, ph);
+    const unsigned group_mask = NS == 32 ? 0xffffffffu : ((1u << NS) - 1) << (lane & ~(NS - 1));
+    float* y = ym + ((size_t)b * gridDim.x + grp) * L;
+#pragma unroll 4
+    for (int l = l0; l < l1; ++l) {
+        reduced_coeff(Qb, xdb, cols, A_mean, grp, variant, D, L, l, n, a, bu, c);
+        hin = fmaf(a, hin, bu);
+        float yv = c * hin;
 #pragma unroll
-        for (int n = 0; n < NMAX; ++n)
-            if (n < N) { hin[n] = fmaf(rc.a[n], hin[n], rc.bu[n]); yv = fmaf(rc.c[n], hin[n], yv); }
-        y[l] = yv;
+        for (int off = NS / 2; off > 0; off >>= 1) yv += __shfl_xor_sync(group_mask, yv, off);
+        if (n == 0) y[l] = yv;
     }
 }
 
@@ -504,7 +534,7 @@ VmeanbaLayout vmeanba_layout(const vmk_ss2d_args_t* a)
     w.xt = 0;
     w.xdbl = align_up(B * L * D * esz);
     w.a2 = align_up(w.xdbl + B * kDirs * L * Cp * sizeof(float));
-    w.amean = align_up(w.a2 + (size_t)kDirs * D * N * sizeof(float));
+    w.amean = align_up(w.a2 + (size_t)kDirs * D * a2_stride((int)N) * sizeof(float));
     w.q = align_up(w.amean + N * sizeof(float));
     w.ym = align_up(w.q + B * kDirs * vmeanba_slots((int)N) * L * sizeof(float));
     w.total = align_up(w.ym + B * kDirs * L * sizeof(float));
@@ -522,7 +552,8 @@ vmk_status_t launch_stats(const StatsParams& p, int B, cudaStream_t stream)
     return launch_status();
 }
 
-// dt on tensor cores for float16 I/O up to dt_rank 64 (unless VMK_SCAN_DT=simt), else CUDA cores.
+// dt on tensor cores up to dt_rank 64 (float16 operands for float16 I/O, 3xTF32 for float32), unless
+// VMK_SCAN_DT=simt; else CUDA cores.
 template <typename T, int NMAX>
 vmk_status_t launch_stats_dt(const StatsParams& p, int B, cudaStream_t stream)
 {
@@ -535,6 +566,20 @@ vmk_status_t launch_stats_dt(const StatsParams& p, int B, cudaStream_t stream)
             case 2: return launch_stats<T, NMAX, FragMma<2>>(p, B, stream);
             case 3: return launch_stats<T, NMAX, FragMma<3>>(p, B, stream);
             default: return launch_stats<T, NMAX, FragMma<4>>(p, B, stream);
+            }
+        }
+    }
+    if constexpr (std::is_same<T, float>::value) {
+        if (!simt && p.R <= 64) {
+            // k8 steps of the rank, rounded up to 1, 2, 3, 4, 6 or 8 (zero weights past R)
+            switch ((p.R + 7) / 8) {
+            case 1: return launch_stats<T, NMAX, FragTf32<1>>(p, B, stream);
+            case 2: return launch_stats<T, NMAX, FragTf32<2>>(p, B, stream);
+            case 3: return launch_stats<T, NMAX, FragTf32<3>>(p, B, stream);
+            case 4: return launch_stats<T, NMAX, FragTf32<4>>(p, B, stream);
+            case 5:
+            case 6: return launch_stats<T, NMAX, FragTf32<6>>(p, B, stream);
+            default: return launch_stats<T, NMAX, FragTf32<8>>(p, B, stream);
             }
         }
     }
@@ -561,7 +606,7 @@ vmk_status_t vmeanba_launch(const vmk_ss2d_args_t* a, int variant, void* ws, cud
                                 cols, xt, xdbl, stream, dev);
     if (st != VMK_OK) return st;
     const int rows = kDirs * D;
-    int tblocks = (rows * N + 255) / 256;
+    int tblocks = (rows * a2_stride(N) + 255) / 256;
     if (tblocks > 1024) tblocks = 1024;
     vmeanba_tables_kernel<<<tblocks, 256, 0, stream>>>(a->A_logs, rows, N, A2, A_mean);
     if (launch_status() != VMK_OK) return VMK_ERR_CUDA;
@@ -583,10 +628,10 @@ vmk_status_t vmeanba_launch(const vmk_ss2d_args_t* a, int variant, void* ws, cud
 
     const int groups = variant == 1 ? kDirs : 1;
     if (N == 1)
-        vmeanba_reduced_scan_kernel<1><<<dim3(groups, B), reduced_threads<1>(), 0, stream>>>(Q, xdbl, A_mean, D, H, W, cols,
+        vmeanba_reduced_scan_kernel<1><<<dim3(groups, B), kReducedThreads, 0, stream>>>(Q, xdbl, A_mean, D, H, W, cols,
                                                                                         variant, ym);
     else
-        vmeanba_reduced_scan_kernel<kMaxDState><<<dim3(groups, B), reduced_threads<kMaxDState>(), 0, stream>>>(
+        vmeanba_reduced_scan_kernel<kMaxDState><<<dim3(groups, B), kReducedThreads, 0, stream>>>(
             Q, xdbl, A_mean, D, H, W, cols, variant, ym);
     if (launch_status() != VMK_OK) return VMK_ERR_CUDA;
 

@@ -113,7 +113,7 @@ def main() -> int:
     knobs = {"VMK_SCAN_SLOTS": ("auto", "1", "2", "4", "8", "16"), "VMK_PREP_TILE": ("auto", "simt", "large", "small", "flat"),
              "VMK_SCAN_DT": ("auto", "simt"), "VMK_SCAN_SEGMENTS": ("auto", "1", "2", "4", "8", "16")}
     sweep = []
-    for B, stage in () if args.no_sweep else ((128, 0), (128, 1), (128, 2), (1, 0), (1, 3), (128, 3)):
+    for B, stage in () if args.no_sweep else ((128, 0), (128, 1), (128, 2), (128, 3), (1, 0), (1, 1), (1, 2), (1, 3)):
         D, H = 96 << stage, SIDES[stage]
         xs, params = scan_inputs(B, D, H, H, 1, math.ceil(D / 16), torch.float16, 2)
         for var, values in knobs.items():

@@ -1,5 +1,5 @@
-// SS2D step 1, prep (docs/KERNELS.md): per tile of pixels (of one image; for short float16
-// sequences, of consecutive images), x_dbl = W_x[k] @ x for all four directions at once (a pixel's
+// SS2D step 1, prep (docs/KERNELS.md): per tile of pixels (of one image; for short sequences, of
+// consecutive images), x_dbl = W_x[k] @ x for all four directions at once (a pixel's
 // projection does not depend on the direction's order), stored at each direction's own sequence
 // index, [b][k][t][Cp], so that a scan block stages one contiguous slab; and x itself channels-last,
 // [b][p][d], so that a warp whose lanes are 32 channels reads one coalesced line per step in every

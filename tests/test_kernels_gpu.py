@@ -267,7 +267,7 @@ def test_ss2d_scan_fp32_tensor_core_dt_chunked(shape, slots, monkeypatch):
 
 # The float32 flat prep (VMK_PREP_TILE=flat: the flat tiles with 3xTF32 fragments, 32-channel chunks)
 # over the float16 flat prep's shapes (in float32: 16-byte pixel runs where L % 4 == 0, 8-byte runs at
-# L = 90, 4-byte loads at odd L; D not a multiple of 4 only at 33; partial last chunks of 8 to 24
+# L = 90, 4-byte loads at odd L; D not a multiple of 4 only at 33; partial last chunks of 1 to 24
 # channels), plus 8-byte runs with D not a multiple of 4 (scalar W_x and xt), d_state 16 at rank 40
 # (288 x_dbl rows: two row tiles at 224, skipped m-tiles at 320) and VMamba-T stage 3 (24 chunks);
 # every VMK_PREP_FLAT_ROWS value.

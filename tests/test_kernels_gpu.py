@@ -265,6 +265,35 @@ def test_ss2d_scan_fp32_tensor_core_dt_chunked(shape, slots, monkeypatch):
                                monkeypatch)
 
 
+# The float32 flat prep (VMK_PREP_TILE=flat: the flat tiles with 3xTF32 fragments, 32-channel chunks)
+# over the float16 flat prep's shapes (in float32: 16-byte pixel runs where L % 4 == 0, 8-byte runs at
+# L = 90, 4-byte loads at odd L; D not a multiple of 4 only at 33; partial last chunks of 1 to 24
+# channels), plus 8-byte runs with D not a multiple of 4 (scalar W_x and xt), d_state 16 at rank 40
+# (288 x_dbl rows: two row tiles at 224, skipped m-tiles at 320) and VMamba-T stage 3 (24 chunks);
+# every VMK_PREP_FLAT_ROWS value.
+FLAT_FP32_PREP_SHAPES = FLAT_PREP_SHAPES + [(2, 37, 6, 5, 1, 12), (3, 50, 5, 6, 16, 40), (4, 768, 7, 7, 1, 48)]
+
+
+@pytest.mark.parametrize("rows", ["auto", 64, 128, 160, 224, 320])
+@pytest.mark.parametrize("shape", FLAT_FP32_PREP_SHAPES, ids=_ids(FLAT_FP32_PREP_SHAPES))
+def test_ss2d_scan_flat_fp32_prep(shape, rows, monkeypatch):
+    check_forced_decomposition(shape, torch.float32, {"VMK_PREP_TILE": "flat", "VMK_PREP_FLAT_ROWS": rows}, 47,
+                               monkeypatch)
+
+
+# The launcher's own float32 choice at the VMamba-T stage 1-3 shapes: batch 128, the first batch at
+# which it takes the flat prep on 132 SMs (11 / 22 / 42 images), a batch below that (the per-image
+# 3xTF32 tiles) and a d_state-16 stage-2 shape.
+@pytest.mark.parametrize("shape", [(8, 192, 28, 28, 1, 12), (11, 192, 28, 28, 1, 12), (128, 192, 28, 28, 1, 12),
+                                   (22, 384, 14, 14, 1, 24), (128, 384, 14, 14, 1, 24), (32, 768, 7, 7, 1, 48),
+                                   (42, 768, 7, 7, 1, 48), (128, 768, 7, 7, 1, 48), (64, 384, 14, 14, 16, 24)],
+                         ids=lambda s: "B{}_D{}_{}x{}_N{}_R{}".format(*s))
+def test_ss2d_scan_fp32_short_sequence_stages(shape, monkeypatch):
+    monkeypatch.delenv("VMK_PREP_TILE", raising=False)
+    monkeypatch.delenv("VMK_PREP_FLAT_ROWS", raising=False)
+    check_forced_decomposition(shape, torch.float32, {}, 53, monkeypatch)
+
+
 VMEANBA_SHAPES = [
     (1, 8, 7, 9, 1, 3),
     (2, 16, 13, 11, 16, 6),

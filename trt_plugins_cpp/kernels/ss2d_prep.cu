@@ -1,5 +1,5 @@
-// SS2D step 1, prep (docs/KERNELS.md): per tile of pixels (of one image; for short float16
-// sequences, of consecutive images), x_dbl = W_x[k] @ x for all four directions at once (a pixel's
+// SS2D step 1, prep (docs/KERNELS.md): per tile of pixels (of one image; for short sequences, of
+// consecutive images), x_dbl = W_x[k] @ x for all four directions at once (a pixel's
 // projection does not depend on the direction's order), stored at each direction's own sequence
 // index, [b][k][t][Cp], so that a scan block stages one contiguous slab; and x itself channels-last,
 // [b][p][d], so that a warp whose lanes are 32 channels reads one coalesced line per step in every
@@ -316,7 +316,7 @@ vmk_status_t launch_prep_mma(const __half* x, const __half* wx, int B, int D, in
     return launch_status();
 }
 
-// 1c. prep for short sequences on tensor cores (float16 I/O): the same GEMM and outputs as 1b, built
+// 1c. prep for short sequences on tensor cores (both dtypes): the same GEMM and outputs as 1b, built
 // for L of a few hundred pixels or less (VMamba stages 1-3), where 1b waits on load latency: its
 // per-image pixel tiles leave slots empty (49 of 64 at 7x7), each 64-row tile re-reads x, and each
 // channel stage's loads finish before its MMA starts. Here:
@@ -324,24 +324,30 @@ vmk_status_t launch_prep_mma(const __half* x, const __half* wx, int B, int D, in
 //   only the grid's last tile has empty slots;
 // - a block holds BM = 32 TM x_dbl rows, all of them up to 320 (x read once per tile), fewer where
 //   the grid would not give every SM a block (flat_prep_plan);
-// - channels are staged 64 at a time in two buffers: the next chunk's W_x goes to shared memory by
-//   cp.async and its x into registers while the current chunk's MMA runs (one __syncthreads per chunk);
-// - x is read along pixels: runs of 8 or 4 pixels (16 or 8 bytes) where L is a multiple of the run
-//   (a run then stays inside one image and aligned), else 2-byte loads, 4 lanes per channel pair
-//   and 8 consecutive pixels per 4-lane group. All three store to the [pixel][channel] tile without
-//   bank conflicts (row stride 36 words: bank 4 pixel + pair, distinct over a warp's lanes).
+// - channels are staged in chunks of 128 bytes per row (64 float16 or 32 float32 channels) in two
+//   buffers: the next chunk's W_x goes to shared memory by cp.async and its x into registers while
+//   the current chunk's MMA runs (one __syncthreads per chunk);
+// - x is read along pixels: 16- or 8-byte runs of pixels where L is a multiple of the run (a run
+//   then stays inside one image and aligned), else one element per load, 4 lanes per 32-bit word
+//   of channels and 8 consecutive pixels per 4-lane group. All three store whole 32-bit words (2
+//   float16 or 1 float32 channel) to the [pixel][channel] tile without bank conflicts (row stride 36
+//   words: bank 4 pixel + word, distinct over a warp's lanes).
+// - the MMA: float16, mma.sync m16n8k16 on the staged operands; float32, 3xTF32 (split_tf32 as the
+//   fragments are loaded, mma_1688_3xtf32, as in 1d): the same word addresses, 4 k-steps per chunk.
 // 8 warps: 2 row warps x 4 pixel warps of 16 pixels; a row warp's m-tiles interleave with the other's
 // (tile i * 2 + wm) and tiles past M are skipped, so a partly used BM costs no MMA.
-constexpr int kFlatPx = 64, kFlatKC = 64, kFlatKS = kFlatKC + 8;  // pixels, channels per chunk, row stride (halves)
-constexpr int kFlatGM = 2, kFlatGN = 4, kFlatTN = 2;                // row warps, pixel warps, n8 tiles per warp
-constexpr int kFlatRows[] = {64, 128, 160, 224, 320};              // BM choices (TM = 2, 4, 5, 7, 10)
-constexpr int kFlatMaxPixels = 1024;                               // longest L the launcher gives the flat tiles
+constexpr int kFlatPx = 64;                         // pixels per tile
+constexpr int kFlatChunkBytes = 128;                // bytes of one staged row's chunk of channels
+constexpr int kFlatRowBytes = kFlatChunkBytes + 16; // staged row stride (36 words)
+constexpr int kFlatGM = 2, kFlatGN = 4, kFlatTN = 2;  // row warps, pixel warps, n8 tiles per warp
+constexpr int kFlatRows[] = {64, 128, 160, 224, 320};  // BM choices (TM = 2, 4, 5, 7, 10)
+constexpr int kFlatMaxPixels = 1024;                   // longest L the launcher gives the flat tiles
 
 inline size_t flat_prep_smem(int BM)
 {
-    return 2 * (size_t)(kFlatPx + BM) * kFlatKS * sizeof(__half)  // two chunk stages; the epilogue reuses them
-           + (size_t)kDirs * kFlatPx * sizeof(long long)           // x_dbl row offset of each (direction, pixel)
-           + (size_t)BM * sizeof(long long);                       // W_x row offset of each x_dbl row
+    return 2 * (size_t)(kFlatPx + BM) * kFlatRowBytes   // two chunk stages; the epilogue reuses them
+           + (size_t)kDirs * kFlatPx * sizeof(long long) // x_dbl row offset of each (direction, pixel)
+           + (size_t)BM * sizeof(long long);             // W_x row offset of each x_dbl row
 }
 
 // 16 bytes global -> shared without a register round trip (sm_80+); fill = false writes 16 zero bytes.
@@ -353,19 +359,31 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool fill
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
-template <int TM, int XRUN>
+// One 32-bit word of a staged [pixel][channel] row from consecutive channels' values: two float16
+// channels, or one float32 channel.
+__device__ __forceinline__ __half2 staged_word(__half lo, __half hi) { return __halves2half2(lo, hi); }
+__device__ __forceinline__ float staged_word(float v, float /*unused*/) { return v; }
+
+template <typename T, int TM, int XRUN>
 __global__ void __launch_bounds__(kPrepThreads, TM <= 7 ? 2 : 1) ss2d_prep_flat_kernel(
-    const __half* __restrict__ x, const __half* __restrict__ wx, int B, int D, int H, int W, XdblCols cols,
-    __half* __restrict__ xt, float* __restrict__ xdbl)
+    const T* __restrict__ x, const T* __restrict__ wx, int B, int D, int H, int W, XdblCols cols,
+    T* __restrict__ xt, float* __restrict__ xdbl)
 {
-    constexpr int BM = 16 * TM * kFlatGM, BN = kFlatPx, KC = kFlatKC, KS = kFlatKS;
-    constexpr int STAGE = (BN + BM) * KS;  // halves per stage: x [BN][KS], then W_x [BM][KS]
+    constexpr bool kHalf = std::is_same<T, __half>::value;
+    static_assert(kHalf || std::is_same<T, float>::value, "float16 or float32 I/O");
+    constexpr int BM = 16 * TM * kFlatGM, BN = kFlatPx;
+    constexpr int KC = kFlatChunkBytes / sizeof(T), KS = kFlatRowBytes / sizeof(T);  // channels per chunk, row stride
+    constexpr int CPW = 4 / sizeof(T);     // channels per 32-bit word of a staged row
+    constexpr int VE = 16 / sizeof(T);     // elements per 16-byte run (W_x, xt)
+    constexpr int KSTEP = kHalf ? 16 : 8;  // channels per MMA k-step (m16n8k16 / m16n8k8)
+    constexpr int STAGE = (BN + BM) * KS;  // elements per stage: x [BN][KS], then W_x [BM][KS]
+    using XWord = typename std::conditional<kHalf, __half2, float>::type;
     static_assert(kFlatGM * kFlatGN * 32 == kPrepThreads && kFlatGN * kFlatTN * 8 == BN, "8 warps over 64 pixels");
-    static_assert(KC == 64, "x loads: 32 lanes x 2 channels (runs) or 8 x 4 x 2 (2-byte loads)");
-    static_assert(XRUN == 8 || XRUN == 4 || XRUN == 1, "pixel runs of 16, 8 or 2 bytes");
-    static_assert((size_t)BM * (BN + 1) * sizeof(float) <= 2 * STAGE * sizeof(__half), "out_s fits in the stages");
+    static_assert(KC == 32 * CPW && KC / VE == 8, "x loads: 32 lanes x 1 word (runs) or 8 x 4 x 1 (scalar)");
+    static_assert(XRUN == 1 || XRUN * sizeof(T) == 16 || XRUN * sizeof(T) == 8, "pixel runs of 16 or 8 bytes");
+    static_assert((size_t)BM * (BN + 1) * sizeof(float) <= 2 * STAGE * sizeof(T), "out_s fits in the stages");
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    __half* stages = reinterpret_cast<__half*>(smem_raw);
+    T* stages = reinterpret_cast<T*>(smem_raw);
     float* out_s = reinterpret_cast<float*>(smem_raw);  // [BM][BN + 1], after the channel loop
     long long* rowoff_s = reinterpret_cast<long long*>(stages + 2 * STAGE);  // [4][BN], -1 past the last pixel
     long long* wrow_s = rowoff_s + kDirs * BN;                               // [BM], -1 for a zero row
@@ -376,7 +394,7 @@ __global__ void __launch_bounds__(kPrepThreads, TM <= 7 ? 2 : 1) ss2d_prep_flat_
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t2 = (lane & 3) * 2;
     const int wm = warp / kFlatGN, wn = warp % kFlatGN;
-    const bool dvec = D % 8 == 0;  // W_x rows and xt rows in 16-byte runs
+    const bool dvec = D % VE == 0;  // W_x rows and xt rows in 16-byte runs
     const int nchunks = (D + KC - 1) / KC;
 
     for (int e = tid; e < kDirs * BN; e += kPrepThreads) {
@@ -394,15 +412,15 @@ __global__ void __launch_bounds__(kPrepThreads, TM <= 7 ? 2 : 1) ss2d_prep_flat_
         wrow_s[mm] = sr >= 0 ? ((long long)k * C + sr) * D : -1;
     }
 
-    // This thread's x. Runs of XRUN = 8 or 4 pixels (16 or 8 bytes; L a multiple of XRUN, so a run
-    // stays inside one image, aligned, and is whole or past the last pixel): channel pair `lane` of
-    // runs warp + 8 u, u < 8 / XRUN. 2-byte loads (XRUN 1): pixel 8 warp + g, channel pairs
-    // 4 i + (lane & 3), i < 8. Pixels past the last one load zeros.
+    // This thread's x. Runs of XRUN pixels (16 or 8 bytes; L a multiple of XRUN, so a run stays
+    // inside one image, aligned, and is whole or past the last pixel): word `lane` (channels
+    // CPW lane..) of runs warp + 8 u, u < 8 / XRUN. One element per load (XRUN 1): pixel 8 warp + g,
+    // words 4 i + (lane & 3), i < 8. Pixels past the last one load zeros.
     constexpr int XU = XRUN > 1 ? 8 / XRUN : 1;  // runs (or pixels) per thread
-    using XRun = typename std::conditional<XRUN == 8, uint4, uint2>::type;
+    using XRun = typename std::conditional<XRUN * sizeof(T) == 16, uint4, uint2>::type;
     int xpp[XU];
     bool xin[XU];
-    const __half* xsrc[XU];
+    const T* xsrc[XU];
 #pragma unroll
     for (int u = 0; u < XU; ++u) {
         xpp[u] = XRUN > 1 ? XRUN * (warp + 8 * u) : 8 * warp + g;
@@ -414,58 +432,57 @@ __global__ void __launch_bounds__(kPrepThreads, TM <= 7 ? 2 : 1) ss2d_prep_flat_
             xsrc[u] = x + (size_t)b * D * L + (size_t)(gp - (long long)b * L);
         }
     }
-    XRun xr[XU][2];  // runs: channels d, d + 1
-    __half2 xh[8];   // 2-byte loads: 8 channel pairs (the unused one of the two arrays is dropped)
-    const __half zero = __float2half_rn(0.f);
+    XRun xr[XU][CPW];  // runs: channels d, d + CPW - 1
+    XWord xw[8];       // one element per load: 8 words (the unused one of the two arrays is dropped)
+    const T zero = from_f32<T>(0.f);
     auto load_x = [&](int d0) {
         if constexpr (XRUN > 1) {
-            const int d = d0 + 2 * lane;
+            const int d = d0 + CPW * lane;
             const XRun none{};
 #pragma unroll
-            for (int u = 0; u < XU; ++u) {
-                xr[u][0] = xin[u] && d < D ? *reinterpret_cast<const XRun*>(xsrc[u] + (size_t)d * L) : none;
-                xr[u][1] = xin[u] && d + 1 < D ? *reinterpret_cast<const XRun*>(xsrc[u] + (size_t)(d + 1) * L) : none;
-            }
+            for (int u = 0; u < XU; ++u)
+#pragma unroll
+                for (int c = 0; c < CPW; ++c)
+                    xr[u][c] = xin[u] && d + c < D ? *reinterpret_cast<const XRun*>(xsrc[u] + (size_t)(d + c) * L) : none;
         } else {
 #pragma unroll
             for (int i = 0; i < 8; ++i) {
-                const int d = d0 + 2 * (4 * i + (lane & 3));
-                const __half v0 = xin[0] && d < D ? xsrc[0][(size_t)d * L] : zero;
-                const __half v1 = xin[0] && d + 1 < D ? xsrc[0][(size_t)(d + 1) * L] : zero;
-                xh[i] = __halves2half2(v0, v1);
+                const int d = d0 + CPW * (4 * i + (lane & 3));
+                const T v0 = xin[0] && d < D ? xsrc[0][(size_t)d * L] : zero;
+                const T v1 = CPW > 1 && xin[0] && d + 1 < D ? xsrc[0][(size_t)(d + 1) * L] : zero;
+                xw[i] = staged_word(v0, v1);
             }
         }
     };
-    auto store_x = [&](__half* xs) {
+    auto store_x = [&](T* xs) {
         if constexpr (XRUN > 1) {
 #pragma unroll
             for (int u = 0; u < XU; ++u) {
-                const __half* h0 = reinterpret_cast<const __half*>(&xr[u][0]);
-                const __half* h1 = reinterpret_cast<const __half*>(&xr[u][1]);
+                const T* h0 = reinterpret_cast<const T*>(&xr[u][0]);
+                const T* h1 = reinterpret_cast<const T*>(&xr[u][CPW - 1]);
 #pragma unroll
                 for (int q = 0; q < XRUN; ++q)
-                    *reinterpret_cast<__half2*>(xs + (xpp[u] + q) * KS + 2 * lane) = __halves2half2(h0[q], h1[q]);
+                    *reinterpret_cast<XWord*>(xs + (xpp[u] + q) * KS + CPW * lane) = staged_word(h0[q], h1[q]);
             }
         } else {
 #pragma unroll
-            for (int i = 0; i < 8; ++i)
-                *reinterpret_cast<__half2*>(xs + xpp[0] * KS + 2 * (4 * i + (lane & 3))) = xh[i];
+            for (int i = 0; i < 8; ++i) *reinterpret_cast<XWord*>(xs + xpp[0] * KS + CPW * (4 * i + (lane & 3))) = xw[i];
         }
     };
     // W_x rows of chunk d0 (zero for padding rows and channels >= D); rows of m-tiles past M are not
     // read by the MMA and not loaded
-    auto load_w = [&](int d0, __half* ws) {
-        for (int e = tid; e < BM * (KC / 8); e += kPrepThreads) {
-            const int mm = e >> 3, dq = (e & 7) * 8;
+    auto load_w = [&](int d0, T* ws) {
+        for (int e = tid; e < BM * (KC / VE); e += kPrepThreads) {
+            const int mm = e >> 3, dq = (e & 7) * VE;
             if (m0 + (mm & ~15) >= M) continue;
             const long long r = wrow_s[mm];
-            __half* dst = ws + mm * KS + dq;
+            T* dst = ws + mm * KS + dq;
             if (dvec) {
                 const bool in = r >= 0 && d0 + dq < D;
                 cp_async16(dst, in ? wx + r + d0 + dq : wx, in);
             } else {
 #pragma unroll
-                for (int q = 0; q < 8; ++q) dst[q] = r >= 0 && d0 + dq + q < D ? wx[r + d0 + dq + q] : zero;
+                for (int q = 0; q < VE; ++q) dst[q] = r >= 0 && d0 + dq + q < D ? wx[r + d0 + dq + q] : zero;
             }
         }
         cp_async_commit();
@@ -485,9 +502,9 @@ __global__ void __launch_bounds__(kPrepThreads, TM <= 7 ? 2 : 1) ss2d_prep_flat_
     store_x(stages);
     for (int c = 0; c < nchunks; ++c) {
         const int d0 = c * KC;
-        const __half* xs = stages + (c & 1) * STAGE;
-        const __half* ws = xs + BN * KS;
-        __half* next = stages + ((c + 1) & 1) * STAGE;
+        const T* xs = stages + (c & 1) * STAGE;
+        const T* ws = xs + BN * KS;
+        T* next = stages + ((c + 1) & 1) * STAGE;
         cp_async_wait_all();
         // chunk c is complete in its stage, and every warp is done with chunk c - 1's stage (next)
         __syncthreads();
@@ -498,10 +515,10 @@ __global__ void __launch_bounds__(kPrepThreads, TM <= 7 ? 2 : 1) ss2d_prep_flat_
         }
         if (blockIdx.y == 0) {  // channels-last copy of x: the tile's pixels are consecutive rows of xt
             const int kc = min(KC, D - d0);
-            __half* xtb = xt + (size_t)gp0 * D + d0;
+            T* xtb = xt + (size_t)gp0 * D + d0;
             if (dvec) {
-                for (int e = tid; e < npx * (KC / 8); e += kPrepThreads) {
-                    const int pp = e >> 3, dq = (e & 7) * 8;
+                for (int e = tid; e < npx * (KC / VE); e += kPrepThreads) {
+                    const int pp = e >> 3, dq = (e & 7) * VE;
                     if (dq < kc)
                         *reinterpret_cast<uint4*>(xtb + (size_t)pp * D + dq) = *reinterpret_cast<const uint4*>(xs + pp * KS + dq);
                 }
@@ -513,28 +530,53 @@ __global__ void __launch_bounds__(kPrepThreads, TM <= 7 ? 2 : 1) ss2d_prep_flat_
             }
         }
 #pragma unroll
-        for (int s = 0; s < KC / 16; ++s) {
-            if (d0 + s * 16 >= D) break;  // zero channels past D (block-uniform)
-            const int kk = s * 16 + t2;
-            uint32_t bf[kFlatTN][2];
+        for (int s = 0; s < KC / KSTEP; ++s) {
+            if (d0 + s * KSTEP >= D) break;  // zero channels past D (block-uniform)
+            if constexpr (kHalf) {
+                const int kk = s * 16 + t2;
+                uint32_t bf[kFlatTN][2];
 #pragma unroll
-            for (int j = 0; j < kFlatTN; ++j) {
-                const __half* r = xs + ((wn * kFlatTN + j) * 8 + g) * KS + kk;
-                bf[j][0] = lds32(r);
-                bf[j][1] = lds32(r + 8);
-            }
+                for (int j = 0; j < kFlatTN; ++j) {
+                    const __half* r = xs + ((wn * kFlatTN + j) * 8 + g) * KS + kk;
+                    bf[j][0] = lds32(r);
+                    bf[j][1] = lds32(r + 8);
+                }
 #pragma unroll
-            for (int i = 0; i < TM; ++i) {
-                const int mt = i * kFlatGM + wm;
-                if (m0 + mt * 16 >= M) continue;  // warp-uniform
-                const __half* r = ws + (mt * 16 + g) * KS + kk;
-                uint32_t a[4];
-                a[0] = lds32(r);
-                a[1] = lds32(r + 8 * KS);
-                a[2] = lds32(r + 8);
-                a[3] = lds32(r + 8 * KS + 8);
+                for (int i = 0; i < TM; ++i) {
+                    const int mt = i * kFlatGM + wm;
+                    if (m0 + mt * 16 >= M) continue;  // warp-uniform
+                    const __half* r = ws + (mt * 16 + g) * KS + kk;
+                    uint32_t a[4];
+                    a[0] = lds32(r);
+                    a[1] = lds32(r + 8 * KS);
+                    a[2] = lds32(r + 8);
+                    a[3] = lds32(r + 8 * KS + 8);
 #pragma unroll
-                for (int j = 0; j < kFlatTN; ++j) mma_16816(acc[i][j], a, bf[j][0], bf[j][1]);
+                    for (int j = 0; j < kFlatTN; ++j) mma_16816(acc[i][j], a, bf[j][0], bf[j][1]);
+                }
+            } else {
+                const int kk = s * 8 + (lane & 3);
+                uint32_t bh[kFlatTN][2], bl[kFlatTN][2];
+#pragma unroll
+                for (int j = 0; j < kFlatTN; ++j) {  // B (channel x pixel): (t, g), (t + 4, g)
+                    const float* r = xs + ((wn * kFlatTN + j) * 8 + g) * KS + kk;
+                    split_tf32(r[0], bh[j][0], bl[j][0]);
+                    split_tf32(r[4], bh[j][1], bl[j][1]);
+                }
+#pragma unroll
+                for (int i = 0; i < TM; ++i) {
+                    const int mt = i * kFlatGM + wm;
+                    if (m0 + mt * 16 >= M) continue;  // warp-uniform
+                    // A (row x channel): (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4)
+                    const float* r = ws + (mt * 16 + g) * KS + kk;
+                    uint32_t ah[4], al[4];
+                    split_tf32(r[0], ah[0], al[0]);
+                    split_tf32(r[8 * KS], ah[1], al[1]);
+                    split_tf32(r[4], ah[2], al[2]);
+                    split_tf32(r[8 * KS + 4], ah[3], al[3]);
+#pragma unroll
+                    for (int j = 0; j < kFlatTN; ++j) mma_1688_3xtf32(acc[i][j], ah, al, bh[j], bl[j]);
+                }
             }
         }
         if (more) store_x(next);
@@ -564,12 +606,12 @@ __global__ void __launch_bounds__(kPrepThreads, TM <= 7 ? 2 : 1) ss2d_prep_flat_
     }
 }
 
-template <int TM, int XRUN>
-vmk_status_t launch_prep_flat_tm(const __half* x, const __half* wx, int B, int D, int H, int W, XdblCols cols,
-                                 __half* xt, float* xdbl, cudaStream_t stream)
+template <typename T, int TM, int XRUN>
+vmk_status_t launch_prep_flat_tm(const T* x, const T* wx, int B, int D, int H, int W, XdblCols cols, T* xt,
+                                 float* xdbl, cudaStream_t stream)
 {
     constexpr int BM = 16 * TM * kFlatGM;
-    auto kernel = ss2d_prep_flat_kernel<TM, XRUN>;
+    auto kernel = ss2d_prep_flat_kernel<T, TM, XRUN>;
     const size_t smem = flat_prep_smem(BM);
     if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
     const long long tiles = ((long long)B * H * W + kFlatPx - 1) / kFlatPx;
@@ -580,25 +622,27 @@ vmk_status_t launch_prep_flat_tm(const __half* x, const __half* wx, int B, int D
     return launch_status();
 }
 
-template <int TM>
-vmk_status_t launch_prep_flat_rows(const __half* x, const __half* wx, int B, int D, int H, int W, XdblCols cols,
-                                   __half* xt, float* xdbl, cudaStream_t stream)
+template <typename T, int TM>
+vmk_status_t launch_prep_flat_rows(const T* x, const T* wx, int B, int D, int H, int W, XdblCols cols, T* xt,
+                                   float* xdbl, cudaStream_t stream)
 {
-    const int L = H * W;  // the widest pixel run that stays aligned and inside one image
-    if (L % 8 == 0) return launch_prep_flat_tm<TM, 8>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
-    if (L % 4 == 0) return launch_prep_flat_tm<TM, 4>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
-    return launch_prep_flat_tm<TM, 1>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    constexpr int V = 16 / sizeof(T);  // the widest pixel run that stays aligned and inside one image
+    const int L = H * W;
+    if (L % V == 0) return launch_prep_flat_tm<T, TM, V>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    if (L % (V / 2) == 0) return launch_prep_flat_tm<T, TM, V / 2>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    return launch_prep_flat_tm<T, TM, 1>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
 }
 
-vmk_status_t launch_prep_flat(int rows, const __half* x, const __half* wx, int B, int D, int H, int W, XdblCols cols,
-                              __half* xt, float* xdbl, cudaStream_t stream)
+template <typename T>
+vmk_status_t launch_prep_flat(int rows, const T* x, const T* wx, int B, int D, int H, int W, XdblCols cols, T* xt,
+                              float* xdbl, cudaStream_t stream)
 {
     switch (rows) {
-    case 64: return launch_prep_flat_rows<2>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
-    case 128: return launch_prep_flat_rows<4>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
-    case 160: return launch_prep_flat_rows<5>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
-    case 224: return launch_prep_flat_rows<7>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
-    default: return launch_prep_flat_rows<10>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    case 64: return launch_prep_flat_rows<T, 2>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    case 128: return launch_prep_flat_rows<T, 4>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    case 160: return launch_prep_flat_rows<T, 5>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    case 224: return launch_prep_flat_rows<T, 7>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    default: return launch_prep_flat_rows<T, 10>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
     }
 }
 
@@ -628,7 +672,7 @@ inline FlatPrepPlan flat_prep_plan(int B, int L, int M, const DeviceInfo& dev)
 }
 
 
-// 1c. prep on tensor cores for float32 I/O: the same GEMM and outputs in 3xTF32 (split_tf32: each
+// 1d. prep on tensor cores for float32 I/O: the same GEMM and outputs in 3xTF32 (split_tf32: each
 // operand as hi + lo TF32 halves, three m16n8k8 products, float32 accumulation), so x_dbl keeps
 // float32 accuracy. The block tiles and warp grid are those of ss2d_prep_mma_kernel (MmaPrepTile).
 // Channels are staged KC at a time as float32 (split when a fragment is loaded): x as
@@ -788,8 +832,8 @@ inline bool prep_small_tiles(int B, int L, int M, const DeviceInfo& dev)
     return (long long)((L + kPrepPx - 1) / kPrepPx) * ((M + 63) / 64) * B < 2LL * dev.sms;
 }
 
-// Tuning and test knob: VMK_PREP_TILE = simt | large | small forces the prep variant (both dtypes:
-// the CUDA-core GEMM, or the large or small tensor-core tiles); flat forces the float16 flat prep.
+// Tuning and test knob: VMK_PREP_TILE = simt | large | small | flat forces the prep variant (both
+// dtypes: the CUDA-core GEMM, the large or small per-image tensor-core tiles, or the flat tiles).
 inline const char* prep_override()
 {
     const char* env = getenv("VMK_PREP_TILE");
@@ -825,24 +869,47 @@ vmk_status_t launch_prep_simt(const T* x, const T* wx, int B, int D, int H, int 
     return launch_status();
 }
 
+// The prep variant for a launch, both dtypes. Flat tiles (1c) for short sequences, where their grid
+// gives every SM a block (VMamba-T stages 1-3 from 11 / 22 / 42 images on 132 SMs): there the
+// per-image tiles (1b, 1d) wait on load latency (empty pixel slots, x re-read per row tile, no
+// overlap of loads and MMA). Not at L > 1024 (stage 0, 3136 pixels: whole tiles, M <= 64 is one row
+// tile, and 1b runs near its bytes floor), and not for few images (batch 1), whose flat grid would
+// leave SMs idle: the per-image tiles split the work finer there, small ones below 2 blocks per SM.
+// VMK_PREP_TILE forces a variant (simt: the CUDA-core GEMM, with the small-tile rule for its tiles).
+struct PrepChoice {
+    bool simt, flat, small;
+    int flat_rows;
+};
+
+inline PrepChoice choose_prep(int B, int L, int M, const DeviceInfo& dev)
+{
+    const FlatPrepPlan plan = flat_prep_plan(B, L, M, dev);
+    PrepChoice c{false, L <= kFlatMaxPixels && plan.blocks >= dev.sms, prep_small_tiles(B, L, M, dev), plan.rows};
+    if (const char* force = prep_override()) {
+        if (!strcmp(force, "simt")) c.simt = true, c.flat = false;
+        if (!strcmp(force, "large")) c.small = c.flat = false;
+        if (!strcmp(force, "small")) c.small = true, c.flat = false;
+        if (!strcmp(force, "flat")) c.flat = true;
+    }
+    c.flat_rows = flat_rows_override(c.flat_rows);
+    return c;
+}
+
 }  // namespace
 
 vmk_status_t ss2d_prep(const float* x, const float* wx, int B, int D, int H, int W, XdblCols cols, float* xt,
                        float* xdbl, cudaStream_t stream, const DeviceInfo& dev)
 {
-    // Tensor cores in 3xTF32 (float32 accuracy), with the tiles of the float16 prep; VMK_PREP_TILE
-    // forces a variant here too (simt: the CUDA-core GEMM).
+    // Tensor cores in 3xTF32 (float32 accuracy): the flat tiles (1c) or the float16 prep's per-image
+    // tiles (1d).
     const int M = kDirs * cols.Cp;
-    bool small = prep_small_tiles(B, H * W, M, dev);
-    if (const char* force = prep_override()) {
-        if (!strcmp(force, "simt")) return launch_prep_simt(x, wx, B, D, H, W, cols, xt, xdbl, stream, small);
-        if (!strcmp(force, "large")) small = false;
-        if (!strcmp(force, "small")) small = true;
-    }
+    const PrepChoice c = choose_prep(B, H * W, M, dev);
+    if (c.simt) return launch_prep_simt(x, wx, B, D, H, W, cols, xt, xdbl, stream, c.small);
+    if (c.flat) return launch_prep_flat(c.flat_rows, x, wx, B, D, H, W, cols, xt, xdbl, stream);
     // Channels per stage, a multiple of 32 (conflict-free A fragments): small tiles up to 256 (the
     // 8 warps then take 4 k8 steps each per round; 41 KB), large ones 64 (36 KB: 6 blocks per SM).
     const int D32 = (D + 31) / 32 * 32;
-    if (small) {
+    if (c.small) {
         const int KC = D32 < 256 ? D32 : 256;
         return launch_prep_tf32<kMmaSmall.TM, kMmaSmall.TN, kMmaSmall.GM, kMmaSmall.GN, kMmaSmall.GK>(
             x, wx, B, D, H, W, cols, KC, xt, xdbl, stream);
@@ -858,23 +925,11 @@ vmk_status_t ss2d_prep(const float* x, const float* wx, int B, int D, int H, int
 vmk_status_t ss2d_prep(const __half* x, const __half* wx, int B, int D, int H, int W, XdblCols cols, __half* xt,
                        float* xdbl, cudaStream_t stream, const DeviceInfo& dev)
 {
-    const int M = kDirs * cols.Cp, L = H * W;
-    bool small = prep_small_tiles(B, L, M, dev);
-    // Flat tiles (1c) for short sequences, where their grid gives every SM a block (VMamba-T stages 1-3
-    // from 11 / 22 / 42 images on 132 SMs): there 1b waits on load latency (empty pixel slots, x
-    // re-read per row tile, no overlap of loads and MMA). Not at L > 1024 (stage 0, 3136 pixels: whole tiles,
-    // M <= 64 is one row tile, and 1b runs near its bytes floor), and not for few images (batch 1),
-    // whose flat grid would leave SMs idle: the 1b tiles split the work finer there.
-    const FlatPrepPlan flat = flat_prep_plan(B, L, M, dev);
-    bool use_flat = L <= kFlatMaxPixels && flat.blocks >= dev.sms;
-    if (const char* force = prep_override()) {
-        if (!strcmp(force, "simt")) return launch_prep_simt(x, wx, B, D, H, W, cols, xt, xdbl, stream, small);
-        if (!strcmp(force, "large")) small = use_flat = false;
-        if (!strcmp(force, "small")) small = true, use_flat = false;
-        if (!strcmp(force, "flat")) use_flat = true;
-    }
-    if (use_flat) return launch_prep_flat(flat_rows_override(flat.rows), x, wx, B, D, H, W, cols, xt, xdbl, stream);
-    if (small) {  // the whole channel sum in one stage (up to 1024 channels): one round of loads
+    const int M = kDirs * cols.Cp;
+    const PrepChoice c = choose_prep(B, H * W, M, dev);
+    if (c.simt) return launch_prep_simt(x, wx, B, D, H, W, cols, xt, xdbl, stream, c.small);
+    if (c.flat) return launch_prep_flat(c.flat_rows, x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    if (c.small) {  // the whole channel sum in one stage (up to 1024 channels): one round of loads
         const int KC = D <= 1024 ? (D + 127) / 128 * 128 : 1024;
         return launch_prep_mma<kMmaSmall.TM, kMmaSmall.TN, kMmaSmall.GM, kMmaSmall.GN, kMmaSmall.GK>(
             x, wx, B, D, H, W, cols, KC, xt, xdbl, stream);

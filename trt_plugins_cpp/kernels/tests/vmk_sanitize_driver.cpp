@@ -272,6 +272,18 @@ int main()
     }
     unsetenv("VMK_PREP_TILE");
     unsetenv("VMK_PREP_FLAT_ROWS");
+    // the float32 flat prep (VMK_PREP_TILE=flat, 3xTF32) at its smallest and largest rows per block:
+    // 4-, 8- and 16-byte x loads (L 49, 30, 36), cp.async and scalar W_x (D 40, 37), partial last
+    // chunks and three chunks through both buffers (D 72), d_state 16, two row tiles (x_dbl rows 384)
+    setenv("VMK_PREP_TILE", "flat", 1);
+    for (const char* rows : {"64", "320"}) {
+        setenv("VMK_PREP_FLAT_ROWS", rows, 1);
+        run_scan(3, 40, 7, 7, 1, 24, VMK_FLOAT32, -1, rng);
+        run_scan(2, 37, 6, 5, 16, 12, VMK_FLOAT32, -1, rng);
+        run_scan(1, 72, 6, 6, 16, 64, VMK_FLOAT32, -1, rng);
+    }
+    unsetenv("VMK_PREP_TILE");
+    unsetenv("VMK_PREP_FLAT_ROWS");
     std::printf("vmk_sanitize_driver: %s (%d failures), kernel library version %d\n",
                 g_failures == 0 ? "PASS" : "FAIL", g_failures, vmk_version());
     return g_failures == 0 ? 0 : 1;

@@ -452,10 +452,11 @@ constexpr int kFusedMaxGroups = 2;  // blocks of 4 or 8 warps (256 threads at mo
 // Register cap of the fused kernel, through the blocks per SM asked of the compiler: 128 registers
 // (2 blocks of 256 threads) where ptxas fits that without spilling. Not the unchunked scan's 80 for
 // d_state 1 with rank tiles 8 / 16 (the tables and the epilogue spilled 20-40 bytes there), and
-// uncapped for float16 16-state tiles of 48-64 (4-60 bytes of spill at 128).
+// uncapped for 16 states with float16 tiles of 48-64 (4-60 bytes of spill at 128 for sm_90) and the
+// float32 tile of 64 (4 bytes for sm_80).
 __host__ __device__ constexpr int fused_min_blocks(int nmax, int rreg, bool half_io)
 {
-    return nmax > 1 && half_io && rreg >= 48 ? 0 : 2;
+    return nmax > 1 && rreg >= (half_io ? 48 : 64) ? 0 : 2;
 }
 
 __host__ __device__ constexpr size_t fused_smem_bytes(int GW, int wrows, int L, int Cp, size_t psize)

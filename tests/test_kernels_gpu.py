@@ -294,6 +294,71 @@ def test_ss2d_scan_fp32_short_sequence_stages(shape, monkeypatch):
     check_forced_decomposition(shape, torch.float32, {}, 53, monkeypatch)
 
 
+# The fused scan + merge for short sequences (VMK_SCAN_FUSED=1 forces it, 0 the three launches; the
+# launcher takes it by itself where the unchunked scan would run and the shared y tiles leave enough
+# resident warps). One block scans all four directions of its channels into shared tiles and writes
+# y itself. Knobs: its x_dbl window rows (VMK_SCAN_FUSED_ROWS 16 / 32 / 64: one window, several,
+# a last partial one) and two channel groups per block (VMK_SCAN_GROUPS=2, where ceil(D / 32) is
+# even). Shapes: L < 16, L < 64, L not a multiple of 16, L = 196 and 256, D not a multiple of 32,
+# batch 1 and > 1, d_state 1 and 16, dt_rank 6 / 12 / 24 / 40 / 48 / 64 (every rank tile), and
+# VMamba-T stages 2-3 (D 384, 14x14, rank 24; D 768, 7x7, rank 48). Every configuration run below
+# fits the fused block in the H200's 227 KB of shared memory per block (the largest, float32 at L 256
+# with 64 window rows, 175 KB; two groups, float32 at L 117 and rank 64 with 64 rows, 209 KB), so the
+# forced runs do test the fused kernel; two groups of float32 tiles at L >= 196 would not (229 KB and
+# more: the launcher would run the three launches) and are skipped.
+FUSED_SHAPES = [
+    (1, 40, 7, 7, 1, 6),
+    (3, 70, 5, 9, 16, 24),
+    (2, 96, 14, 14, 1, 48),
+    (2, 33, 9, 13, 1, 64),
+    (1, 24, 3, 5, 1, 40),
+    (2, 64, 16, 16, 1, 24),
+    (2, 50, 12, 17, 16, 12),
+    (4, 384, 14, 14, 1, 24),
+    (8, 768, 7, 7, 1, 48),
+]
+FUSED_KNOBS = [
+    {"VMK_SCAN_FUSED": 1},
+    {"VMK_SCAN_FUSED": 0},
+    {"VMK_SCAN_FUSED": 1, "VMK_SCAN_FUSED_ROWS": 16},
+    {"VMK_SCAN_FUSED": 1, "VMK_SCAN_FUSED_ROWS": 32},
+    {"VMK_SCAN_FUSED": 1, "VMK_SCAN_FUSED_ROWS": 64},
+    {"VMK_SCAN_FUSED": 1, "VMK_SCAN_GROUPS": 2},
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("knobs", FUSED_KNOBS, ids=lambda k: "_".join(f"{n[4:]}{v}" for n, v in k.items()))
+@pytest.mark.parametrize("shape", FUSED_SHAPES, ids=_ids(FUSED_SHAPES))
+def test_ss2d_scan_fused_short_sequences(shape, knobs, dtype, monkeypatch):
+    if knobs.get("VMK_SCAN_GROUPS") == 2:
+        if ((shape[1] + 31) // 32) % 2:
+            pytest.skip("two channel groups per block need an even number of 32-channel groups")
+        if dtype == torch.float32 and shape[2] * shape[3] >= 196:
+            pytest.skip("two groups of float32 y tiles at L >= 196 exceed the shared memory of a block")
+    check_forced_decomposition(shape, dtype, knobs, 53, monkeypatch)
+
+
+# The fused path computes what the three launches with the unchunked scan (VMK_SCAN_SLOTS=1)
+# compute (the same step loop, partials rounded to the same dtype, the merge's summation order), so
+# the two agree far inside the reference tolerance: fp32 to float32 rounding, fp16 up to rare
+# one-ulp flips of a partial or the output.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("shape", [(3, 70, 5, 9, 16, 24), (2, 96, 14, 14, 1, 48), (4, 384, 14, 14, 1, 24)],
+                         ids=lambda s: "B{}_D{}_{}x{}_N{}_R{}".format(*s))
+def test_ss2d_scan_fused_equals_three_launches(shape, dtype, monkeypatch):
+    B, D, H, W, N, R = shape
+    x, params = make_inputs(B, D, H, W, N, R, dtype, seed=59)
+    outs = {}
+    monkeypatch.setenv("VMK_SCAN_SLOTS", "1")
+    for fused in (1, 0):
+        monkeypatch.setenv("VMK_SCAN_FUSED", str(fused))
+        outs[fused] = torch.full_like(x, float("nan"))
+        kernels.ss2d_scan(x, *params.values(), out=outs[fused])
+    diff = rel_err(outs[1], outs[0])
+    print(f"ss2d fused vs three launches {shape} {dtype}: rel diff {diff:.2e}")
+    assert diff < TOL[dtype] / 10
+
 VMEANBA_SHAPES = [
     (1, 8, 7, 9, 1, 3),
     (2, 16, 13, 11, 16, 6),

@@ -12,6 +12,8 @@
 //      Each direction's y goes to a float32 workspace at its pixel's place, channels-last.
 //   3. merge: y[b, d, p] = sum_k y_k[b, p, d] + (sum_k Ds[k, d]) x[b, d, p], transposed back
 //      through a shared-memory tile, in a fixed order: deterministic, no atomics.
+//   Short sequences (2+3 fused, ss2d_fused_scan_kernel): one block scans all four directions of its
+//   channels into shared y tiles and writes y itself (no partials, no merge launch).
 #include "ss2d_parts.cuh"
 
 #include <stdlib.h>
@@ -76,6 +78,18 @@ struct ScanParams {
     // from the state that the summaries of the segments before it chain to, and writes y.
     float* seg_sum;
     int seg_steps, nseg, mode;
+};
+
+// The fused scan + merge's extra arguments (ss2d_fused_scan_kernel; a separate struct: growing
+// ScanParams changed ptxas's register allocation of the other scan kernels): the op's x and y
+// [B][D][L] in the I/O dtype, Ds [4][D], the x_dbl rows staged per direction and window (16, 32 or
+// 64; 0 on entry to launch_fused: chosen there) and, for the host only, the fewest resident warps
+// per SM that launch_fused accepts.
+struct FusedParams {
+    const void* x;
+    const float* Ds;
+    void* y;
+    int wrows, min_warps;
 };
 
 // Block size limit: 512 threads only where the registers allow (chunked d_state 1, tiles <= 16).
@@ -161,6 +175,20 @@ __device__ __forceinline__ void chunk_local(const float* xd_s, int Cp, int bo, i
 // states (there a rolling buffer; see unchunked_steps).
 template <typename T, int NMAX> using Ahead = typename std::conditional<NMAX == 1, float, T>::type;
 
+// The unchunked scan's output to the partial workspace: the lane's channel at the step's pixel
+// (offset table of the window); dead lanes store nothing.
+template <typename PT>
+struct PartialOut {
+    PT* yl;
+    const int* off_s;
+    bool live;
+    __device__ __forceinline__ void operator()(int s, float y, bool inside) const
+    {
+        const PT yv = from_f32<PT>(y);
+        if (live && inside) yl[off_s[s]] = yv;
+    }
+};
+
 // T steps of an unchunked scan from state h, and the loads of the next T inputs into `ahead` (their
 // latency is the step loop's only long wait). FULL: the T steps and the T loaded ahead all lie
 // inside the sequence (no guards).
@@ -168,13 +196,14 @@ template <typename T, int NMAX> using Ahead = typename std::conditional<NMAX == 
 //   16 states: no dt or u registers: dt comes from the warp's dt tile, and step q's slot of the
 //   rolling buffer is refilled with the input T steps ahead as soon as it is read (registers are
 //   what limits the 16-state scan's occupancy).
-template <typename T, int NMAX, bool FULL, typename Dt>
+// `out(s, y, inside)` takes the output of window step s, stored only if `inside` the sequence (steps
+// past the end occur only in the last window): PartialOut for the partial workspace, TileOut (the
+// fused scan) for the block's shared y tile.
+template <typename T, int NMAX, bool FULL, typename Dt, typename Out>
 __device__ __forceinline__ void unchunked_steps(const float* xd_s, const int* off_s, int Cp, int bo, int co, int s0,
-                                                int cnt, int rest, const T* xl, typename Partial<T>::type* yl,
-                                                bool live, const Dt& dtp, float* scratch, const float* A2, float* h,
-                                                Ahead<T, NMAX>* ahead)
+                                                int cnt, int rest, const T* xl, const Out& out, const Dt& dtp,
+                                                float* scratch, const float* A2, float* h, Ahead<T, NMAX>* ahead)
 {
-    using PT = typename Partial<T>::type;
     if constexpr (NMAX == 1) {
         float u[kSteps], dt[kSteps];
         dtp.window(xd_s + s0 * Cp, Cp, scratch, dt);
@@ -186,9 +215,8 @@ __device__ __forceinline__ void unchunked_steps(const float* xd_s, const int* of
 #pragma unroll
         for (int q = 0; q < kSteps; ++q) {
             const float y = scan_step<NMAX>(xd_s + (s0 + q) * Cp, u[q], dt[q], A2, bo, co, h);
-            // steps past the end only occur in the last window; their state is never used
-            const PT yv = from_f32<PT>(y);
-            if (live && (FULL || s0 + q < cnt)) yl[off_s[s0 + q]] = yv;
+            // steps past the end: their state is never used
+            out(s0 + q, y, FULL || s0 + q < cnt);
         }
     } else {
         const int lane = threadIdx.x & 31;
@@ -199,8 +227,7 @@ __device__ __forceinline__ void unchunked_steps(const float* xd_s, const int* of
             ahead[q] = (FULL || s0 + kSteps + q < rest) ? xl[off_s[s0 + kSteps + q]] : from_f32<T>(0.f);
             const float y = scan_step<NMAX>(xd_s + (s0 + q) * Cp, u, scratch[q * kDtTileStride + lane] + dtp.bias,
                                             A2, bo, co, h);
-            const PT yv = from_f32<PT>(y);
-            if (live && (FULL || s0 + q < cnt)) yl[off_s[s0 + q]] = yv;
+            out(s0 + q, y, FULL || s0 + q < cnt);
         }
     }
 }
@@ -386,13 +413,14 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX),
         } else {
             // the offsets of the T steps after the window (the rolling prefetch) are in the table's
             // tail; sub-chunks whose steps and prefetch all lie inside the sequence run unguarded
+            const PartialOut<PT> out{yl, off_s, live};
             for (int s0 = 0; s0 < cnt; s0 += kSteps) {
                 if (t0 + s0 + 2 * kSteps <= L)
-                    unchunked_steps<T, NMAX, true>(xd_s, off_s, Cp, bo, co, s0, cnt, L - t0, xl, yl, live, dtp,
-                                                   scratch, A2, carry, ahead);
+                    unchunked_steps<T, NMAX, true>(xd_s, off_s, Cp, bo, co, s0, cnt, L - t0, xl, out, dtp, scratch,
+                                                   A2, carry, ahead);
                 else
-                    unchunked_steps<T, NMAX, false>(xd_s, off_s, Cp, bo, co, s0, cnt, L - t0, xl, yl, live, dtp,
-                                                    scratch, A2, carry, ahead);
+                    unchunked_steps<T, NMAX, false>(xd_s, off_s, Cp, bo, co, s0, cnt, L - t0, xl, out, dtp, scratch,
+                                                    A2, carry, ahead);
             }
         }
     }
@@ -401,6 +429,155 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX),
         e[0] = seg_decay;
 #pragma unroll
         for (int n = 0; n < NMAX; ++n) e[1 + n] = carry[n];
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// 2+3 fused, for short sequences: one block per (image, GW channel groups) scans all four directions
+// of its channels and writes y itself, so the partial workspace is neither written nor read and the
+// merge launch disappears (VMamba-T stages 2-3: the merge re-read 77 MB of partials at stage 2 and
+// took 25-43 us). Warp w = 4 gw + k scans direction k of channel group gw with the unchunked step
+// loop (unchunked_steps, the same dt sources); the block stages the four directions' x_dbl windows
+// (each direction's slab is contiguous: the prep stores it at the direction's own sequence index).
+// Each warp's y_k goes to its own shared tile [L][33] (stride 33: the step loop's row writes and the
+// epilogue's pixel-major reads are both free of bank conflicts) in the partial dtype, so the result
+// is rounded exactly as the three-launch path's partials are; after one barrier the block sums the
+// four tiles in the merge's fixed order (y0 + y2) + (y1 + y3), adds (sum_k Ds[k, d]) x, and writes
+// its [32 GW][L] slice of y, which is contiguous in [b][d][p] (coalesced). Deterministic, no atomics.
+// The tiles take 4 GW L 33 partial-size bytes, so the path is chosen only where the block's shared
+// memory still leaves several blocks per SM (launch_fused).
+constexpr int kFusedTileStride = 33;
+constexpr int kFusedMaxGroups = 2;  // blocks of 4 or 8 warps (256 threads at most)
+
+// Register cap of the fused kernel, through the blocks per SM asked of the compiler: 128 registers
+// (2 blocks of 256 threads) where ptxas fits that without spilling. Not the unchunked scan's 80 for
+// d_state 1 with rank tiles 8 / 16 (the tables and the epilogue spilled 20-40 bytes there), and
+// uncapped for 16 states with float16 tiles of 48-64 (4-60 bytes of spill at 128 for sm_90) and the
+// float32 tile of 64 (4 bytes for sm_80).
+__host__ __device__ constexpr int fused_min_blocks(int nmax, int rreg, bool half_io)
+{
+    return nmax > 1 && rreg >= (half_io ? 48 : 64) ? 0 : 2;
+}
+
+__host__ __device__ constexpr size_t fused_smem_bytes(int GW, int wrows, int L, int Cp, size_t psize)
+{
+    return ((size_t)kDirs * wrows * Cp + (size_t)kDirs * GW * kDtScratch + 32 * GW) * sizeof(float) +
+           (size_t)kDirs * (2 * wrows + kSteps) * sizeof(int) + (size_t)kDirs * GW * L * kFusedTileStride * psize;
+}
+
+// The fused scan's output: y_k of the lane's channel at the step's pixel of the warp's y tile.
+template <typename PT>
+struct TileOut {
+    PT* tile;          // the warp's tile, at the lane's column
+    const int* pix_s;  // per window step: pixel * kFusedTileStride
+    __device__ __forceinline__ void operator()(int s, float y, bool inside) const
+    {
+        if (inside) tile[pix_s[s]] = from_f32<PT>(y);
+    }
+};
+
+template <typename T, int NMAX, int RREG, bool DT_MMA>
+__global__ void __launch_bounds__(kFusedMaxGroups * kDirs * 32,
+                                  fused_min_blocks(NMAX, RREG, std::is_same<T, __half>::value))
+    ss2d_fused_scan_kernel(ScanParams p, FusedParams f)
+{
+    using PT = typename Partial<T>::type;
+    extern __shared__ __align__(16) float smem[];
+    const int GW = p.GW, wrows = f.wrows, b = blockIdx.y;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, k = warp & 3, gw = warp >> 2;
+    const int D = p.D, H = p.H, W = p.W, L = H * W, N = p.N, R = p.R, Cp = p.Cp, bo = p.bo, co = p.co;
+    const int d0 = blockIdx.x * GW * 32, d = d0 + gw * 32 + lane;
+    const int dc = d < D ? d : D - 1;  // dead lanes compute on a real channel; the epilogue skips them
+    // shared memory: x_dbl windows [4][wrows][Cp], dt tiles [4 GW][kDtScratch], sum_k Ds [32 GW],
+    // offset tables [4][wrows + T] (pixel * D: x loads), pixel tables [4][wrows] (pixel * stride:
+    // tile rows), y tiles [GW][4][L][stride] in the partial dtype
+    float* xd_all = smem;
+    float* scratch = xd_all + (size_t)kDirs * wrows * Cp + (size_t)warp * kDtScratch;
+    float* ds_s = xd_all + (size_t)kDirs * wrows * Cp + (size_t)kDirs * GW * kDtScratch;
+    int* off_all = reinterpret_cast<int*>(ds_s + 32 * GW);
+    int* pix_all = off_all + kDirs * (wrows + kSteps);
+    PT* tiles = reinterpret_cast<PT*>(pix_all + kDirs * wrows);
+    const float* xd_s = xd_all + (size_t)k * wrows * Cp;
+    const int* off_s = off_all + k * (wrows + kSteps);
+    const TileOut<PT> out{tiles + (size_t)warp * L * kFusedTileStride + lane, pix_all + k * wrows};
+
+    const int r = k * D + dc;
+    float A2[NMAX];
+#pragma unroll
+    for (int n = 0; n < NMAX; ++n) A2[n] = n < N ? -expf(p.A_logs[(size_t)r * N + n]) * kLog2e : 0.f;
+    typename DtSource<T, RREG, DT_MMA>::type dtp;
+    dtp.init(static_cast<const T*>(p.wdt), k, dc, d - lane, D, R, p.dt_bias[r]);
+    if (k == 0) ds_s[gw * 32 + lane] = (f.Ds[dc] + f.Ds[D + dc]) + (f.Ds[2 * D + dc] + f.Ds[3 * D + dc]);
+
+    // 32-bit element offsets within one image's [L][D] plane (checked on launch)
+    const T* xl = static_cast<const T*>(p.xt) + (size_t)b * L * D + dc;
+    const float* xdb = p.xdbl + (size_t)b * kDirs * L * Cp;  // the image's four slabs [4][L][Cp]
+    float h[NMAX];
+#pragma unroll
+    for (int n = 0; n < NMAX; ++n) h[n] = 0.f;
+    Ahead<T, NMAX> ahead[kSteps];  // u of the next T steps, loaded ahead
+    {
+        Walk w;
+        w.init(k, H, W, D);
+        w.start(k, 0, H, W, D);
+#pragma unroll
+        for (int q = 0; q < kSteps; ++q) {
+            if constexpr (NMAX == 1) ahead[q] = q < L ? to_f32(xl[w.off]) : 0.f;
+            else ahead[q] = q < L ? xl[w.off] : from_f32<T>(0.f);
+            w.next();
+        }
+    }
+
+    for (int t0 = 0; t0 < L; t0 += wrows) {  // the same trip count in every warp: barriers are uniform
+        const int cnt = min(wrows, L - t0);
+        __syncthreads();  // the previous window's readers are done
+        {
+            const int n4 = cnt * Cp / 4;  // float4s per direction (Cp is a float4 multiple)
+            for (int e = threadIdx.x; e < kDirs * n4; e += blockDim.x) {
+                const int kk = e / n4, i = e - kk * n4;
+                reinterpret_cast<float4*>(xd_all + (size_t)kk * wrows * Cp)[i] =
+                    reinterpret_cast<const float4*>(xdb + ((size_t)kk * L + t0) * Cp)[i];
+            }
+            // per direction: offsets of the window's steps and of the T steps after it (the prefetch),
+            // and the tile row of each window step
+            const int per = wrows + kSteps;
+            for (int e = threadIdx.x; e < kDirs * per; e += blockDim.x) {
+                const int kk = e / per, i = e - kk * per, t = t0 + i;
+                const int pix = t < L ? seq_pixel(kk, t, H, W) : 0;
+                off_all[e] = pix * D;
+                if (i < wrows) pix_all[kk * wrows + i] = pix * kFusedTileStride;
+            }
+        }
+        __syncthreads();
+        for (int s0 = 0; s0 < cnt; s0 += kSteps) {
+            if (t0 + s0 + 2 * kSteps <= L)
+                unchunked_steps<T, NMAX, true>(xd_s, off_s, Cp, bo, co, s0, cnt, L - t0, xl, out, dtp, scratch, A2,
+                                               h, ahead);
+            else
+                unchunked_steps<T, NMAX, false>(xd_s, off_s, Cp, bo, co, s0, cnt, L - t0, xl, out, dtp, scratch,
+                                                A2, h, ahead);
+        }
+    }
+    __syncthreads();  // every direction's tile is complete
+
+    // y[b, d0 + c, p] for the block's channels: one contiguous run of nch * L elements of y and x
+    const int nch = min(32 * GW, D - d0), total = nch * L, step = blockDim.x;
+    const size_t base = ((size_t)b * D + d0) * L;
+    const T* xin = static_cast<const T*>(f.x) + base;
+    T* yout = static_cast<T*>(f.y) + base;
+    const size_t ks = (size_t)L * kFusedTileStride;  // between the four direction tiles of a group
+    const int sc = step / L, sp = step - sc * L;
+    int c = threadIdx.x / L, pp = threadIdx.x - c * L;  // channel and pixel of element e
+    for (int e = threadIdx.x; e < total; e += step) {
+        const PT* tp = tiles + (size_t)(c >> 5) * kDirs * ks + (size_t)pp * kFusedTileStride + (c & 31);
+        const float v0 = to_f32(tp[0]), v1 = to_f32(tp[ks]), v2 = to_f32(tp[2 * ks]), v3 = to_f32(tp[3 * ks]);
+        yout[e] = from_f32<T>(fmaf(ds_s[c], to_f32(xin[e]), (v0 + v2) + (v1 + v3)));
+        pp += sp;
+        c += sc;
+        if (pp >= L) {
+            pp -= L;
+            ++c;
+        }
     }
 }
 
@@ -493,7 +670,8 @@ __global__ void __launch_bounds__(kMergeThreads) ss2d_merge_kernel(const typenam
 // Resident blocks per SM of a scan kernel at this block size and shared memory (0: cannot run), from
 // the occupancy query once per (device, kernel, configuration): the plugins launch the op on every
 // inference, and the answer never changes.
-inline int scan_blocks_per_sm(void (*kernel)(ScanParams), int threads, size_t smem)
+template <typename K>
+int scan_blocks_per_sm(K* kernel, int threads, size_t smem)
 {
     static std::mutex mutex;
     static std::map<std::tuple<int, const void*, int, size_t>, int> known;
@@ -577,27 +755,95 @@ vmk_status_t launch_scan(ScanParams p, int B, cudaStream_t stream, const DeviceI
     return launch_status();
 }
 
-// dt on tensor cores wherever it applies (dt_mma_fits: DtMma for float16 I/O, DtTf32 for float32),
-// unless `mma` is false (VMK_SCAN_DT=simt).
-template <typename T, int NMAX, int RREG, bool CHUNKED>
-vmk_status_t launch_scan_dt(const ScanParams& p, int B, cudaStream_t stream, const DeviceInfo& dev, bool mma)
+// The fused scan + merge (ss2d_fused_scan_kernel). Configuration: GW channel groups per block (1 or
+// 2, a divisor of ceil(D / 32), or VMK_SCAN_GROUPS) and x_dbl window rows (16, 32 or 64, no longer
+// than the sequence needs, or VMK_SCAN_FUSED_ROWS), the one whose grid of B * ceil(D / 32) / GW
+// blocks needs the fewest waves at the occupancy that the query reports for its shared memory
+// (ties within 2% to the larger window, then the larger block). Configurations with fewer than
+// f.min_warps resident warps per SM are declined: the y tiles grow with L (4 GW L 33 partial-size
+// bytes), and a block too large to leave several per SM would hide the step loop's latency worse
+// than the three launches do. VMK_ERR_UNSUPPORTED when nothing qualifies (the caller then runs the
+// three launches).
+template <typename T, int NMAX, int RREG, bool DT_MMA>
+vmk_status_t launch_fused(ScanParams p, FusedParams f, int B, cudaStream_t stream, const DeviceInfo& dev)
 {
-    if constexpr (dt_mma_fits(std::is_same<T, __half>::value, RREG))
-        if (mma) return launch_scan<T, NMAX, RREG, CHUNKED, true>(p, B, stream, dev);
-    return launch_scan<T, NMAX, RREG, CHUNKED, false>(p, B, stream, dev);
+    auto kernel = ss2d_fused_scan_kernel<T, NMAX, RREG, DT_MMA>;
+    const int L = p.H * p.W, groups32 = (p.D + 31) / 32;
+    const size_t psize = sizeof(typename Partial<T>::type);
+    int gw_best = 0, rows_best = 0;
+    double best = INFINITY;
+    for (int g = 1; g <= kFusedMaxGroups; ++g) {
+        if (groups32 % g != 0 || (p.GW > 0 && g != p.GW)) continue;
+        for (int rows = kSteps; rows <= kWindowSub * kSteps; rows *= 2) {
+            if (f.wrows > 0 ? rows != f.wrows : rows > kSteps && rows / 2 >= L) continue;
+            const size_t smem = fused_smem_bytes(g, rows, L, p.Cp, psize);
+            if (smem > (size_t)dev.smem_optin) continue;
+            const int per_sm = scan_blocks_per_sm(kernel, kDirs * 32 * g, smem);
+            if (per_sm <= 0 || per_sm * kDirs * g < f.min_warps) continue;
+            const double waves = fmax(1.0, (double)(groups32 / g) * B / ((double)per_sm * dev.sms));
+            if (waves <= best * 1.02) {
+                gw_best = g;
+                rows_best = rows;
+                best = fmin(best, waves);
+            }
+        }
+    }
+    if (gw_best == 0) return VMK_ERR_UNSUPPORTED;
+    p.GW = gw_best;
+    f.wrows = rows_best;
+    const size_t smem = fused_smem_bytes(p.GW, f.wrows, L, p.Cp, psize);
+    if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
+    kernel<<<dim3(groups32 / p.GW, B), kDirs * 32 * p.GW, smem, stream>>>(p, f);
+    return launch_status();
 }
 
-template <typename T, int NMAX, bool CHUNKED>
-vmk_status_t launch_scan_rank(const ScanParams& p, int B, cudaStream_t stream, const DeviceInfo& dev, bool mma)
+// Calls launch(rreg, dt_mma) with R's register tile (rank_regs) and the dt source as compile-time
+// constants (std::integral_constant / std::bool_constant): dt on tensor cores wherever it applies
+// (dt_mma_fits: DtMma for float16 I/O, DtTf32 for float32), unless `mma` is false (VMK_SCAN_DT=simt).
+template <bool HALF, typename Launch>
+vmk_status_t with_rank_tile(int R, bool mma, Launch&& launch)
 {
-    switch (rank_regs(p.R)) {
-    case 8: return launch_scan_dt<T, NMAX, 8, CHUNKED>(p, B, stream, dev, mma);
-    case 16: return launch_scan_dt<T, NMAX, 16, CHUNKED>(p, B, stream, dev, mma);
-    case 32: return launch_scan_dt<T, NMAX, 32, CHUNKED>(p, B, stream, dev, mma);
-    case 48: return launch_scan_dt<T, NMAX, 48, CHUNKED>(p, B, stream, dev, mma);
-    case 64: return launch_scan_dt<T, NMAX, 64, CHUNKED>(p, B, stream, dev, mma);
-    default: return launch_scan_dt<T, NMAX, 0, CHUNKED>(p, B, stream, dev, mma);
+    auto dt = [&](auto rreg) -> vmk_status_t {
+        if constexpr (dt_mma_fits(HALF, decltype(rreg)::value))
+            if (mma) return launch(rreg, std::true_type{});
+        return launch(rreg, std::false_type{});
+    };
+    switch (rank_regs(R)) {
+    case 8: return dt(std::integral_constant<int, 8>{});
+    case 16: return dt(std::integral_constant<int, 16>{});
+    case 32: return dt(std::integral_constant<int, 32>{});
+    case 48: return dt(std::integral_constant<int, 48>{});
+    case 64: return dt(std::integral_constant<int, 64>{});
+    default: return dt(std::integral_constant<int, 0>{});
     }
+}
+
+// The three-launch path's scan (chunked or not), and the fused scan + merge. The fused kernel exists
+// only with the tensor-core dt (every rank tile of 8..64 in both dtypes): with the CUDA-core dt
+// (VMK_SCAN_DT=simt, or dt_rank > 64) it is not built (ptxas spilled several of those variants)
+// and the three launches run.
+template <typename T, int NMAX>
+vmk_status_t launch_scan_path(bool chunked, const ScanParams& p, int B, cudaStream_t stream, const DeviceInfo& dev,
+                              bool mma)
+{
+    return with_rank_tile<std::is_same<T, __half>::value>(p.R, mma, [&](auto rreg, auto dt) {
+        constexpr int RREG = decltype(rreg)::value;
+        constexpr bool DT = decltype(dt)::value;
+        return chunked ? launch_scan<T, NMAX, RREG, true, DT>(p, B, stream, dev)
+                       : launch_scan<T, NMAX, RREG, false, DT>(p, B, stream, dev);
+    });
+}
+
+template <typename T, int NMAX>
+vmk_status_t launch_fused_path(const ScanParams& p, const FusedParams& f, int B, cudaStream_t stream,
+                               const DeviceInfo& dev, bool mma)
+{
+    return with_rank_tile<std::is_same<T, __half>::value>(p.R, mma, [&](auto rreg, auto dt) -> vmk_status_t {
+        if constexpr (decltype(dt)::value)
+            return launch_fused<T, NMAX, decltype(rreg)::value, true>(p, f, B, stream, dev);
+        else
+            return VMK_ERR_UNSUPPORTED;
+    });
 }
 
 template <typename T>
@@ -650,12 +896,32 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
     // Tuning and test knob: VMK_SCAN_DT=simt keeps dt on CUDA cores where tensor cores would apply.
     const char* dt_env = getenv("VMK_SCAN_DT");
     const bool mma = !(dt_env && !strcmp(dt_env, "simt"));
-    vmk_status_t st;
-    if (N == 1)
-        st = S > 1 ? launch_scan_rank<T, 1, true>(p, B, stream, dev, mma) : launch_scan_rank<T, 1, false>(p, B, stream, dev, mma);
-    else
-        st = S > 1 ? launch_scan_rank<T, kMaxDState, true>(p, B, stream, dev, mma)
-                   : launch_scan_rank<T, kMaxDState, false>(p, B, stream, dev, mma);
+
+    // Fused scan + merge (short sequences; launch_fused): tried wherever the unchunked scan would run
+    // (enough rows) and its shared y tiles leave at least kFusedMinWarps resident warps per SM; it
+    // then replaces the scan and the merge. VMamba-T batch 128 float16 takes it at stages 2-3 (L 196,
+    // 49); stage 1 (L 784) would hold one 4-warp block per SM and keeps the three launches.
+    // Test knobs: VMK_SCAN_FUSED=1 forces it wherever one block fits on an SM (any batch, even where
+    // chunk slots would be chosen, and over VMK_SCAN_SLOTS), 0 never; VMK_SCAN_FUSED_ROWS=16|32|64
+    // forces its x_dbl window rows (VMK_SCAN_GROUPS, when 1 or 2, its channel groups per block).
+    constexpr int kFusedMinWarps = 8;  // not measured: half of the 16 that a 128-register cap allows
+    const char* fused_env = getenv("VMK_SCAN_FUSED");
+    const int fused_knob = fused_env ? atoi(fused_env) : -1;
+    if (fused_knob == 1 || (fused_knob != 0 && S == 1)) {
+        FusedParams f{a->x, a->Ds, a->y, 0, fused_knob == 1 ? 1 : kFusedMinWarps};
+        if (const char* env = getenv("VMK_SCAN_FUSED_ROWS")) {
+            const int want = atoi(env);
+            if (want == kSteps || want == 2 * kSteps || want == kWindowSub * kSteps) f.wrows = want;
+        }
+        ScanParams pf = p;
+        pf.GW = GW <= kFusedMaxGroups ? GW : 0;
+        const vmk_status_t st = N == 1 ? launch_fused_path<T, 1>(pf, f, B, stream, dev, mma)
+                                       : launch_fused_path<T, kMaxDState>(pf, f, B, stream, dev, mma);
+        if (st != VMK_ERR_UNSUPPORTED) return st;  // launched (or failed); else the three launches
+    }
+
+    const vmk_status_t st = N == 1 ? launch_scan_path<T, 1>(S > 1, p, B, stream, dev, mma)
+                                   : launch_scan_path<T, kMaxDState>(S > 1, p, B, stream, dev, mma);
     if (st != VMK_OK) return st;
 
     const dim3 mgrid((L + 63) / 64, (D + 31) / 32, B);

@@ -258,6 +258,22 @@ int main()
         setenv("VMK_SCAN_DT", "simt", 1);
         run_scan(2, 40, 7, 9, 1, 24, dt, -1, rng);
         unsetenv("VMK_SCAN_DT");
+        // the fused scan + merge (VMK_SCAN_FUSED=1): d_state 1 and 16, L < 16 and not a multiple of
+        // 16, D not a multiple of 32, one and several windows (VMK_SCAN_FUSED_ROWS), two channel
+        // groups per block; then the launcher's own choice at a VMamba-T stage-3 shape (fused)
+        setenv("VMK_SCAN_FUSED", "1", 1);
+        run_scan(2, 40, 7, 7, 1, 6, dt, -1, rng);
+        run_scan(1, 33, 3, 5, 16, 24, dt, -1, rng);
+        setenv("VMK_SCAN_FUSED_ROWS", "16", 1);
+        setenv("VMK_SCAN_GROUPS", "2", 1);
+        run_scan(3, 64, 9, 13, 1, 48, dt, -1, rng);
+        run_scan(1, 50, 10, 7, 16, 12, dt, -1, rng);
+        unsetenv("VMK_SCAN_GROUPS");
+        setenv("VMK_SCAN_FUSED_ROWS", "64", 1);
+        run_scan(2, 70, 11, 9, 1, 64, dt, -1, rng);
+        unsetenv("VMK_SCAN_FUSED_ROWS");
+        unsetenv("VMK_SCAN_FUSED");
+        run_scan(16, 768, 7, 7, 1, 48, dt, -1, rng);
     }
     // the float16 flat prep (VMK_PREP_TILE=flat) at its smallest and largest rows per block: tiles that
     // span images, 2-, 8- and 16-byte x loads, scalar and cp.async W_x, two channel chunks, d_state 1

@@ -869,8 +869,11 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
     const long long row_warps = (long long)B * kDirs * groups32;
     // d_state > 1 chunks scan their steps twice (no room for N local states per step): even fewer.
     const int max_slots = N == 1 && rank_regs(R) > 0 && rank_regs(R) <= 16 ? 16 : 8;
+    // (Slots may cover more than the sequence: at VMamba-T stage 3, batch 1 (L 49), 4 slots of 16
+    // steps took 0.0164 ms against 0.0193 for the 2 that stayed within it; bench_kernels.py sweep,
+    // H200, third session.)
     int S = 1;
-    while (S < max_slots && row_warps * S < 4LL * dev.sms && 2 * S * kSteps <= L) S *= 2;
+    while (S < max_slots && row_warps * S < 4LL * dev.sms && S * kSteps < L) S *= 2;
     // Tuning and test knob: VMK_SCAN_SLOTS forces the slot count (a power of two; 1 = unchunked).
     if (const char* env = getenv("VMK_SCAN_SLOTS")) {
         const int want = atoi(env);
@@ -897,18 +900,17 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
     const char* dt_env = getenv("VMK_SCAN_DT");
     const bool mma = !(dt_env && !strcmp(dt_env, "simt"));
 
-    // Fused scan + merge (short sequences; launch_fused): tried wherever the unchunked scan would run
-    // (enough rows) and its shared y tiles leave at least kFusedMinWarps resident warps per SM; it
-    // then replaces the scan and the merge. VMamba-T batch 128 float16 takes it at stages 2-3 (L 196,
-    // 49); stage 1 (L 784) would hold one 4-warp block per SM and keeps the three launches.
-    // Test knobs: VMK_SCAN_FUSED=1 forces it wherever one block fits on an SM (any batch, even where
-    // chunk slots would be chosen, and over VMK_SCAN_SLOTS), 0 never; VMK_SCAN_FUSED_ROWS=16|32|64
+    // Fused scan + merge (short sequences; launch_fused): opt-in only. Measured on the H200 (third
+    // session, bench_kernels.py sweep, VMamba-T batch 128 float16), it was slower than the three
+    // launches: 0.339 against 0.200 ms at stage 2 and 0.156 against 0.151 ms at stage 3 (its y tiles
+    // limit a stage-2 block to 12 warps per SM, and the four direction warps of a block wait for
+    // the slowest). Knobs: VMK_SCAN_FUSED=1 takes it wherever one block fits on an SM (any batch,
+    // even where chunk slots would be chosen, and over VMK_SCAN_SLOTS); VMK_SCAN_FUSED_ROWS=16|32|64
     // forces its x_dbl window rows (VMK_SCAN_GROUPS, when 1 or 2, its channel groups per block).
-    constexpr int kFusedMinWarps = 8;  // not measured: half of the 16 that a 128-register cap allows
     const char* fused_env = getenv("VMK_SCAN_FUSED");
-    const int fused_knob = fused_env ? atoi(fused_env) : -1;
-    if (fused_knob == 1 || (fused_knob != 0 && S == 1)) {
-        FusedParams f{a->x, a->Ds, a->y, 0, fused_knob == 1 ? 1 : kFusedMinWarps};
+    const int fused_knob = fused_env ? atoi(fused_env) : 0;
+    if (fused_knob == 1) {
+        FusedParams f{a->x, a->Ds, a->y, 0, 1};
         if (const char* env = getenv("VMK_SCAN_FUSED_ROWS")) {
             const int want = atoi(env);
             if (want == kSteps || want == 2 * kSteps || want == kWindowSub * kSteps) f.wrows = want;

@@ -260,7 +260,7 @@ int main()
         unsetenv("VMK_SCAN_DT");
         // the fused scan + merge (VMK_SCAN_FUSED=1): d_state 1 and 16, L < 16 and not a multiple of
         // 16, D not a multiple of 32, one and several windows (VMK_SCAN_FUSED_ROWS), two channel
-        // groups per block; then the launcher's own choice at a VMamba-T stage-3 shape (fused)
+        // groups per block
         setenv("VMK_SCAN_FUSED", "1", 1);
         run_scan(2, 40, 7, 7, 1, 6, dt, -1, rng);
         run_scan(1, 33, 3, 5, 16, 24, dt, -1, rng);
@@ -273,7 +273,11 @@ int main()
         run_scan(2, 70, 11, 9, 1, 64, dt, -1, rng);
         unsetenv("VMK_SCAN_FUSED_ROWS");
         unsetenv("VMK_SCAN_FUSED");
-        run_scan(16, 768, 7, 7, 1, 48, dt, -1, rng);
+        // the launcher's own choice at a VMamba-T stage-3 shape (small prep tiles over 768 channels,
+        // unchunked scan, rank tile 48). float32 only: with this driver's unnormalised random weights
+        // the float16 output itself overflows there (the float64 reference reaches |y| = 6.3e4 at
+        // batch 4, at the float16 limit of 65504; batch 16 goes past it)
+        if (dt == VMK_FLOAT32) run_scan(16, 768, 7, 7, 1, 48, dt, -1, rng);
     }
     // the float16 flat prep (VMK_PREP_TILE=flat) at its smallest and largest rows per block: tiles that
     // span images, 2-, 8- and 16-byte x loads, scalar and cp.async W_x, two channel chunks, d_state 1

@@ -333,9 +333,12 @@ def test_ctrl_c_during_torch_export_exits_130_and_leaves_nothing(work, capsys, m
         raise AssertionError("SIGINT was not delivered")
 
     monkeypatch.setattr(torch.onnx, "export", export_that_swallows_ctrl_c)
+    # the handler the process had before (Python's default, or SIG_IGN when the run was started in
+    # the background of a non-interactive shell) must be the one in place afterwards
+    before = signal.getsignal(signal.SIGINT)
     _fail(work, capsys, ["-o", "out/m.onnx", "--trt-onnx", "--quiet"], cli.EXIT_INTERRUPTED, "interrupted",
           "nothing was written")
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is restored
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is restored
 
 
 def test_ctrl_c_during_selection(work, capsys, monkeypatch):

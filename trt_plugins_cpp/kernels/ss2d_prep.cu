@@ -166,6 +166,61 @@ inline size_t mma_prep_smem(const MmaPrepTile& t, int KC)
            (size_t)kDirs * t.bn() * sizeof(int);
 }
 
+// The end of both per-image tensor-core preps (1b, 1d): the warps' accumulator fragments (m16n8
+// layout: rows g and g + 8, columns 2 t and 2 t + 1) into the block's GK partial tiles out_s
+// [GK][BM][BN + 1], then one x_dbl row per thread, walking the pixels (as in ss2d_prep_kernel), with
+// the GK partial tiles added in a fixed order.
+template <int TM, int TN, int GM, int GN, int GK>
+__device__ __forceinline__ void store_prep_tile(const float (&acc)[TM][TN][4], float* out_s, const int* seq_s,
+                                                float* __restrict__ xdbl, int b, int m0, int npx, int L, int Cp)
+{
+    constexpr int BM = 16 * TM * GM, BN = 8 * TN * GN;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t2 = (lane & 3) * 2, M = kDirs * Cp;
+    const int wk = warp / (GM * GN), wm = (warp % (GM * GN)) / GN, wn = warp % GN;
+    float* mine = out_s + (size_t)wk * BM * (BN + 1);
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int m = (wm * TM + i) * 16 + g, n = (wn * TN + j) * 8 + t2;
+            mine[m * (BN + 1) + n] = acc[i][j][0];
+            mine[m * (BN + 1) + n + 1] = acc[i][j][1];
+            mine[(m + 8) * (BN + 1) + n] = acc[i][j][2];
+            mine[(m + 8) * (BN + 1) + n + 1] = acc[i][j][3];
+        }
+    __syncthreads();
+    // one x_dbl row per thread, walking the pixels (as in ss2d_prep_kernel); the GK partial tiles are
+    // added in a fixed order
+    static_assert(kPrepThreads % BM == 0, "whole rows per thread");
+    const int mm = tid % BM;
+    if (m0 + mm < M) {
+        const int m = m0 + mm;
+        const int k = direction_of(m, Cp);
+        float* dst = xdbl + ((size_t)b * kDirs + k) * L * Cp + (m - k * Cp);
+        for (int pp = tid / BM; pp < npx; pp += kPrepThreads / BM) {
+            float v = 0.f;
+#pragma unroll
+            for (int z = 0; z < GK; ++z) v += out_s[((size_t)z * BM + mm) * (BN + 1) + pp];
+            dst[seq_s[k * BN + pp] * Cp] = v;
+        }
+    }
+}
+
+// Launch of a per-image tensor-core prep (1b, 1d) over its (pixel tiles, row tiles, images) grid.
+template <int TM, int TN, int GM, int GN, int GK, typename T>
+vmk_status_t launch_prep_tiles(void (*kernel)(const T*, const T*, int, int, int, XdblCols, int, T*, float*),
+                               size_t smem, const T* x, const T* wx, int B, int D, int H, int W, XdblCols cols,
+                               int KC, T* xt, float* xdbl, cudaStream_t stream)
+{
+    constexpr MmaPrepTile t{TM, TN, GM, GN, GK};
+    if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
+    const int L = H * W, M = kDirs * cols.Cp;
+    kernel<<<dim3((L + t.bn() - 1) / t.bn(), (M + t.bm() - 1) / t.bm(), B), kPrepThreads, smem, stream>>>(
+        x, wx, D, H, W, cols, KC, xt, xdbl);
+    return launch_status();
+}
+
 template <int TM, int TN, int GM, int GN, int GK>
 __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_mma_kernel(
     const __half* __restrict__ x, const __half* __restrict__ wx, int D, int H, int W, XdblCols cols, int KC,
@@ -273,47 +328,16 @@ __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_mma_kernel(
         }
         __syncthreads();
     }
-    float* mine = out_s + (size_t)wk * BM * (BN + 1);
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            const int m = (wm * TM + i) * 16 + g, n = (wn * TN + j) * 8 + t2;
-            mine[m * (BN + 1) + n] = acc[i][j][0];
-            mine[m * (BN + 1) + n + 1] = acc[i][j][1];
-            mine[(m + 8) * (BN + 1) + n] = acc[i][j][2];
-            mine[(m + 8) * (BN + 1) + n + 1] = acc[i][j][3];
-        }
-    __syncthreads();
-    // one x_dbl row per thread, walking the pixels (as in ss2d_prep_kernel); the GK partial tiles are
-    // added in a fixed order
-    static_assert(kPrepThreads % BM == 0, "whole rows per thread");
-    const int mm = tid % BM;
-    if (m0 + mm < M) {
-        const int m = m0 + mm;
-        const int k = direction_of(m, Cp);
-        float* dst = xdbl + ((size_t)b * kDirs + k) * L * Cp + (m - k * Cp);
-        for (int pp = tid / BM; pp < npx; pp += kPrepThreads / BM) {
-            float v = 0.f;
-#pragma unroll
-            for (int z = 0; z < GK; ++z) v += out_s[((size_t)z * BM + mm) * (BN + 1) + pp];
-            dst[seq_s[k * BN + pp] * Cp] = v;
-        }
-    }
+    store_prep_tile<TM, TN, GM, GN, GK>(acc, out_s, seq_s, xdbl, b, m0, npx, L, Cp);
 }
 
 template <int TM, int TN, int GM, int GN, int GK>
 vmk_status_t launch_prep_mma(const __half* x, const __half* wx, int B, int D, int H, int W, XdblCols cols, int KC,
                              __half* xt, float* xdbl, cudaStream_t stream)
 {
-    constexpr MmaPrepTile t{TM, TN, GM, GN, GK};
-    auto kernel = ss2d_prep_mma_kernel<TM, TN, GM, GN, GK>;
-    const size_t smem = mma_prep_smem(t, KC);
-    if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
-    const int L = H * W, M = kDirs * cols.Cp;
-    kernel<<<dim3((L + t.bn() - 1) / t.bn(), (M + t.bm() - 1) / t.bm(), B), kPrepThreads, smem, stream>>>(
-        x, wx, D, H, W, cols, KC, xt, xdbl);
-    return launch_status();
+    return launch_prep_tiles<TM, TN, GM, GN, GK>(ss2d_prep_mma_kernel<TM, TN, GM, GN, GK>,
+                                                 mma_prep_smem(MmaPrepTile{TM, TN, GM, GN, GK}, KC), x, wx, B, D,
+                                                 H, W, cols, KC, xt, xdbl, stream);
 }
 
 // 1c. prep for short sequences on tensor cores (both dtypes): the same GEMM and outputs as 1b, built
@@ -782,47 +806,16 @@ __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_tf32_kernel(
         }
         __syncthreads();  // also: the staging is free for out_s after the last round
     }
-    float* mine = out_s + (size_t)wk * BM * (BN + 1);
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) {
-            const int m = (wm * TM + i) * 16 + g, n = (wn * TN + j) * 8 + 2 * t;
-            mine[m * (BN + 1) + n] = acc[i][j][0];
-            mine[m * (BN + 1) + n + 1] = acc[i][j][1];
-            mine[(m + 8) * (BN + 1) + n] = acc[i][j][2];
-            mine[(m + 8) * (BN + 1) + n + 1] = acc[i][j][3];
-        }
-    __syncthreads();
-    // one x_dbl row per thread, walking the pixels (as in ss2d_prep_kernel); the GK partial tiles are
-    // added in a fixed order
-    static_assert(kPrepThreads % BM == 0, "whole rows per thread");
-    const int mm = tid % BM;
-    if (m0 + mm < M) {
-        const int m = m0 + mm;
-        const int k = direction_of(m, Cp);
-        float* dst = xdbl + ((size_t)b * kDirs + k) * L * Cp + (m - k * Cp);
-        for (int pp = tid / BM; pp < npx; pp += kPrepThreads / BM) {
-            float v = 0.f;
-#pragma unroll
-            for (int z = 0; z < GK; ++z) v += out_s[((size_t)z * BM + mm) * (BN + 1) + pp];
-            dst[seq_s[k * BN + pp] * Cp] = v;
-        }
-    }
+    store_prep_tile<TM, TN, GM, GN, GK>(acc, out_s, seq_s, xdbl, b, m0, npx, L, Cp);
 }
 
 template <int TM, int TN, int GM, int GN, int GK>
 vmk_status_t launch_prep_tf32(const float* x, const float* wx, int B, int D, int H, int W, XdblCols cols, int KC,
                               float* xt, float* xdbl, cudaStream_t stream)
 {
-    constexpr MmaPrepTile t{TM, TN, GM, GN, GK};
-    auto kernel = ss2d_prep_tf32_kernel<TM, TN, GM, GN, GK>;
-    const size_t smem = tf32_prep_smem(t, KC);
-    if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
-    const int L = H * W, M = kDirs * cols.Cp;
-    kernel<<<dim3((L + t.bn() - 1) / t.bn(), (M + t.bm() - 1) / t.bm(), B), kPrepThreads, smem, stream>>>(
-        x, wx, D, H, W, cols, KC, xt, xdbl);
-    return launch_status();
+    return launch_prep_tiles<TM, TN, GM, GN, GK>(ss2d_prep_tf32_kernel<TM, TN, GM, GN, GK>,
+                                                 tf32_prep_smem(MmaPrepTile{TM, TN, GM, GN, GK}, KC), x, wx, B, D,
+                                                 H, W, cols, KC, xt, xdbl, stream);
 }
 
 // Prep tile choice: large tiles unless they would give fewer than 2 blocks per SM (few images, short

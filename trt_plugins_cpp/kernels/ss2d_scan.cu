@@ -89,7 +89,7 @@ struct FusedParams {
     const void* x;
     const float* Ds;
     void* y;
-    int wrows, min_warps;
+    int wrows;  // x_dbl window rows asked for (0: chosen)
 };
 
 // Block size limit: 512 threads only where the registers allow (chunked d_state 1, tiles <= 16).
@@ -759,10 +759,8 @@ vmk_status_t launch_scan(ScanParams p, int B, cudaStream_t stream, const DeviceI
 // 2, a divisor of ceil(D / 32), or VMK_SCAN_GROUPS) and x_dbl window rows (16, 32 or 64, no longer
 // than the sequence needs, or VMK_SCAN_FUSED_ROWS), the one whose grid of B * ceil(D / 32) / GW
 // blocks needs the fewest waves at the occupancy that the query reports for its shared memory
-// (ties within 2% to the larger window, then the larger block). Configurations with fewer than
-// f.min_warps resident warps per SM are declined: the y tiles grow with L (4 GW L 33 partial-size
-// bytes), and a block too large to leave several per SM would hide the step loop's latency worse
-// than the three launches do. VMK_ERR_UNSUPPORTED when nothing qualifies (the caller then runs the
+// (ties within 2% to the larger window, then the larger block; the y tiles grow with L, 4 GW L 33
+// partial-size bytes). VMK_ERR_UNSUPPORTED when no block fits on an SM (the caller then runs the
 // three launches).
 template <typename T, int NMAX, int RREG, bool DT_MMA>
 vmk_status_t launch_fused(ScanParams p, FusedParams f, int B, cudaStream_t stream, const DeviceInfo& dev)
@@ -779,7 +777,7 @@ vmk_status_t launch_fused(ScanParams p, FusedParams f, int B, cudaStream_t strea
             const size_t smem = fused_smem_bytes(g, rows, L, p.Cp, psize);
             if (smem > (size_t)dev.smem_optin) continue;
             const int per_sm = scan_blocks_per_sm(kernel, kDirs * 32 * g, smem);
-            if (per_sm <= 0 || per_sm * kDirs * g < f.min_warps) continue;
+            if (per_sm <= 0) continue;
             const double waves = fmax(1.0, (double)(groups32 / g) * B / ((double)per_sm * dev.sms));
             if (waves <= best * 1.02) {
                 gw_best = g;
@@ -910,7 +908,7 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
     const char* fused_env = getenv("VMK_SCAN_FUSED");
     const int fused_knob = fused_env ? atoi(fused_env) : 0;
     if (fused_knob == 1) {
-        FusedParams f{a->x, a->Ds, a->y, 0, 1};
+        FusedParams f{a->x, a->Ds, a->y, 0};
         if (const char* env = getenv("VMK_SCAN_FUSED_ROWS")) {
             const int want = atoi(env);
             if (want == kSteps || want == 2 * kSteps || want == kWindowSub * kSteps) f.wrows = want;

@@ -868,8 +868,8 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
     // d_state > 1 chunks scan their steps twice (no room for N local states per step): even fewer.
     const int max_slots = N == 1 && rank_regs(R) > 0 && rank_regs(R) <= 16 ? 16 : 8;
     // (Slots may cover more than the sequence: at VMamba-T stage 3, batch 1 (L 49), 4 slots of 16
-    // steps took 0.0164 ms against 0.0193 for the 2 that stayed within it; bench_kernels.py sweep,
-    // H200, third session.)
+    // steps were faster than the 2 that stay within it in the bench_kernels.py sweep of the third
+    // session, H200.)
     int S = 1;
     while (S < max_slots && row_warps * S < 4LL * dev.sms && S * kSteps < L) S *= 2;
     // Tuning and test knob: VMK_SCAN_SLOTS forces the slot count (a power of two; 1 = unchunked).
@@ -898,11 +898,10 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
     const char* dt_env = getenv("VMK_SCAN_DT");
     const bool mma = !(dt_env && !strcmp(dt_env, "simt"));
 
-    // Fused scan + merge (short sequences; launch_fused): opt-in only. Measured on the H200 (third
-    // session, bench_kernels.py sweep, VMamba-T batch 128 float16), it was slower than the three
-    // launches: 0.339 against 0.200 ms at stage 2 and 0.156 against 0.151 ms at stage 3 (its y tiles
-    // limit a stage-2 block to 12 warps per SM, and the four direction warps of a block wait for
-    // the slowest). Knobs: VMK_SCAN_FUSED=1 takes it wherever one block fits on an SM (any batch,
+    // Fused scan + merge (short sequences; launch_fused): opt-in only. In the bench_kernels.py sweep
+    // of the third session (H200, VMamba-T batch 128 float16) it was slower than the three launches
+    // at stages 2 and 3 (its y tiles limit a stage-2 block to 12 warps per SM, and the four direction
+    // warps of a block wait for the slowest; docs/KERNELS.md, design item 4). Knobs: VMK_SCAN_FUSED=1 takes it wherever one block fits on an SM (any batch,
     // even where chunk slots would be chosen, and over VMK_SCAN_SLOTS); VMK_SCAN_FUSED_ROWS=16|32|64
     // forces its x_dbl window rows (VMK_SCAN_GROUPS, when 1 or 2, its channel groups per block).
     const char* fused_env = getenv("VMK_SCAN_FUSED");

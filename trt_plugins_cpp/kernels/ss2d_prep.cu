@@ -132,8 +132,8 @@ __global__ void __launch_bounds__(kPrepThreads) ss2d_prep_kernel(
     // Each thread keeps one x_dbl row m = (direction k, column c) and walks the block's pixels, so the
     // row's address arithmetic is done once; the lanes of a warp are consecutive columns of a
     // (pixel, direction) row of Cp contiguous floats: coalesced stores. 32-bit offsets (ss2d_run).
-    // (Written out here and in ss2d_prep_mma_kernel: one shared helper made ptxas spill in this
-    // kernel's channel loop.)
+    // (The tensor-core preps share this as store_prep_tile; it stays written out here because that
+    // shared form made ptxas spill in this kernel's channel loop.)
     static_assert(kPrepThreads % BM == 0, "whole rows per thread");
     const int mm = tid % BM;
     if (m0 + mm < M) {

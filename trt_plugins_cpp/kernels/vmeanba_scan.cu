@@ -1,7 +1,7 @@
 // VMeanbaScan (the literal reduced scan, METHODS.md), v4: five launches.
 //   1. prep (ss2d_prep.cu, shared with SS2DScan): x_dbl = W_x[k] @ x for all four directions at each
 //      direction's own sequence index, [b][k][t][Cp], and x channels-last;
-//   2. tables: A * log2(e) per row and the mean of A over all rows (variant 2);
+//   2. tables: A * log2(e) per row (variants 0/1) or the mean of A over all rows (variant 2);
 //   3. statistics: per (image, direction, sequence position) the sums over the D channels that the
 //      reduced sequence needs (exp(delta A) per state and delta * u; variant 2: delta and u). No
 //      loop-carried dependency: a pure map-reduce over channels. A warp owns 16 positions; dt for
@@ -13,6 +13,7 @@
 //   5. merge: y = sum over directions of the reduced output + (sum_k Ds) * x, flat over the output.
 #include "ss2d_parts.cuh"
 
+#include <algorithm>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,32 +37,30 @@ __host__ __device__ inline int vmeanba_slots(int N) { return N + 1; }
 // A * log2(e) per row (direction, channel), padded to 16 states for d_state > 1 (zero past N).
 __host__ __device__ inline int a2_stride(int N) { return N == 1 ? 1 : kMaxDState; }
 
-__global__ void vmeanba_tables_kernel(const float* __restrict__ A_logs, int rows, int N,
-                                      float* __restrict__ A2, float* __restrict__ A_mean)
+// Variants 0/1: A * log2(e) per row (direction, channel) for the statistics' exponentials; rows of
+// a2_stride(N) values, zero past N (d_state > 1: 16, so a channel's exps need no guard).
+__global__ void vmeanba_a2_kernel(const float* __restrict__ A_logs, int rows, int N, float* __restrict__ A2)
 {
-    __shared__ float part[256];
-    // rows of AS = a2_stride(N) values, zero past N (d_state > 1: 16, so a channel's exps need no guard)
     const int AS = a2_stride(N);
     for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < rows * AS; e += gridDim.x * blockDim.x) {
         const int r = e / AS, n = e % AS;
         A2[e] = n < N ? -expf(A_logs[(size_t)r * N + n]) * kLog2e : 0.f;
     }
-    if (blockIdx.x != 0) return;
-    for (int n = 0; n < N; ++n) {  // mean over all rows of A, a fixed-order tree: deterministic
-        float s = 0.f;
-        for (int r = threadIdx.x; r < rows; r += blockDim.x) s += -expf(A_logs[(size_t)r * N + n]);
-        part[threadIdx.x] = s;
-        __syncthreads();
-        for (int w = blockDim.x / 2; w > 0; w >>= 1) {
-            if ((int)threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
-            __syncthreads();
-        }
-        if (threadIdx.x == 0) A_mean[n] = part[0] / rows;
-        __syncthreads();
-    }
 }
 
-
+// Variant 2: the mean of A over all rows, one warp per state: lanes over rows, then a fixed xor tree,
+// so the order is fixed and the result deterministic. (v4 computed both tables on every call, the
+// mean in one block, state after state, with a barrier tree each: 14-30 us in the v7 profiles.)
+__global__ void vmeanba_a_mean_kernel(const float* __restrict__ A_logs, int rows, int N, float* __restrict__ A_mean)
+{
+    const int n = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (n >= N) return;
+    float s = 0.f;
+    for (int r = lane; r < rows; r += 32) s += -expf(A_logs[(size_t)r * N + n]);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+    if (lane == 0) A_mean[n] = s / rows;
+}
 
 struct StatsParams {
     const void* xt;        // [B][L][D] dtype, channels-last (prep)
@@ -605,10 +604,14 @@ vmk_status_t vmeanba_launch(const vmk_ss2d_args_t* a, int variant, void* ws, cud
     vmk_status_t st = ss2d_prep(static_cast<const T*>(a->x), static_cast<const T*>(a->x_proj_weight), B, D, H, W,
                                 cols, xt, xdbl, stream, dev);
     if (st != VMK_OK) return st;
+    // each variant's table only: A2 for the statistics' exps (0/1), the mean of A (2)
     const int rows = kDirs * D;
-    int tblocks = (rows * a2_stride(N) + 255) / 256;
-    if (tblocks > 1024) tblocks = 1024;
-    vmeanba_tables_kernel<<<tblocks, 256, 0, stream>>>(a->A_logs, rows, N, A2, A_mean);
+    if (variant == 2) {
+        vmeanba_a_mean_kernel<<<1, 32 * N, 0, stream>>>(a->A_logs, rows, N, A_mean);
+    } else {
+        const int tblocks = std::min((rows * a2_stride(N) + 255) / 256, 1024);
+        vmeanba_a2_kernel<<<tblocks, 256, 0, stream>>>(a->A_logs, rows, N, A2);
+    }
     if (launch_status() != VMK_OK) return VMK_ERR_CUDA;
 
     // Channel splits: the fewest (each split's partial sums cost a shared-memory round) that give

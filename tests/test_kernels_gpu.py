@@ -95,6 +95,7 @@ SCAN_SHAPES = [
     (1, 6, 9, 7, 1, 64),
     (1, 96, 56, 56, 1, 6),  # VMamba-T stage 0 at batch 1 (chunked, 16 slots) and stage 3 at batch 8
     (8, 768, 7, 7, 1, 48),
+    (8, 1024, 7, 7, 1, 64),   # VMamba-B stage 3 at batch 8: unchunked, rank tile 64 (fragments in shared memory)
     (1, 192, 56, 56, 16, 6),  # v0 / MedMamba stage 0 at batch 1: chunked two-pass d_state 16
     (1, 768, 7, 7, 1, 48),    # small-tile projection (few blocks)
 ]
@@ -140,12 +141,13 @@ def check_forced_decomposition(shape, dtype, knobs, seed, monkeypatch):
 
 # Every decomposition the launcher can pick (VMK_SCAN_SLOTS forces it): unchunked, and 2..16 chunk
 # slots per super-chunk (d_state 1; d_state 16 takes up to 8, a larger request falls back to auto), on shapes where the windows end mid-row/column and channels are not a
-# multiple of 32 (dead lanes).
+# multiple of 32 (dead lanes). Rank tiles 8 to 64: the unchunked float16 scan at tiles 32-64 keeps u in a
+# rolling buffer and, at 48-64, the W_dt fragments in shared memory (scan_rolls, ScanDt).
 # float16 runs the tensor-core dt where dt_rank > 8 (tiles of 16..64), float32 the CUDA-core dt.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("slots", [1, 2, 4, 8, 16])
 @pytest.mark.parametrize("shape", [(2, 40, 23, 29, 1, 6), (1, 33, 56, 56, 1, 12), (3, 8, 14, 14, 1, 40),
-                                   (1, 40, 23, 29, 16, 6), (1, 24, 28, 28, 16, 24)],
+                                   (2, 40, 9, 13, 1, 64), (1, 40, 23, 29, 16, 6), (1, 24, 28, 28, 16, 24)],
                          ids=lambda s: "B{}_D{}_{}x{}_N{}_R{}".format(*s))
 def test_ss2d_scan_every_slot_count(shape, slots, dtype, monkeypatch):
     check_forced_decomposition(shape, dtype, {"VMK_SCAN_SLOTS": slots}, 11 + slots, monkeypatch)

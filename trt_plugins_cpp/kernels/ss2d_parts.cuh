@@ -168,11 +168,13 @@ constexpr int kDtScratch = kSteps * kDtTileStride;  // floats per warp
 template <typename T, int RREG>
 struct DtSimt {
     static constexpr int RP = RREG > 0 ? RREG : 1;
+    static constexpr int kSharedFloats = 0;  // shared memory after the warp's dt tile (DtMma<., true>)
     float w[RP];
     const T* wg;
     float bias;
     int R;
-    __device__ __forceinline__ void init(const T* wdt, int k, int dc, int /*dwarp*/, int D, int R_, float bias_)
+    __device__ __forceinline__ void init(const T* wdt, int k, int dc, int /*dwarp*/, int D, int R_, float bias_,
+                                         float* /*scratch*/)
     {
         R = R_;
         bias = bias_;
@@ -223,15 +225,22 @@ __device__ __forceinline__ void read_dt_tile(const float* scratch, float bias, f
     for (int q = 0; q < kSteps; ++q) dt[q] = scratch[q * kDtTileStride + lane] + bias;
 }
 
-template <int RREG>
+// SHARED_A: the A fragments are kept in shared memory after the warp's dt tile instead of registers
+// (2 KT 16 bytes per lane; a lane reads back only what it wrote, so no barrier) and read per window
+// with one 16-byte load per fragment. For the register-capped d_state-1 scans with tiles 32-64
+// (scan_rolls), where their 16-32 registers would spill.
+template <int RREG, bool SHARED_A = false>
 struct DtMma {
     // A tile of 8 ranks is one k16 step whose upper 8 columns are zero (not loaded: the staged rows
     // are only 8 floats wide there).
     static constexpr int KT = (RREG + 15) / 16;
     static_assert(RREG == 8 || (RREG % 16 == 0 && KT >= 1), "tensor-core dt needs a tile of 8 or 16..64 ranks");
-    uint32_t a[2][KT][4];  // A fragments: W_dt rows of the warp's channels 0-15 and 16-31
+    static constexpr int kSharedFloats = SHARED_A ? 2 * KT * 32 * 4 : 0;
+    uint32_t a[2][KT][4];  // A fragments: W_dt rows of the warp's channels 0-15 and 16-31 (SHARED_A: init only)
+    const uint4* a_s;      // SHARED_A: the lane's fragments in shared memory, [2][KT][32 lanes]
     float bias;
-    __device__ __forceinline__ void init(const __half* wdt, int k, int /*dc*/, int dwarp, int D, int R, float bias_)
+    __device__ __forceinline__ void init(const __half* wdt, int k, int /*dc*/, int dwarp, int D, int R, float bias_,
+                                         float* scratch)
     {
         bias = bias_;
         const int lane = threadIdx.x & 31, g = lane >> 2, t2 = (lane & 3) * 2;
@@ -254,6 +263,15 @@ struct DtMma {
                 a[i][kt][3] = pair(c1, col + 8);
             }
         }
+        if constexpr (SHARED_A) {
+            uint4* dst = reinterpret_cast<uint4*>(scratch + kDtScratch);
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+#pragma unroll
+                for (int kt = 0; kt < KT; ++kt)
+                    dst[(i * KT + kt) * 32 + lane] = make_uint4(a[i][kt][0], a[i][kt][1], a[i][kt][2], a[i][kt][3]);
+            a_s = dst + lane;
+        }
     }
     __device__ __forceinline__ void window(const float* rows, int Cp, float* scratch, float* dt) const
     {
@@ -272,6 +290,20 @@ struct DtMma {
                 for (int q = 0; q < 4; ++q) c[i][j][q] = 0.f;
 #pragma unroll
         for (int kt = 0; kt < KT; ++kt) {
+            uint32_t af[2][4];
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                if constexpr (SHARED_A) {
+                    const uint4 v = a_s[(i * KT + kt) * 32];
+                    af[i][0] = v.x;
+                    af[i][1] = v.y;
+                    af[i][2] = v.z;
+                    af[i][3] = v.w;
+                } else {
+#pragma unroll
+                    for (int q = 0; q < 4; ++q) af[i][q] = a[i][kt][q];
+                }
+            }
 #pragma unroll
             for (int j = 0; j < 2; ++j) {
                 const float* row = rows + (j * 8 + g) * Cp + kt * 16 + t2;
@@ -283,8 +315,8 @@ struct DtMma {
                 const __half2 l1 = __floats2half2_rn(v1.x - f1.x, v1.y - f1.y);
 #pragma unroll
                 for (int i = 0; i < 2; ++i) {
-                    mma_16816(c[i][j], a[i][kt], half2_bits(h0), half2_bits(h1));
-                    mma_16816(c[i][j], a[i][kt], half2_bits(l0), half2_bits(l1));
+                    mma_16816(c[i][j], af[i], half2_bits(h0), half2_bits(h1));
+                    mma_16816(c[i][j], af[i], half2_bits(l0), half2_bits(l1));
                 }
             }
         }
@@ -304,11 +336,13 @@ template <int RREG>
 struct DtTf32 {
     static_assert(RREG % 8 == 0 && RREG > 0, "TF32 dt needs a register tile of whole 8-rank steps");
     static constexpr int KT = RREG / 8;
+    static constexpr int kSharedFloats = 0;
     const float* w;  // direction k's W_dt [D][R] at rank t of this lane
     int row[2][2];   // element offsets of this lane's fragment rows: channels 16 i + g and 16 i + g + 8
     int R;
     float bias;
-    __device__ __forceinline__ void init(const float* wdt, int k, int /*dc*/, int dwarp, int D, int R_, float bias_)
+    __device__ __forceinline__ void init(const float* wdt, int k, int /*dc*/, int dwarp, int D, int R_, float bias_,
+                                         float* /*scratch*/)
     {
         bias = bias_;
         R = R_;

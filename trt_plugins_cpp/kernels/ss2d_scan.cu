@@ -106,18 +106,44 @@ __host__ __device__ constexpr int scan_threads_max(bool chunked, int rreg, int n
 //   d_state 1, tensor-core dt with tiles of 8 or 16 (VMamba stages 0-1): 80 registers, 24 warps per
 //     SM, so that VMamba-T stage 1 at batch 128 (3072 row warps) is one wave (uncapped: 100, 16
 //     warps per SM, 1.45 waves at best).
+//   d_state 1, float16 tensor-core dt with tiles of 32-64 (VMamba-T/B stages 2-3): 80 as well, with
+//     the rolling u buffer and dt read from the warp's tile per step (scan_rolls), and at tiles 48-64
+//     the W_dt fragments in shared memory (ScanDt). ptxas: 0 / 12 / 16 bytes of spill at tiles
+//     32 / 48 / 64. In the register form these took 127-128, i.e. 16 warps per SM and 23% achieved
+//     occupancy at VMamba-T stages 2-3 in Nsight Compute (docs/KERNELS.md).
 //   float32 I/O with the 3xTF32 dt (DtTf32: no W_dt registers, but the split and the fragments):
 //     16 states with tiles up to 32 at 128 (ptxas: 0-16 bytes of spill, as the other dt sources;
 //     tiles of 48-64 fit 142 uncapped and spill 24-32 bytes at 128, so stay uncapped); d_state 1
-//     with the tile of 8 at 80 (77, no spill; the tile of 16 spills 232 bytes there: uncapped, 121).
+//     with the tile of 8 at 80 (77, no spill; the tile of 16 spills 232 bytes there: uncapped, 121;
+//     the rolling form of tiles 32-64 spills 244-344 bytes at 80).
 #ifndef VMK_SCAN_N1_MIN_BLOCKS
 #define VMK_SCAN_N1_MIN_BLOCKS 3
 #endif
+// Whether the unchunked scan keeps u in a rolling buffer and reads dt from the warp's tile per step
+// (unchunked_steps) instead of holding both for the 16 steps: always for 16 states; for d_state 1
+// where the float16 tensor-core dt's W_dt fragments (16-32 registers at tiles 32-64) would otherwise
+// keep the kernel above the register cap.
+__host__ __device__ constexpr bool scan_rolls(int nmax, int rreg, bool dt_mma, bool half_io)
+{
+    return nmax > 1 || (dt_mma && half_io && rreg >= 32);
+}
+// The scan's dt source: DtSource, except that the unchunked rolling d_state-1 scans with the
+// float16 tensor-core dt and tiles of 48-64 keep its W_dt fragments in shared memory (DtMma<., true>;
+// ptxas at the cap of 80: 12 and 16 bytes of spill against 40 and 216 with the fragments in
+// registers; the tile of 32 fits 80 without spilling with them in registers, and spills 8 bytes
+// without).
+template <typename T, int NMAX, int RREG, bool CHUNKED, bool DT_MMA>
+using ScanDt = typename std::conditional<!CHUNKED && NMAX == 1 && std::is_same<T, __half>::value && DT_MMA &&
+                                             RREG >= 48 && scan_rolls(NMAX, RREG, DT_MMA, true),
+                                         DtMma<RREG, true>, typename DtSource<T, RREG, DT_MMA>::type>::type;
+
 __host__ __device__ constexpr int scan_min_blocks(bool chunked, int nmax, int rreg, bool dt_mma, bool half_io)
 {
     return chunked ? 0
            : nmax > 1 ? (rreg <= 16 || (dt_mma && (half_io || rreg <= 32)) ? 2 : 0)
-                      : (dt_mma && rreg <= (half_io ? 16 : 8) ? VMK_SCAN_N1_MIN_BLOCKS : 0);
+                      : (dt_mma && (rreg <= (half_io ? 16 : 8) || scan_rolls(nmax, rreg, dt_mma, half_io))
+                             ? VMK_SCAN_N1_MIN_BLOCKS
+                             : 0);
 }
 
 // One step of the selective scan from state h with readout: delta = softplus(dt),
@@ -192,19 +218,21 @@ struct PartialOut {
 // T steps of an unchunked scan from state h, and the loads of the next T inputs into `ahead` (their
 // latency is the step loop's only long wait). FULL: the T steps and the T loaded ahead all lie
 // inside the sequence (no guards).
-//   d_state 1: dt and u of the T steps in registers; the T loads are issued before the steps.
-//   16 states: no dt or u registers: dt comes from the warp's dt tile, and step q's slot of the
-//   rolling buffer is refilled with the input T steps ahead as soon as it is read (registers are
-//   what limits the 16-state scan's occupancy).
+//   ROLL false (d_state 1, most tiles): dt and u of the T steps in registers; the T loads are
+//   issued before the steps.
+//   ROLL true (16 states; d_state 1 where scan_rolls says): no dt or u registers: dt comes from the
+//   warp's dt tile, and step q's slot of the rolling buffer is refilled with the input T steps ahead
+//   as soon as it is read (registers are what limits these scans' occupancy).
 // `out(s, y, inside)` takes the output of window step s, stored only if `inside` the sequence (steps
 // past the end occur only in the last window): PartialOut for the partial workspace, TileOut (the
 // fused scan) for the block's shared y tile.
-template <typename T, int NMAX, bool FULL, typename Dt, typename Out>
+template <typename T, int NMAX, bool FULL, bool ROLL, typename Dt, typename Out>
 __device__ __forceinline__ void unchunked_steps(const float* xd_s, const int* off_s, int Cp, int bo, int co, int s0,
                                                 int cnt, int rest, const T* xl, const Out& out, const Dt& dtp,
                                                 float* scratch, const float* A2, float* h, Ahead<T, NMAX>* ahead)
 {
-    if constexpr (NMAX == 1) {
+    static_assert(ROLL || NMAX == 1, "16 states need the rolling form");
+    if constexpr (!ROLL) {
         float u[kSteps], dt[kSteps];
         dtp.window(xd_s + s0 * Cp, Cp, scratch, dt);
 #pragma unroll
@@ -224,7 +252,9 @@ __device__ __forceinline__ void unchunked_steps(const float* xd_s, const int* of
 #pragma unroll
         for (int q = 0; q < kSteps; ++q) {
             const float u = to_f32(ahead[q]);
-            ahead[q] = (FULL || s0 + kSteps + q < rest) ? xl[off_s[s0 + kSteps + q]] : from_f32<T>(0.f);
+            const bool in = FULL || s0 + kSteps + q < rest;
+            if constexpr (NMAX == 1) ahead[q] = in ? to_f32(xl[off_s[s0 + kSteps + q]]) : 0.f;
+            else ahead[q] = in ? xl[off_s[s0 + kSteps + q]] : from_f32<T>(0.f);
             const float y = scan_step<NMAX>(xd_s + (s0 + q) * Cp, u, scratch[q * kDtTileStride + lane] + dtp.bias,
                                             A2, bo, co, h);
             out(s0 + q, y, FULL || s0 + q < cnt);
@@ -237,6 +267,7 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX),
                                   scan_min_blocks(CHUNKED, NMAX, RREG, DT_MMA, std::is_same<T, __half>::value))
     ss2d_chunk_scan_kernel(ScanParams p)
 {
+    constexpr bool kRoll = scan_rolls(NMAX, RREG, DT_MMA, std::is_same<T, __half>::value);
     using PT = typename Partial<T>::type;
     extern __shared__ __align__(16) float smem[];
     const int S = CHUNKED ? p.S : 1;
@@ -254,15 +285,17 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX),
     // CHUNKED chunk summaries: [GW][S][32] x (P, h) for d_state 1, x (sum of delta, h[N]) otherwise
     float* sum_s = reinterpret_cast<float*>(off_s + window + kSteps);
     // one dt tile per warp after the summaries (DT_MMA, or unchunked: see launch_scan)
+    // (ScanDt<...>::kSharedFloats more per warp where the dt source keeps its fragments there)
+    using Dt = ScanDt<T, NMAX, RREG, CHUNKED, DT_MMA>;
     float* scratch = sum_s + (CHUNKED ? (size_t)p.GW * S * 32 * (NMAX == 1 ? 2 : NMAX + 1) : 0) +
-                     (size_t)warp * kDtScratch;
+                     (size_t)warp * (kDtScratch + Dt::kSharedFloats);
 
     const int r = k * p.D + dc;
     float A2[NMAX];
 #pragma unroll
     for (int n = 0; n < NMAX; ++n) A2[n] = n < N ? -expf(p.A_logs[(size_t)r * N + n]) * kLog2e : 0.f;
-    typename DtSource<T, RREG, DT_MMA>::type dtp;
-    dtp.init(static_cast<const T*>(p.wdt), k, dc, d - lane, p.D, R, p.dt_bias[r]);
+    Dt dtp;
+    dtp.init(static_cast<const T*>(p.wdt), k, dc, d - lane, p.D, R, p.dt_bias[r], scratch);
 
     // 32-bit element offsets within one image's [L][D] plane (checked on launch)
     const T* xtb = static_cast<const T*>(p.xt) + (size_t)b * L * p.D + dc;
@@ -416,11 +449,11 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX),
             const PartialOut<PT> out{yl, off_s, live};
             for (int s0 = 0; s0 < cnt; s0 += kSteps) {
                 if (t0 + s0 + 2 * kSteps <= L)
-                    unchunked_steps<T, NMAX, true>(xd_s, off_s, Cp, bo, co, s0, cnt, L - t0, xl, out, dtp, scratch,
-                                                   A2, carry, ahead);
+                    unchunked_steps<T, NMAX, true, kRoll>(xd_s, off_s, Cp, bo, co, s0, cnt, L - t0, xl, out, dtp,
+                                                          scratch, A2, carry, ahead);
                 else
-                    unchunked_steps<T, NMAX, false>(xd_s, off_s, Cp, bo, co, s0, cnt, L - t0, xl, out, dtp, scratch,
-                                                    A2, carry, ahead);
+                    unchunked_steps<T, NMAX, false, kRoll>(xd_s, off_s, Cp, bo, co, s0, cnt, L - t0, xl, out, dtp,
+                                                           scratch, A2, carry, ahead);
             }
         }
     }
@@ -506,7 +539,7 @@ __global__ void __launch_bounds__(kFusedMaxGroups * kDirs * 32,
 #pragma unroll
     for (int n = 0; n < NMAX; ++n) A2[n] = n < N ? -expf(p.A_logs[(size_t)r * N + n]) * kLog2e : 0.f;
     typename DtSource<T, RREG, DT_MMA>::type dtp;
-    dtp.init(static_cast<const T*>(p.wdt), k, dc, d - lane, D, R, p.dt_bias[r]);
+    dtp.init(static_cast<const T*>(p.wdt), k, dc, d - lane, D, R, p.dt_bias[r], scratch);
     if (k == 0) ds_s[gw * 32 + lane] = (f.Ds[dc] + f.Ds[D + dc]) + (f.Ds[2 * D + dc] + f.Ds[3 * D + dc]);
 
     // 32-bit element offsets within one image's [L][D] plane (checked on launch)
@@ -550,12 +583,13 @@ __global__ void __launch_bounds__(kFusedMaxGroups * kDirs * 32,
         }
         __syncthreads();
         for (int s0 = 0; s0 < cnt; s0 += kSteps) {
+            // the fused kernel keeps the register form for d_state 1 (its own register cap)
             if (t0 + s0 + 2 * kSteps <= L)
-                unchunked_steps<T, NMAX, true>(xd_s, off_s, Cp, bo, co, s0, cnt, L - t0, xl, out, dtp, scratch, A2,
-                                               h, ahead);
+                unchunked_steps<T, NMAX, true, (NMAX > 1)>(xd_s, off_s, Cp, bo, co, s0, cnt, L - t0, xl, out, dtp,
+                                                           scratch, A2, h, ahead);
             else
-                unchunked_steps<T, NMAX, false>(xd_s, off_s, Cp, bo, co, s0, cnt, L - t0, xl, out, dtp, scratch,
-                                                A2, h, ahead);
+                unchunked_steps<T, NMAX, false, (NMAX > 1)>(xd_s, off_s, Cp, bo, co, s0, cnt, L - t0, xl, out, dtp,
+                                                            scratch, A2, h, ahead);
         }
     }
     __syncthreads();  // every direction's tile is complete
@@ -696,7 +730,8 @@ vmk_status_t launch_scan(ScanParams p, int B, cudaStream_t stream, const DeviceI
     const int window = CHUNKED ? S * kSteps : kWindowSub * kSteps;
     auto smem_of = [&](int gw) {
         const size_t sums = CHUNKED ? (size_t)gw * S * 32 * (NMAX == 1 ? 2 : NMAX + 1) : 0;
-        const size_t tiles = DT_MMA || !CHUNKED ? (size_t)gw * S * kDtScratch : 0;
+        const size_t tiles =
+            DT_MMA || !CHUNKED ? (size_t)gw * S * (kDtScratch + ScanDt<T, NMAX, RREG, CHUNKED, DT_MMA>::kSharedFloats) : 0;
         return ((size_t)window * p.Cp + window + kSteps + sums + tiles) * sizeof(float);
     };
     // Channel groups per block: among the divisors of the group count that fit the block (no dead

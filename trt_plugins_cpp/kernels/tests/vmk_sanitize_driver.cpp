@@ -273,6 +273,11 @@ int main()
         run_scan(2, 70, 11, 9, 1, 64, dt, -1, rng);
         unsetenv("VMK_SCAN_FUSED_ROWS");
         unsetenv("VMK_SCAN_FUSED");
+        // the unchunked scan (VMK_SCAN_SLOTS=1) at rank tiles 32, 48 and 64; float16: the rolling u
+        // buffer, and at 48-64 the W_dt fragments in shared memory after each warp's dt tile
+        setenv("VMK_SCAN_SLOTS", "1", 1);
+        for (int rank : {24, 40, 64}) run_scan(2, 40, 9, 13, 1, rank, dt, -1, rng);
+        unsetenv("VMK_SCAN_SLOTS");
         // the launcher's own choice at a VMamba-T stage-3 shape (small prep tiles over 768 channels,
         // unchunked scan, rank tile 48). float32 only: with this driver's unnormalised random weights
         // the float16 output itself overflows there (the float64 reference reaches |y| = 6.3e4 at

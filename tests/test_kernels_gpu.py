@@ -369,6 +369,9 @@ VMEANBA_SHAPES = [
     (3, 6, 1, 13, 4, 2),
     (1, 3, 128, 128, 1, 4),
     (2, 20, 56, 56, 1, 6),
+    # d_state 1 with 3 L floats past a block's shared memory (272 KB): the reduced scan reads its
+    # coefficients from global memory, not staged (every shape above is staged)
+    (1, 3, 150, 151, 1, 4),
 ]
 
 

@@ -406,14 +406,22 @@ __device__ __forceinline__ void reduced_coeff(const float* __restrict__ Qb, cons
 // thread scans one state over one chunk. Two passes with a scan of the chunks' affine maps
 // (h_out = a_prod * h_in + h_local) in between; the readout y = sum_n c_n h_n adds the NS lanes of a
 // chunk (shuffles in a fixed order).
-template <int NS>
+// STAGED (d_state 1, where 3 L floats fit a block's shared memory): the coefficients of the whole
+// sequence are first computed into shared memory with consecutive threads on consecutive positions,
+// and both passes read them there. With one state, thread q's chunk of positions lies L / 1024
+// positions from its neighbour's, so the passes' own loads touched a different x_dbl and Q line per
+// lane and per direction (29.5 us for the one block at VMamba-T stage 0, batch 1, in Nsight Compute
+// on the H200; 16 states have their lanes on consecutive states and need no staging).
+template <int NS, bool STAGED>
 __global__ void __launch_bounds__(kReducedThreads) vmeanba_reduced_scan_kernel(
     const float* __restrict__ Q, const float* __restrict__ xdbl, const float* __restrict__ A_mean, int D, int H,
     int W, XdblCols cols, int variant, float* __restrict__ ym)
 {
     static_assert(32 % NS == 0, "the states of a chunk lie in one warp");
+    static_assert(!STAGED || NS == 1, "staged coefficients: one state");
     constexpr int kChunks = kReducedThreads / NS, kWarps = kReducedThreads / 32;
     __shared__ float warp_a[kWarps][NS], warp_h[kWarps][NS];
+    extern __shared__ float coef_s[];  // STAGED: a, bu and c of every position, [3][L]
     const int b = blockIdx.y, grp = blockIdx.x;
     const int L = H * W, N = cols.N;
     const float* Qb = Q + (size_t)b * kDirs * vmeanba_slots(N) * L;
@@ -422,11 +430,30 @@ __global__ void __launch_bounds__(kReducedThreads) vmeanba_reduced_scan_kernel(
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int chunk = (L + kChunks - 1) / kChunks;
     const int l0 = min(L, q * chunk), l1 = min(L, l0 + chunk);
+    if constexpr (STAGED) {
+        for (int l = threadIdx.x; l < L; l += kReducedThreads) {
+            float a, bu, c;
+            reduced_coeff(Qb, xdb, cols, A_mean, grp, variant, D, L, l, 0, a, bu, c);
+            coef_s[l] = a;
+            coef_s[L + l] = bu;
+            coef_s[2 * L + l] = c;
+        }
+        __syncthreads();
+    }
+    auto coeff = [&](int l, float& a, float& bu, float& c) {
+        if constexpr (STAGED) {
+            a = coef_s[l];
+            bu = coef_s[L + l];
+            c = coef_s[2 * L + l];
+        } else {
+            reduced_coeff(Qb, xdb, cols, A_mean, grp, variant, D, L, l, n, a, bu, c);
+        }
+    };
     float h = 0.f, ap = 1.f, a, bu, c;
     // (unrolled: the coefficient loads of later steps do not depend on h and issue early)
 #pragma unroll 4
     for (int l = l0; l < l1; ++l) {
-        reduced_coeff(Qb, xdb, cols, A_mean, grp, variant, D, L, l, n, a, bu, c);
+        coeff(l, a, bu, c);
         h = fmaf(a, h, bu);
         ap *= a;
     }
@@ -448,7 +475,7 @@ __global__ void __launch_bounds__(kReducedThreads) vmeanba_reduced_scan_kernel(
     float* y = ym + ((size_t)b * gridDim.x + grp) * L;
 #pragma unroll 4
     for (int l = l0; l < l1; ++l) {
-        reduced_coeff(Qb, xdb, cols, A_mean, grp, variant, D, L, l, n, a, bu, c);
+        coeff(l, a, bu, c);
         hin = fmaf(a, hin, bu);
         float yv = c * hin;
 #pragma unroll
@@ -630,11 +657,15 @@ vmk_status_t vmeanba_launch(const vmk_ss2d_args_t* a, int variant, void* ws, cud
     if (st != VMK_OK) return st;
 
     const int groups = variant == 1 ? kDirs : 1;
-    if (N == 1)
-        vmeanba_reduced_scan_kernel<1><<<dim3(groups, B), kReducedThreads, 0, stream>>>(Q, xdbl, A_mean, D, H, W, cols,
-                                                                                        variant, ym);
+    const size_t staged_smem = (size_t)3 * L * sizeof(float);
+    if (N == 1 && allow_smem(vmeanba_reduced_scan_kernel<1, true>, staged_smem))
+        vmeanba_reduced_scan_kernel<1, true><<<dim3(groups, B), kReducedThreads, staged_smem, stream>>>(
+            Q, xdbl, A_mean, D, H, W, cols, variant, ym);
+    else if (N == 1)
+        vmeanba_reduced_scan_kernel<1, false><<<dim3(groups, B), kReducedThreads, 0, stream>>>(
+            Q, xdbl, A_mean, D, H, W, cols, variant, ym);
     else
-        vmeanba_reduced_scan_kernel<kMaxDState><<<dim3(groups, B), kReducedThreads, 0, stream>>>(
+        vmeanba_reduced_scan_kernel<kMaxDState, false><<<dim3(groups, B), kReducedThreads, 0, stream>>>(
             Q, xdbl, A_mean, D, H, W, cols, variant, ym);
     if (launch_status() != VMK_OK) return VMK_ERR_CUDA;
 

@@ -140,10 +140,11 @@ def check_forced_decomposition(shape, dtype, knobs, seed, monkeypatch):
 
 
 # Every decomposition the launcher can pick (VMK_SCAN_SLOTS forces it): unchunked, and 2..16 chunk
-# slots per super-chunk (d_state 1; d_state 16 takes up to 8, a larger request falls back to auto), on shapes where the windows end mid-row/column and channels are not a
-# multiple of 32 (dead lanes). Rank tiles 8 to 64: the unchunked float16 scan at tiles 32-64 keeps u in a
-# rolling buffer and, at 48-64, the W_dt fragments in shared memory (scan_rolls, ScanDt).
-# float16 runs the tensor-core dt where dt_rank > 8 (tiles of 16..64), float32 the CUDA-core dt.
+# slots per super-chunk (d_state 1; d_state 16 takes up to 8, a larger request falls back to auto),
+# on shapes where the windows end mid-row/column and channels are not a multiple of 32 (dead lanes).
+# Rank tiles 8 to 64, the dt on tensor cores (float16 operands for float16 I/O, 3xTF32 for float32):
+# the unchunked float16 scan at tiles 32-64 keeps u in a rolling buffer and, at 48-64, the W_dt
+# fragments in shared memory (scan_rolls, ScanDt).
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("slots", [1, 2, 4, 8, 16])
 @pytest.mark.parametrize("shape", [(2, 40, 23, 29, 1, 6), (1, 33, 56, 56, 1, 12), (3, 8, 14, 14, 1, 40),

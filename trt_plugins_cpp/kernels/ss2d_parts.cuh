@@ -227,8 +227,8 @@ __device__ __forceinline__ void read_dt_tile(const float* scratch, float bias, f
 
 // SHARED_A: the A fragments are kept in shared memory after the warp's dt tile instead of registers
 // (2 KT 16 bytes per lane; a lane reads back only what it wrote, so no barrier) and read per window
-// with one 16-byte load per fragment. For the register-capped d_state-1 scans with tiles 32-64
-// (scan_rolls), where their 16-32 registers would spill.
+// with one 16-byte load per fragment. For the register-capped unchunked d_state-1 scans with tiles
+// 48-64 (ScanDt in ss2d_scan.cu), where their 24-32 registers would spill.
 template <int RREG, bool SHARED_A = false>
 struct DtMma {
     // A tile of 8 ranks is one k16 step whose upper 8 columns are zero (not loaded: the staged rows

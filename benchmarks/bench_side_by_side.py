@@ -3,6 +3,7 @@
     python benchmarks/bench_side_by_side.py --official third_party/VMamba [--only kernels|e2e]
         [--batch 128 1] [--models NAME ...] [--precisions fp32-tf32off fp32-default fp16]
         [--iters 30] [--budget-s 540] [--out DIR]
+    python benchmarks/bench_side_by_side.py --replot out/side_by_side/side_by_side.json --out DIR
 
 The official checkout is copied, patched for CUDA 13 and its oflex extension built by
 ``benchmarks/official.py`` (a second run on the same machine reuses the build).
@@ -30,8 +31,11 @@ Precisions: ``fp32-tf32off`` (cuDNN and matmul TF32 off), ``fp32-default`` (PyTo
 cuDNN TF32 allowed, matmul TF32 off), ``fp16``.
 
 Writes side_by_side.json and side_by_side.md to ``--out`` (after every section, so a run cut short
-keeps what it measured). ``--budget-s``: rows that would start after the budget is spent are listed
-as skipped; the run still writes its tables and exits 0.
+keeps what it measured), and at the end side_by_side_kernels.png: official / ours per stage shape, one
+panel per batch, with the issue-10 targets drawn in. ``--budget-s``: rows that would start after the
+budget is spent are listed as skipped; the run still writes its tables and exits 0.
+``--replot side_by_side.json`` measures nothing and needs no GPU: it writes the Markdown and the plot
+of a saved run into ``--out``.
 
 Exit codes: 0 done; 2 bad arguments or no usable official checkout; 3 the official extension did not
 build or import; 4 no CUDA device or this project's kernels are unavailable.
@@ -100,22 +104,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="forward: forward kernels for fp32/fp16 only (fast); setup: the official setup.py")
     ap.add_argument("--arch", default="9.0", help="TORCH_CUDA_ARCH_LIST for the oflex build (default 9.0)")
     ap.add_argument("--only", choices=("kernels", "e2e"), default=None, help="one table only (default both)")
-    ap.add_argument("--batch", nargs="+", type=int, default=[128, 1])
+    ap.add_argument("--batch", nargs="+", type=int, default=[128, 1],
+                    help="batch sizes of the kernel table and the end-to-end table (default 128 1)")
     ap.add_argument("--models", nargs="+", default=KERNEL_MODELS,
                     help="kernel table: the stage shapes of these models; e2e table: those with an official "
                          "oflex factory (vmamba_*)")
-    ap.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
+    ap.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS),
+                    help="fp32-tf32off: TF32 off everywhere; fp32-default: PyTorch's defaults; fp16: official AMP, ours pure fp16 (default all three)")
     ap.add_argument("--iters", type=int, default=30, help="timed graph replays per kernel measurement (median)")
     ap.add_argument("--reps", type=int, default=8,
                     help="calls captured per CUDA graph at batch 1 (time per call = replay / reps); at larger "
                          "batches one call per rotating input copy")
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=3, help="untimed calls before each measurement (default 3)")
     ap.add_argument("--e2e-iters", type=int, default=20, help="timed calls per end-to-end measurement, batch > 1")
     ap.add_argument("--latency-iters", type=int, default=50, help="timed calls per end-to-end measurement, batch 1")
-    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--image-size", type=int, default=224,
+                    help="input side of the end-to-end table; the kernel shapes follow from it (default 224)")
     ap.add_argument("--budget-s", type=float, default=540.0,
                     help="wall-clock budget from start; later rows are skipped (default 540)")
-    ap.add_argument("--out", default=os.environ.get("OUT", "out/side_by_side"))
+    ap.add_argument("--out", default=os.environ.get("OUT", "out/side_by_side"),
+                    help="folder of side_by_side.json, .md and side_by_side_kernels.png (default $OUT or out/side_by_side)")
+    ap.add_argument("--replot", metavar="JSON", default=None,
+                    help="measure nothing: write side_by_side.md and side_by_side_kernels.png of this saved "
+                         "side_by_side.json into --out (no GPU needed)")
     args = ap.parse_args(argv)
     unknown = [m for m in args.models if m not in MODEL_CONFIGS]
     if unknown:
@@ -632,9 +643,92 @@ def write_results(out_dir: Path, results: dict) -> None:
         os.replace(tmp, out_dir / name)
 
 
+KERNEL_PLOT = "side_by_side_kernels.png"
+
+
+def plot_kernels(rows: list[dict], path: Path, title: str) -> bool:
+    """official / ours for every measured (stage shape, batch, precision), one panel per batch and one
+    bar per precision, log scale, with parity and the issue-10 targets at batch 128 (5x fp16, 3x fp32 at
+    PyTorch's defaults) drawn in. Written through a temporary file beside `path`; False, and nothing
+    written, when no row has both times."""
+    rows = [r for r in rows if r.get("official_ms") and r.get("ours_ms")]
+    if not rows:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    shapes = list(dict.fromkeys((r["shapes"], r["stage"]) for r in rows))
+    batches = sorted({r["batch"] for r in rows}, reverse=True)
+    precisions = [p for p in PRECISIONS if any(r["precision"] == p for r in rows)]
+    colors = {"fp32-tf32off": "#4C72B0", "fp32-default": "#55A868", "fp16": "#DD8452"}
+    width = 0.8 / len(precisions)
+    fig, axes = plt.subplots(len(batches), 1, figsize=(max(10, 0.7 * len(shapes)), 4.2 * len(batches)),
+                             squeeze=False)
+    for ax, batch in zip(axes[:, 0], batches):
+        for j, prec in enumerate(precisions):
+            xs, ys = [], []
+            for i, key in enumerate(shapes):
+                r = _find(rows, shapes=key[0], stage=key[1], batch=batch, precision=prec)
+                if r:
+                    xs.append(i + (j - (len(precisions) - 1) / 2) * width)
+                    ys.append(r["official_ms"] / r["ours_ms"])
+            ax.bar(xs, ys, width, label=prec, color=colors.get(prec))
+        ax.axhline(1.0, color="black", lw=1, label="parity")
+        if batch == 128:
+            ax.axhline(5.0, color="#DD8452", ls="--", lw=1, label="target: 5x in fp16")
+            ax.axhline(3.0, color="#55A868", ls="--", lw=1, label="target: 3x in fp32 at PyTorch defaults")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%gx"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_yticks([t for t in (0.5, 1, 2, 3, 5, 10, 20) if t <= 1.2 * max(r["official_ms"] / r["ours_ms"]
+                                                                                for r in rows if r["batch"] == batch)])
+        ax.set_ylabel(f"official / ours (batch {batch})")
+        ax.set_xticks(range(len(shapes)))
+        ax.set_xticklabels([name.replace("/", "/\n") + f"\nstage {stage}" for name, stage in shapes], fontsize=7)
+        ax.grid(axis="y", alpha=0.3, which="both")
+        ax.legend(fontsize=7, ncol=2)
+    axes[0, 0].set_title(title, fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+def write_plot(out_dir: Path, results: dict) -> Path | None:
+    """side_by_side_kernels.png of the run's kernel rows (None when there are none)."""
+    env = results.get("environment", {})
+    path = out_dir / KERNEL_PLOT
+    title = (f"SS2D core, official / ours (CUDA-graph replay, median), {env.get('device', '?')}, "
+             f"{env.get('date_utc', '?')}: same process, bench_side_by_side.py")
+    return path if plot_kernels(results.get("kernels") or [], path, title) else None
+
+
+def replot(json_path: str, out_dir: Path) -> int:
+    try:
+        results = json.loads(Path(json_path).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"bench_side_by_side: cannot read --replot {json_path}: {exc}; give a side_by_side.json that this "
+              "script wrote", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not isinstance(results, dict) or not isinstance(results.get("environment"), dict):
+        print(f"bench_side_by_side: --replot {json_path} is not a side_by_side.json (no 'environment' object); "
+              "give a file that this script wrote", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    write_results(out_dir, results)
+    plot = write_plot(out_dir, results)
+    log(f"wrote {out_dir / 'side_by_side.md'}" + (f" and {plot}" if plot else " (no kernel rows to plot)"))
+    return 0
+
+
 # --------------------------------------------------------------------------- entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.replot:
+        return replot(args.replot, Path(args.out))
     budget = Budget(args.budget_s)
     if args.iters < 20:
         log(f"note: --iters {args.iters} < 20: medians of fewer than 20 replays are not for the record")
@@ -693,8 +787,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"== end-to-end table ({budget.left():.0f} s left)")
         e2e_section(code, args, budget, results, save)
     save()
+    plot = write_plot(out_dir, results)
     log("\n" + render_markdown(results))
-    log(f"wrote {out_dir / 'side_by_side.json'} and {out_dir / 'side_by_side.md'}")
+    log(f"wrote {out_dir / 'side_by_side.json'} and {out_dir / 'side_by_side.md'}" + (f" and {plot}" if plot else ""))
     return 0
 
 

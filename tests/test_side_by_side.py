@@ -275,6 +275,49 @@ def test_results_are_written_whole(tmp_path):
     assert json.loads((tmp_path / "out" / "side_by_side.json").read_text())["kernels"][0]["ours_ms"] == 0.5
 
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_kernel_plot_is_written_whole_and_only_from_measured_rows(tmp_path):
+    rows = [_kernel_row(128, "fp16", 3.0, 0.5, 0.1), _kernel_row(128, "fp32-default", 1.5, 0.6, 0.2),
+            _kernel_row(1, "fp16", 0.05, 0.02, 0.001),
+            {**_kernel_row(1, "fp32-default", None, None, None), "skipped": "time budget"}]
+    results = {"environment": {"device": "test device", "date_utc": "2026-12-01 00:00 UTC"}, "kernels": rows}
+    path = sbs.write_plot(tmp_path, results)
+    assert path == tmp_path / sbs.KERNEL_PLOT
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    assert sorted(p.name for p in tmp_path.iterdir()) == [sbs.KERNEL_PLOT]  # no temporary file left
+    # nothing measured on both sides: no plot, nothing written
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert sbs.write_plot(empty, {"environment": {}, "kernels": [rows[-1]]}) is None
+    assert list(empty.iterdir()) == []
+
+
+def test_replot_renders_a_saved_run_without_a_gpu(tmp_path, monkeypatch):
+    results = {"environment": {"device": "test device", "date_utc": "2026-12-01 00:00 UTC"},
+               "kernels": [_kernel_row(128, "fp16", 3.0, 0.5, 0.1)],
+               "e2e": [_e2e("ours", "baseline", "fp16", 128, 30.0)], "e2e_checks": []}
+    sbs.write_results(tmp_path / "run", results)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # --replot must not need one
+    rc = sbs.main(["--replot", str(tmp_path / "run" / "side_by_side.json"), "--out", str(tmp_path / "again")])
+    assert rc == 0
+    assert (tmp_path / "again" / "side_by_side.md").read_text() == (tmp_path / "run" / "side_by_side.md").read_text()
+    assert (tmp_path / "again" / sbs.KERNEL_PLOT).read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize("content", [None, "{not json", "[1, 2]"], ids=["missing", "not-json", "not-a-run"])
+def test_replot_refuses_a_bad_file_with_exit_2_and_writes_nothing(tmp_path, capsys, content):
+    src = tmp_path / "side_by_side.json"
+    if content is not None:
+        src.write_text(content)
+    rc = sbs.main(["--replot", str(src), "--out", str(tmp_path / "out")])
+    assert rc == sbs.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert str(src) in err and "side_by_side.json" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_max_rel_err():
     ref = torch.tensor([1.0, -4.0, 2.0])
     assert sbs.max_rel_err(ref + torch.tensor([0.0, 0.0, 0.04]), ref) == pytest.approx(0.01)

@@ -134,7 +134,7 @@ __host__ __device__ constexpr bool scan_rolls(int nmax, int rreg, bool dt_mma, b
 // without).
 template <typename T, int NMAX, int RREG, bool CHUNKED, bool DT_MMA>
 using ScanDt = typename std::conditional<!CHUNKED && NMAX == 1 && std::is_same<T, __half>::value && DT_MMA &&
-                                             RREG >= 48 && scan_rolls(NMAX, RREG, DT_MMA, true),
+                                             RREG >= 48,  // (these scans roll: scan_rolls)
                                          DtMma<RREG, true>, typename DtSource<T, RREG, DT_MMA>::type>::type;
 
 __host__ __device__ constexpr int scan_min_blocks(bool chunked, int nmax, int rreg, bool dt_mma, bool half_io)

@@ -657,16 +657,14 @@ vmk_status_t vmeanba_launch(const vmk_ss2d_args_t* a, int variant, void* ws, cud
     if (st != VMK_OK) return st;
 
     const int groups = variant == 1 ? kDirs : 1;
-    const size_t staged_smem = (size_t)3 * L * sizeof(float);
-    if (N == 1 && allow_smem(vmeanba_reduced_scan_kernel<1, true>, staged_smem))
-        vmeanba_reduced_scan_kernel<1, true><<<dim3(groups, B), kReducedThreads, staged_smem, stream>>>(
-            Q, xdbl, A_mean, D, H, W, cols, variant, ym);
-    else if (N == 1)
-        vmeanba_reduced_scan_kernel<1, false><<<dim3(groups, B), kReducedThreads, 0, stream>>>(
-            Q, xdbl, A_mean, D, H, W, cols, variant, ym);
-    else
-        vmeanba_reduced_scan_kernel<kMaxDState, false><<<dim3(groups, B), kReducedThreads, 0, stream>>>(
-            Q, xdbl, A_mean, D, H, W, cols, variant, ym);
+    // d_state 1 stages its coefficients where 3 L floats fit a block's shared memory
+    const size_t staged = (size_t)3 * L * sizeof(float);
+    const bool stage = N == 1 && allow_smem(vmeanba_reduced_scan_kernel<1, true>, staged);
+    auto reduced = stage    ? vmeanba_reduced_scan_kernel<1, true>
+                   : N == 1 ? vmeanba_reduced_scan_kernel<1, false>
+                            : vmeanba_reduced_scan_kernel<kMaxDState, false>;
+    reduced<<<dim3(groups, B), kReducedThreads, stage ? staged : 0, stream>>>(Q, xdbl, A_mean, D, H, W, cols, variant,
+                                                                            ym);
     if (launch_status() != VMK_OK) return VMK_ERR_CUDA;
 
     return launch_merge(static_cast<const T*>(a->x), a->Ds, ym, groups, B, D, H, W, static_cast<T*>(a->y), stream);

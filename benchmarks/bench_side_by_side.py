@@ -46,6 +46,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
+import io
 import json
 import math
 import os
@@ -62,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import official as official_code  # noqa: E402  (benchmarks/official.py)
+from exporter.files import atomic_write_bytes  # noqa: E402
 from exporter.models import MODEL_CONFIGS, create_model  # noqa: E402
 
 KERNEL_MODELS = ["vmamba_tiny_s1l8", "vmamba_small_s1l20", "vmamba_base_s1l20", "vanilla_vmamba_tiny", "medmamba_t"]
@@ -635,12 +637,9 @@ def render_markdown(results: dict) -> str:
 
 def write_results(out_dir: Path, results: dict) -> None:
     """side_by_side.json and side_by_side.md, each through a temp file beside it and a rename."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in (("side_by_side.json", json.dumps(results, indent=1, default=str)),
                        ("side_by_side.md", render_markdown(results))):
-        tmp = out_dir / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out_dir / name)
+        atomic_write_bytes(out_dir / name, text.encode())
 
 
 KERNEL_PLOT = "side_by_side_kernels.png"
@@ -691,10 +690,10 @@ def plot_kernels(rows: list[dict], path: Path, title: str) -> bool:
         ax.legend(fontsize=7, ncol=2)
     axes[0, 0].set_title(title, fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, dpi=110, format="png")
+    png = io.BytesIO()
+    fig.savefig(png, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, png.getvalue())
     return True
 
 

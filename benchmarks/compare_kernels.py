@@ -19,9 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from exporter.files import atomic_write_bytes  # noqa: E402
 
 EXIT_BAD_INPUT = 2
 KEY = ("op", "model", "stage", "batch", "dtype")
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--b", nargs="+", required=True, metavar="JSON", help="bench_kernels.py --json files of build B")
     ap.add_argument("--threshold", type=float, default=0.03,
                     help="relative change past which a row is flagged (default 0.03)")
-    ap.add_argument("--md", help="also write the table here (through a temporary file beside it)")
+    ap.add_argument("--md", help="also write the table here (through a temporary file beside it, then a rename)")
     args = ap.parse_args(argv)
     if not 0 <= args.threshold < 1:
         ap.error("--threshold must be in [0, 1)")
@@ -98,10 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     print(table, end="")
     if args.md:
-        out = Path(args.md)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(table)
-        os.replace(tmp, out)
+        atomic_write_bytes(Path(args.md), table.encode())
     return 0
 
 

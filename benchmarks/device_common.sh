@@ -1,5 +1,6 @@
-# Build steps shared by the GPU-machine scripts that compare with the official VMamba code
-# (benchmarks/run_device_side_by_side.sh, benchmarks/run_device_backbone.sh). Sourced, not run.
+# Steps shared by the GPU-machine scripts. Sourced, not run. The builds: for the scripts that compare
+# with the official VMamba code (benchmarks/run_device_side_by_side.sh, benchmarks/run_device_backbone.sh);
+# the sanitizer pass over the kernel driver: for benchmarks/run_device_kernels.sh and run_device_ab.sh.
 #
 # The caller sets OUT_DIR (logs go there) and may set OFFICIAL (default third_party/VMamba) and
 # OFLEX_BUILD (forward: the fast forward-only build; setup: the official setup.py, fwd + bwd).
@@ -16,6 +17,23 @@ export PYTHONUNBUFFERED=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 step() { echo; echo "=== $* ($(date -u +%H:%M:%S), ${SECONDS} s)"; }
+
+# compute-sanitizer memcheck and racecheck over the kernel library's driver DRIVER
+# (trt_plugins_cpp/kernels/tests/vmk_sanitize_driver.cpp): each tool's log is appended to LOG, its
+# last lines and exit code printed. Returns 1 if either tool failed.
+sanitize_kernel_driver() {
+    local driver=$1 log=$2 tool rc failed=0
+    for tool in memcheck racecheck; do
+        step "compute-sanitizer --tool $tool"
+        compute-sanitizer --tool "$tool" --error-exitcode 3 "$driver" > "/tmp/sanitizer_$tool.log" 2>&1
+        rc=$?
+        cat "/tmp/sanitizer_$tool.log" >> "$log"
+        tail -4 "/tmp/sanitizer_$tool.log"
+        echo "compute-sanitizer $tool exit code $rc"
+        [ $rc -eq 0 ] || failed=1
+    done
+    return $failed
+}
 
 device_info() {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1

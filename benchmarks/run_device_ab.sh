@@ -21,7 +21,7 @@ for side in LIB_A LIB_B; do
 done
 OUT_DIR="${OUT:-$PWD/out/ab}"
 mkdir -p "$OUT_DIR"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+source benchmarks/device_common.sh  # sanitize_kernel_driver; PYTHONPATH, PYTHONUNBUFFERED
 status=0
 tests=0
 if [ "${1:-}" = "--tests" ]; then tests=1; shift; fi
@@ -35,10 +35,7 @@ if [ $tests -eq 1 ]; then
     driver="$(dirname "$LIB_B")/vmk_sanitize_driver"
     if [ -x "$driver" ]; then
         : > "$OUT_DIR/sanitizer.log"
-        for tool in memcheck racecheck; do
-            compute-sanitizer --tool "$tool" --error-exitcode 3 "$driver" >> "$OUT_DIR/sanitizer.log" 2>&1
-            rc=$?; echo "compute-sanitizer $tool exit code $rc"; [ $rc -eq 0 ] || status=1
-        done
+        sanitize_kernel_driver "$driver" "$OUT_DIR/sanitizer.log" || status=1
     else
         echo "no sanitizer driver beside $LIB_B: compute-sanitizer not run"
     fi

@@ -7,9 +7,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR="${OUT:-$PWD/out-kernels}"
 mkdir -p "$OUT_DIR"
-export PYTHONUNBUFFERED=1
+source benchmarks/device_common.sh  # step, sanitize_kernel_driver
 status=0
-step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
 
 step "device"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>&1
@@ -30,15 +29,7 @@ echo "library: $VMAMBA_KERNELS_LIB"
 
 step "sanitizer driver (plain)"
 "$DRIVER" || status=1
-for tool in memcheck racecheck; do
-    step "compute-sanitizer --tool $tool"
-    compute-sanitizer --tool "$tool" --error-exitcode 3 "$DRIVER" > /tmp/sanitizer_$tool.log 2>&1
-    rc=$?
-    cat /tmp/sanitizer_$tool.log >> "$OUT_DIR/sanitizer.log"
-    tail -4 /tmp/sanitizer_$tool.log
-    echo "compute-sanitizer $tool exit code $rc"
-    [ $rc -eq 0 ] || status=1
-done
+sanitize_kernel_driver "$DRIVER" "$OUT_DIR/sanitizer.log" || status=1
 
 step "GPU tests"
 python3 -m pytest -q -m gpu tests/test_kernels_gpu.py -rs -s -p no:cacheprovider > "$OUT_DIR/pytest.log" 2>&1

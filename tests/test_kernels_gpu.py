@@ -439,6 +439,34 @@ def test_vmeanba_scan_every_decomposition(shape, dtype, splits, dt, monkeypatch)
         assert err < TOL[dtype]
 
 
+# Channel splits across blocks (VMK_VMEANBA_BLOCK_SPLITS; the launcher takes them where positions are
+# few, e.g. batch 1 at 7x7), each block into its own copy of the statistics, added in a fixed order:
+# with and without splits per block, channel tiles that do not divide among the blocks (D 70, 40),
+# channels fewer than the splits (D 12), d_state 1 and 16, every variant, both dtypes; and bitwise
+# equal reruns (deterministic).
+@pytest.mark.parametrize("bsplits", [1, 2, 8])
+@pytest.mark.parametrize("splits", [1, 8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("shape", [(1, 768, 7, 7, 1, 48), (1, 70, 5, 13, 1, 5), (2, 40, 9, 11, 16, 24),
+                                   (1, 12, 3, 3, 16, 40)], ids=_ids([(1, 768, 7, 7, 1, 48), (1, 70, 5, 13, 1, 5),
+                                                                   (2, 40, 9, 11, 16, 24), (1, 12, 3, 3, 16, 40)]))
+def test_vmeanba_scan_channel_splits_across_blocks(shape, dtype, splits, bsplits, monkeypatch):
+    B, D, H, W, N, R = shape
+    monkeypatch.setenv("VMK_VMEANBA_SPLITS", str(splits))
+    monkeypatch.setenv("VMK_VMEANBA_BLOCK_SPLITS", str(bsplits))
+    for variant in range(3):
+        x, params = make_inputs(B, D, H, W, N, R, dtype, seed=61 + bsplits + variant, ds_scale=0.05)
+        want = reference64(ref.vmeanba_scan, x, params, variant)
+        out = torch.full_like(x, float("nan"))
+        kernels.vmeanba_scan(x, *params.values(), variant=variant, out=out)
+        err = rel_err(out, want)
+        print(f"vmeanba v{variant} splits={splits} block splits={bsplits} {shape} {dtype}: rel err {err:.2e}")
+        assert err < TOL[dtype]
+        again = torch.full_like(x, float("nan"))
+        kernels.vmeanba_scan(x, *params.values(), variant=variant, out=again)
+        assert torch.equal(again, out)
+
+
 QUARTERMAP_CASES = [  # (B, C, H, W, stride, keep)
     (1, 3, 7, 7, 2, 1),
     (2, 5, 8, 13, 2, 1),

@@ -27,6 +27,13 @@ constexpr int kStatsWarps = 8;       // a block: (position tiles) x (channel spl
 constexpr int kStatsTile = 16;       // positions per warp: the fragment's 16 rows
 constexpr int kMergeThreads = 256;
 constexpr int kMergeChannels = 8;    // channels per merge thread (the reduced output is read once)
+// Channel splits across blocks (few positions, e.g. batch 1 at 7x7: 16 blocks of statistics): each
+// block sums its share of the channel tiles into its own copy of Q, and vmeanba_sum_copies_kernel adds
+// the copies into the first in a fixed order. Up to kMaxBlockSplits copies; the workspace holds them
+// only where kBlockSplitTiles position tiles or fewer could ask for them (a bound that does not
+// depend on the device).
+constexpr int kMaxBlockSplits = 8;
+constexpr long long kBlockSplitTiles = 4096;
 
 // Statistics Q[b][k][t][slot] at each direction's own sequence position t, N + 1 slots (slot fastest,
 // so the reduced scan's lanes over states read one contiguous run per position):
@@ -68,9 +75,10 @@ struct StatsParams {
     const void* wdt;       // [4][D][R] dtype
     const float* dt_bias;  // [4][D]
     const float* A2;       // [4 D][a2_stride(N)]: A * log2(e)
-    float* Q;              // [B][4][L][N + 1]
+    float* Q;              // [2^bsplit_log2 copies][B][4][L][N + 1]
     int D, H, W, N, R, Cp, variant;
     int splits;            // channel splits per block (1, 2, 4, 8); kStatsWarps / splits position tiles
+    int bsplit_log2;       // channel splits across blocks, 2^0..2^3: blockIdx.x = position block << log2 | split
 };
 
 // dt of one thread's fragment of (16 positions x 8 channels), without the bias: v[0], v[1] at
@@ -240,7 +248,8 @@ __global__ void __launch_bounds__(kStatsWarps * 32) vmeanba_stats_kernel(StatsPa
     const int k = blockIdx.y, b = blockIdx.z;
     const int H = p.H, W = p.W, L = H * W, D = p.D, N = p.N, R = p.R, Cp = p.Cp;
     const int tiles = kStatsWarps / p.splits, per_block = tiles * kStatsTile;
-    const int t_block = blockIdx.x * per_block;
+    const int bsplit = blockIdx.x & ((1 << p.bsplit_log2) - 1);
+    const int t_block = (blockIdx.x >> p.bsplit_log2) * per_block;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int ptile = warp / p.splits, split = warp % p.splits;
     const int g = lane >> 2, t2 = (lane & 3) * 2;
@@ -289,8 +298,9 @@ __global__ void __launch_bounds__(kStatsWarps * 32) vmeanba_stats_kernel(StatsPa
         add_channel<NMAX, PRE, NS>(v[0], v[2], bb.x, to_f32(uav[0]), to_f32(ubv[0]), true, a0, se, s2);
         add_channel<NMAX, PRE, NS>(v[1], v[3], bb.y, to_f32(uav[1]), to_f32(ubv[1]), true, a0 + AS, se, s2);
     };
-    const int cstep = 8 * p.splits;
-    int c0 = split * 8;
+    // channel tiles of 8: this warp takes tile bsplit * splits + split, then every (splits << log2)-th
+    const int cstep = (8 * p.splits) << p.bsplit_log2;
+    int c0 = (bsplit * p.splits + split) * 8;
     // d_state 1: two whole tiles per iteration, twice the independent work per loop overhead (16
     // states have 64 independent exponentials per tile already, and the second tile's registers
     // would cost occupancy)
@@ -343,7 +353,7 @@ __global__ void __launch_bounds__(kStatsWarps * 32) vmeanba_stats_kernel(StatsPa
     __syncthreads();
     // Q rows of the block's positions, the channel splits added in a fixed order
     const int F = vmeanba_slots(N);
-    float* Qk = p.Q + ((size_t)b * kDirs + k) * F * L;
+    float* Qk = p.Q + (((size_t)bsplit * gridDim.z + b) * kDirs + k) * F * L;
     for (int e = threadIdx.x; e < F * per_block; e += blockDim.x) {  // slot fastest: coalesced rows of Q
         const int tt = e / F, slot = e % F, t = t_block + tt;
         if (t >= L) continue;
@@ -353,6 +363,16 @@ __global__ void __launch_bounds__(kStatsWarps * 32) vmeanba_stats_kernel(StatsPa
         for (int z = 0; z < p.splits; ++z)
             sum += red_s[((size_t)(pt * p.splits + z) * (NMAX + 1) + field) * kStatsTile + s];
         Qk[(size_t)t * F + slot] = sum;
+    }
+}
+
+// Q = sum over its copies (channel splits across blocks), into the first, in the order of the copies.
+__global__ void vmeanba_sum_copies_kernel(float* __restrict__ Q, size_t n, int copies)
+{
+    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+        float v = Q[e];
+        for (int z = 1; z < copies; ++z) v += Q[z * n + e];
+        Q[e] = v;
     }
 }
 
@@ -547,6 +567,16 @@ vmk_status_t launch_merge(const T* x, const float* Ds, const float* ym, int grou
 }
 
 
+// Position tiles of the statistics (16 positions of one direction of one image each).
+inline long long stats_tiles(int B, int L) { return (long long)B * kDirs * ((L + kStatsTile - 1) / kStatsTile); }
+
+// Copies of Q the workspace holds: kMaxBlockSplits where channel splits across blocks may be chosen
+// (few position tiles), else 1.
+inline size_t stats_copies(const vmk_ss2d_args_t* a)
+{
+    return stats_tiles(a->batch, a->height * a->width) <= kBlockSplitTiles ? kMaxBlockSplits : 1;
+}
+
 struct VmeanbaLayout {
     size_t xt, xdbl, a2, amean, q, ym, total;
 };
@@ -562,7 +592,7 @@ VmeanbaLayout vmeanba_layout(const vmk_ss2d_args_t* a)
     w.a2 = align_up(w.xdbl + B * kDirs * L * Cp * sizeof(float));
     w.amean = align_up(w.a2 + (size_t)kDirs * D * a2_stride((int)N) * sizeof(float));
     w.q = align_up(w.amean + N * sizeof(float));
-    w.ym = align_up(w.q + B * kDirs * vmeanba_slots((int)N) * L * sizeof(float));
+    w.ym = align_up(w.q + stats_copies(a) * B * kDirs * vmeanba_slots((int)N) * L * sizeof(float));
     w.total = align_up(w.ym + B * kDirs * L * sizeof(float));
     return w;
 }
@@ -574,7 +604,7 @@ vmk_status_t launch_stats(const StatsParams& p, int B, cudaStream_t stream)
     const int per_block = kStatsWarps / p.splits * kStatsTile, L = p.H * p.W;
     const size_t smem = ((size_t)per_block * p.Cp + (size_t)kStatsWarps * (NMAX + 1) * kStatsTile) * sizeof(float);
     if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
-    kernel<<<dim3((L + per_block - 1) / per_block, kDirs, B), kStatsWarps * 32, smem, stream>>>(p);
+    kernel<<<dim3(((L + per_block - 1) / per_block) << p.bsplit_log2, kDirs, B), kStatsWarps * 32, smem, stream>>>(p);
     return launch_status();
 }
 
@@ -642,19 +672,35 @@ vmk_status_t vmeanba_launch(const vmk_ss2d_args_t* a, int variant, void* ws, cud
     if (launch_status() != VMK_OK) return VMK_ERR_CUDA;
 
     // Channel splits: the fewest (each split's partial sums cost a shared-memory round) that give
-    // about two waves of 8-warp blocks at 3 blocks per SM; no more than the channel tiles.
-    // Tuning and test knob: VMK_VMEANBA_SPLITS forces 1, 2, 4 or 8.
-    const long long tiles = (long long)B * kDirs * ((L + kStatsTile - 1) / kStatsTile);
-    const int ctiles = (D + 7) / 8;
-    int splits = 1;
-    while (splits < kStatsWarps && 2 * splits <= ctiles && tiles * splits < 2LL * 3 * kStatsWarps * dev.sms) splits *= 2;
+    // about two waves of 8-warp blocks at 3 blocks per SM; no more than the channel tiles. First
+    // within a block (up to its 8 warps), then across blocks (copies of Q, where the workspace holds
+    // them): at VMamba-T stage 3, batch 1, the 16 blocks of 8 splits ran 0.03 waves and took 25.5 us
+    // (Nsight Compute, docs/results/h200_ncu_v8_summary.md). Tuning and test knobs:
+    // VMK_VMEANBA_SPLITS forces 1, 2, 4 or 8 splits per block, VMK_VMEANBA_BLOCK_SPLITS 1, 2, 4 or 8
+    // across blocks (where the workspace holds the copies).
+    const long long tiles = stats_tiles(B, L), target = 2LL * 3 * kStatsWarps * dev.sms;
+    const int ctiles = (D + 7) / 8, max_bsplits = (int)stats_copies(a);
+    int splits = 1, bsplits = 1;
+    while (splits < kStatsWarps && 2 * splits <= ctiles && tiles * splits < target) splits *= 2;
+    while (bsplits < max_bsplits && 2 * splits * bsplits <= ctiles && tiles * splits * bsplits < target) bsplits *= 2;
     if (const char* env = getenv("VMK_VMEANBA_SPLITS")) {
         const int want = atoi(env);
         if (want == 1 || want == 2 || want == 4 || want == 8) splits = want;
     }
-    const StatsParams sp{xt, xdbl, a->dt_projs_weight, a->dt_projs_bias, A2, Q, D, H, W, N, R, cols.Cp, variant, splits};
+    if (const char* env = getenv("VMK_VMEANBA_BLOCK_SPLITS")) {
+        const int want = atoi(env);
+        if ((want == 1 || want == 2 || want == 4 || want == 8) && want <= max_bsplits) bsplits = want;
+    }
+    const int bsplit_log2 = bsplits == 8 ? 3 : bsplits == 4 ? 2 : bsplits == 2 ? 1 : 0;
+    const StatsParams sp{xt, xdbl, a->dt_projs_weight, a->dt_projs_bias, A2, Q, D, H, W, N, R, cols.Cp, variant, splits,
+                         bsplit_log2};
     st = N == 1 ? launch_stats_dt<T, 1>(sp, B, stream) : launch_stats_dt<T, kMaxDState>(sp, B, stream);
     if (st != VMK_OK) return st;
+    if (bsplits > 1) {
+        const size_t n = (size_t)B * kDirs * vmeanba_slots(N) * L;
+        vmeanba_sum_copies_kernel<<<(unsigned)std::min<size_t>((n + 255) / 256, 1024), 256, 0, stream>>>(Q, n, bsplits);
+        if (launch_status() != VMK_OK) return VMK_ERR_CUDA;
+    }
 
     const int groups = variant == 1 ? kDirs : 1;
     // d_state 1 stages its coefficients where 3 L floats fit a block's shared memory

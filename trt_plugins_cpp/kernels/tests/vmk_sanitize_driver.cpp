@@ -218,6 +218,11 @@ int main()
         run_scan(1, 70, 5, 13, 1, 5, dt, 2, rng);
         run_scan(3, 12, 6, 6, 16, 12, dt, 0, rng);
         unsetenv("VMK_VMEANBA_SPLITS");
+        // channel splits across blocks (copies of the statistics, then summed): uneven tiles, 16 states
+        setenv("VMK_VMEANBA_BLOCK_SPLITS", "8", 1);
+        run_scan(1, 70, 5, 13, 1, 5, dt, 0, rng);
+        run_scan(1, 40, 7, 7, 16, 24, dt, 2, rng);
+        unsetenv("VMK_VMEANBA_BLOCK_SPLITS");
         run_quartermap(2, 3, 7, 9, 2, 1, dt, rng);
         run_quartermap(1, 2, 8, 5, 3, 2, dt, rng);
         // narrow maps: runs crossing rows and planes (output widths 7, 14, 5, 1, 3 / up 14, 28,

@@ -182,6 +182,38 @@ def test_ss2d_scan_every_fp16_decomposition(shape, variant, dt, monkeypatch):
     check_forced_decomposition(shape, torch.float16, {"VMK_PREP_TILE": variant, "VMK_SCAN_DT": dt}, 23, monkeypatch)
 
 
+@pytest.mark.parametrize("op", ["ss2d", "vmeanba"])
+@pytest.mark.parametrize(
+    "regime, dtype",
+    [("above_20", torch.float32), ("above_20", torch.float16), ("tiny", torch.float32)],
+    ids=["above_20-fp32", "above_20-fp16", "tiny-fp32"],
+)
+def test_softplus_ends_of_its_range(op, regime, dtype):
+    """softplus_f32 (common.cuh) takes no branch at either end of its range, so check both against the
+    float64 reference. above_20: dt around 21, where softplus is the identity (torch's threshold) and
+    the rounding argument must give it; exp(delta A) kept from underflowing by a small A. tiny: dt
+    around -18, softplus ~1.5e-8 < 2^-24, where 1 + z rounds to 1 and log1p(z) must come out as z
+    (lg2(1) exactly 0); Ds = 0, so y is the scans alone and proportional to delta. float32 only there:
+    such y underflow float16."""
+    x, params = make_inputs(2, 24, 9, 11, 1, 6, dtype, seed=91, ds_scale=1.0 if regime == "above_20" else 0.0)
+    if regime == "above_20":
+        params["dt_projs_bias"] = params["dt_projs_bias"] + 23.0  # -2 +- 0.5 -> 21 +- 0.5
+        params["A_logs"] = params["A_logs"] - 4.0
+    else:
+        params["dt_projs_bias"] = params["dt_projs_bias"] - 16.0  # -> -18 +- 0.5
+    fn = ref.ss2d_scan if op == "ss2d" else ref.vmeanba_scan
+    extra = () if op == "ss2d" else (0,)
+    want = reference64(fn, x, params, *extra)
+    out = torch.full_like(x, float("nan"))
+    if op == "ss2d":
+        kernels.ss2d_scan(x, *params.values(), out=out)
+    else:
+        kernels.vmeanba_scan(x, *params.values(), variant=0, out=out)
+    err = rel_err(out, want)
+    print(f"{op} softplus {regime} {dtype}: rel err {err:.2e}, |y| max {want.abs().max().item():.2e}")
+    assert err < TOL[dtype]
+
+
 def test_ss2d_scan_without_skip_term():
     """Ds = 0: the output is the scans alone, so a scan error cannot hide behind D * u."""
     x, params = make_inputs(2, 12, 23, 17, 1, 6, torch.float32, seed=7, ds_scale=0.0)

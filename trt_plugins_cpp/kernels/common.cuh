@@ -28,6 +28,24 @@ template <typename T> __device__ __forceinline__ T from_f32(float v);
 template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
 template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
 
+// The pointer itself, hidden from the optimiser. For p[o] with a lane's base pointer p and an offset o
+// from a table, nvcc otherwise folds p's own index arithmetic into every access (a 64-bit
+// sign-extended add and a scaled LEA pair, 4 integer instructions, and the kernel parameter
+// reloaded for stores); behind this, p[o] is one IMAD.WIDE. The optimiser then no longer knows that
+// p is global: load through __ldg and store through st_global_as, or it emits generic LD / ST.
+template <typename P> __device__ __forceinline__ P* opaque_ptr(P* p)
+{
+    asm("" : "+l"(p));
+    return p;
+}
+
+// v stored as T by a plain (weak) global store (__stwb gives STG.STRONG.SM).
+__device__ __forceinline__ void st_global_as(float* p, float v) { asm volatile("st.global.f32 [%0], %1;" ::"l"(p), "f"(v)); }
+__device__ __forceinline__ void st_global_as(__half* p, float v)
+{
+    asm volatile("st.global.b16 [%0], %1;" ::"l"(p), "h"(__half_as_ushort(__float2half_rn(v))));
+}
+
 // 2^x on the special-function unit (relative error ~2^-22; results below 2^-126 flush to zero,
 // which only drops state contributions smaller than 1e-38).
 __device__ __forceinline__ float fast_exp2(float x)
@@ -44,29 +62,23 @@ __device__ __forceinline__ float fast_log2(float x)
     return y;
 }
 
-// 1 / x on the special-function unit, one instruction (__fdividef adds a range fix-up for tiny and
-// huge divisors, which the one use below, a divisor in [2^-24, 1], never needs).
-__device__ __forceinline__ float fast_rcp(float x)
-{
-    float y;
-    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-
 // torch.nn.functional.softplus (inputs above 20 pass through), branch-free:
-// softplus(v) = max(v, 0) + log1p(z), z = exp(-|v|) in (0, 1]. log1p(z) = log(w) * z / (w - 1),
-// w = 1 + z rounded (Goldberg's correction: exact to a few ulp even where w - 1 loses z's low bits,
-// which plain log(1 + z) does for the small steps delta ~ 1e-3 that VMamba uses); w == 1 means
-// z < 2^-24, where log1p(z) = z. About 10 instructions (the atanh series of v3 took 16).
+// softplus(v) = max(v, 0) + log1p(z), z = exp(-|v|) in (0, 1]. With w = 1 + z rounded and
+// dropped = z - (w - 1) (exact: the part of z that rounding w lost, at most half an ulp of w),
+// log1p(z) = log(w) + log(1 + dropped / w). The second term is dropped / w to first order, and
+// dropped itself differs from that by dropped (1 - 1 / w) < 2^-24 z, under 9e-8 of log1p(z) >= z ln2.
+// So log1p(z) = ln2 lg2(w) + dropped keeps the low bits of z that plain log(1 + z) loses for the
+// small steps delta ~ 1e-3 that VMamba uses, as Goldberg's log(w) z / (w - 1) (v5d-v8) did, without
+// its reciprocal and its select for w == 1: there (z < 2^-24) lg2(1) = 0 and dropped = z.
+// Above 20, z < 2.1e-9, so log1p(z) = z and v + z rounds to v (half an ulp of v >= 20 is 9.5e-7):
+// torch's pass-through, with no select. 9 instructions, 2 on the MUFU pipe (Goldberg's: 14 and 3).
 __device__ __forceinline__ float softplus_f32(float v)
 {
     constexpr float kLn2 = 0.6931471805599453f;
     const float z = fast_exp2(-fabsf(v) * kLog2e);
     const float w = 1.f + z;
-    const float wm1 = w - 1.f;
-    const float l1p = wm1 == 0.f ? z : fast_log2(w) * kLn2 * (z * fast_rcp(wm1));
-    const float sp = fmaxf(v, 0.f) + l1p;
-    return v > 20.f ? v : sp;
+    const float dropped = z - (w - 1.f);
+    return fmaxf(v, 0.f) + fmaf(fast_log2(w), kLn2, dropped);
 }
 
 // Position of pixel (i, j) in direction k's sequence: row-major, column-major, and both reversed.

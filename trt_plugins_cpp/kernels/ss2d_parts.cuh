@@ -17,7 +17,8 @@ constexpr int kSteps = 16;  // T: steps per thread per (super-)chunk, and the dt
 inline int rank_regs(int R) { return R <= 8 ? 8 : R <= 16 ? 16 : R <= 32 ? 32 : R <= 48 ? 48 : R <= 64 ? 64 : 0; }
 
 // Columns of a staged x_dbl row (one per pixel and direction): dt_low in [0, R), B at bo, C at co.
-// d_state 1: B and C follow dt_low (bo = R, co = R + 1). d_state > 1: B and C each start on a
+// d_state 1: B and C follow dt_low as one 8-byte aligned pair (bo = R rounded up to even, co = bo + 1),
+// which a step reads with one 8-byte load. d_state > 1: B and C each start on a
 // float4 and take 16 columns (kMaxDState; the ones past N are zero), so a step reads them as four
 // 16-byte loads each and needs no guard on N. The stride Cp is a float4 multiple and at least the
 // register tile, whose dot product reads whole tiles (the extra columns meet zero weights).
@@ -35,12 +36,12 @@ struct XdblCols {
 
 inline XdblCols xdbl_cols(int R, int N)
 {
-    XdblCols c{R, N, R, R + 1, 0};
+    XdblCols c{R, N, (R + 1) / 2 * 2, (R + 1) / 2 * 2 + 1, 0};
     if (N > 1) {
         c.bo = (R + 3) / 4 * 4;
         c.co = c.bo + kMaxDState;
     }
-    const int used = (N > 1 ? c.co + kMaxDState : R + 2 + 3) / 4 * 4, rr = rank_regs(R);
+    const int used = (N > 1 ? c.co + kMaxDState : c.co + 1 + 3) / 4 * 4, rr = rank_regs(R);
     c.Cp = rr > used ? rr : used;
     return c;
 }

@@ -156,8 +156,9 @@ __device__ __forceinline__ float scan_step(const float* row, float u, float dt, 
     const float delta = softplus_f32(dt);
     const float du = delta * u;
     if (NMAX == 1) {
-        h[0] = fmaf(fast_exp2(delta * A2[0]), h[0], du * row[bo]);
-        return row[co] * h[0];
+        const float2 bc = *reinterpret_cast<const float2*>(row + bo);  // (B, C): co = bo + 1 (XdblCols)
+        h[0] = fmaf(fast_exp2(delta * A2[0]), h[0], du * bc.x);
+        return bc.y * h[0];
     }
     float y0 = 0.f, y1 = 0.f;  // two partial sums: half the readout's dependent chain
 #pragma unroll
@@ -210,8 +211,7 @@ struct PartialOut {
     bool live;
     __device__ __forceinline__ void operator()(int s, float y, bool inside) const
     {
-        const PT yv = from_f32<PT>(y);
-        if (live && inside) yl[off_s[s]] = yv;
+        if (live && inside) st_global_as(yl + off_s[s], y);  // yl is opaque_ptr'd
     }
 };
 
@@ -239,7 +239,7 @@ __device__ __forceinline__ void unchunked_steps(const float* xd_s, const int* of
         for (int q = 0; q < kSteps; ++q) u[q] = ahead[q];
 #pragma unroll
         for (int q = 0; q < kSteps; ++q)
-            ahead[q] = (FULL || s0 + kSteps + q < rest) ? to_f32(xl[off_s[s0 + kSteps + q]]) : 0.f;
+            ahead[q] = (FULL || s0 + kSteps + q < rest) ? to_f32(__ldg(xl + off_s[s0 + kSteps + q])) : 0.f;
 #pragma unroll
         for (int q = 0; q < kSteps; ++q) {
             const float y = scan_step<NMAX>(xd_s + (s0 + q) * Cp, u[q], dt[q], A2, bo, co, h);
@@ -253,8 +253,8 @@ __device__ __forceinline__ void unchunked_steps(const float* xd_s, const int* of
         for (int q = 0; q < kSteps; ++q) {
             const float u = to_f32(ahead[q]);
             const bool in = FULL || s0 + kSteps + q < rest;
-            if constexpr (NMAX == 1) ahead[q] = in ? to_f32(xl[off_s[s0 + kSteps + q]]) : 0.f;
-            else ahead[q] = in ? xl[off_s[s0 + kSteps + q]] : from_f32<T>(0.f);
+            if constexpr (NMAX == 1) ahead[q] = in ? to_f32(__ldg(xl + off_s[s0 + kSteps + q])) : 0.f;
+            else ahead[q] = in ? __ldg(xl + off_s[s0 + kSteps + q]) : from_f32<T>(0.f);
             const float y = scan_step<NMAX>(xd_s + (s0 + q) * Cp, u, scratch[q * kDtTileStride + lane] + dtp.bias,
                                             A2, bo, co, h);
             out(s0 + q, y, FULL || s0 + q < cnt);
@@ -301,8 +301,8 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX),
     const T* xtb = static_cast<const T*>(p.xt) + (size_t)b * L * p.D + dc;
     const float* xdb = p.xdbl + ((size_t)b * kDirs + k) * L * Cp;
     PT* ysb = static_cast<PT*>(p.ys) + ((size_t)b * kDirs + k) * L * p.D + dc;
-    const T* xl = xtb;
-    PT* yl = ysb;
+    const T* xl = opaque_ptr(xtb);  // the unchunked scan's per-step accesses (see opaque_ptr)
+    PT* yl = opaque_ptr(ysb);
     Walk w;
     w.init(k, H, W, p.D);
 

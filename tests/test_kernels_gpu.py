@@ -471,22 +471,35 @@ VMEANBA_FORCED_SHAPES = [
 ]
 
 
+def check_vmeanba_variants(shape, dtype, seed, label, rerun=False):
+    """VMeanbaScan, every variant, against the float64 reference (the launcher's knobs already set);
+    rerun: a second call must be bitwise equal (deterministic)."""
+    B, D, H, W, N, R = shape
+    for variant in range(3):
+        x, params = make_inputs(B, D, H, W, N, R, dtype, seed=seed + variant, ds_scale=0.05)
+        want = reference64(ref.vmeanba_scan, x, params, variant)
+        out = torch.full_like(x, float("nan"))
+        kernels.vmeanba_scan(x, *params.values(), variant=variant, out=out)
+        err = rel_err(out, want)
+        print(f"vmeanba v{variant} {label} {shape} {dtype}: rel err {err:.2e}")
+        assert err < TOL[dtype]
+        if rerun:
+            again = torch.full_like(x, float("nan"))
+            kernels.vmeanba_scan(x, *params.values(), variant=variant, out=again)
+            assert torch.equal(again, out)
+
+
 @pytest.mark.parametrize("dt", ["auto", "simt"])
 @pytest.mark.parametrize("splits", [1, 2, 4, 8])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("shape", VMEANBA_FORCED_SHAPES, ids=_ids(VMEANBA_FORCED_SHAPES))
 def test_vmeanba_scan_every_decomposition(shape, dtype, splits, dt, monkeypatch):
-    B, D, H, W, N, R = shape
     monkeypatch.setenv("VMK_VMEANBA_SPLITS", str(splits))
     monkeypatch.setenv("VMK_SCAN_DT", dt)
-    for variant in range(3):
-        x, params = make_inputs(B, D, H, W, N, R, dtype, seed=41 + splits + variant, ds_scale=0.05)
-        want = reference64(ref.vmeanba_scan, x, params, variant)
-        out = torch.full_like(x, float("nan"))
-        kernels.vmeanba_scan(x, *params.values(), variant=variant, out=out)
-        err = rel_err(out, want)
-        print(f"vmeanba v{variant} splits={splits} dt={dt} {shape} {dtype}: rel err {err:.2e}")
-        assert err < TOL[dtype]
+    check_vmeanba_variants(shape, dtype, 41 + splits, f"splits={splits} dt={dt}")
+
+
+VMEANBA_BLOCK_SPLIT_SHAPES = [(1, 768, 7, 7, 1, 48), (1, 70, 5, 13, 1, 5), (2, 40, 9, 11, 16, 24), (1, 12, 3, 3, 16, 40)]
 
 
 # Channel splits across blocks (VMK_VMEANBA_BLOCK_SPLITS; the launcher takes them where positions are
@@ -497,24 +510,11 @@ def test_vmeanba_scan_every_decomposition(shape, dtype, splits, dt, monkeypatch)
 @pytest.mark.parametrize("bsplits", [1, 2, 8])
 @pytest.mark.parametrize("splits", [1, 8])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-@pytest.mark.parametrize("shape", [(1, 768, 7, 7, 1, 48), (1, 70, 5, 13, 1, 5), (2, 40, 9, 11, 16, 24),
-                                   (1, 12, 3, 3, 16, 40)], ids=_ids([(1, 768, 7, 7, 1, 48), (1, 70, 5, 13, 1, 5),
-                                                                   (2, 40, 9, 11, 16, 24), (1, 12, 3, 3, 16, 40)]))
+@pytest.mark.parametrize("shape", VMEANBA_BLOCK_SPLIT_SHAPES, ids=_ids(VMEANBA_BLOCK_SPLIT_SHAPES))
 def test_vmeanba_scan_channel_splits_across_blocks(shape, dtype, splits, bsplits, monkeypatch):
-    B, D, H, W, N, R = shape
     monkeypatch.setenv("VMK_VMEANBA_SPLITS", str(splits))
     monkeypatch.setenv("VMK_VMEANBA_BLOCK_SPLITS", str(bsplits))
-    for variant in range(3):
-        x, params = make_inputs(B, D, H, W, N, R, dtype, seed=61 + bsplits + variant, ds_scale=0.05)
-        want = reference64(ref.vmeanba_scan, x, params, variant)
-        out = torch.full_like(x, float("nan"))
-        kernels.vmeanba_scan(x, *params.values(), variant=variant, out=out)
-        err = rel_err(out, want)
-        print(f"vmeanba v{variant} splits={splits} block splits={bsplits} {shape} {dtype}: rel err {err:.2e}")
-        assert err < TOL[dtype]
-        again = torch.full_like(x, float("nan"))
-        kernels.vmeanba_scan(x, *params.values(), variant=variant, out=again)
-        assert torch.equal(again, out)
+    check_vmeanba_variants(shape, dtype, 61 + bsplits, f"splits={splits} block splits={bsplits}", rerun=True)
 
 
 QUARTERMAP_CASES = [  # (B, C, H, W, stride, keep)

@@ -62,23 +62,25 @@ __device__ __forceinline__ float fast_log2(float x)
     return y;
 }
 
-// torch.nn.functional.softplus (inputs above 20 pass through), branch-free:
-// softplus(v) = max(v, 0) + log1p(z), z = exp(-|v|) in (0, 1]. With w = 1 + z rounded and
-// dropped = z - (w - 1) (exact: the part of z that rounding w lost, at most half an ulp of w),
-// log1p(z) = log(w) + log(1 + dropped / w). The second term is dropped / w to first order, and
-// dropped itself differs from that by dropped (1 - 1 / w) < 2^-24 z, under 9e-8 of log1p(z) >= z ln2.
-// So log1p(z) = ln2 lg2(w) + dropped keeps the low bits of z that plain log(1 + z) loses for the
-// small steps delta ~ 1e-3 that VMamba uses, as Goldberg's log(w) z / (w - 1) (v5d-v8) did, without
-// its reciprocal and its select for w == 1: there (z < 2^-24) lg2(1) = 0 and dropped = z.
-// Above 20, z < 2.1e-9, so log1p(z) = z and v + z rounds to v (half an ulp of v >= 20 is 9.5e-7):
-// torch's pass-through, with no select. 9 instructions, 2 on the MUFU pipe (Goldberg's: 14 and 3).
+// torch.nn.functional.softplus (inputs above 20 pass through): softplus(v) = max(v, 0) + log1p(z),
+// z = exp(-|v|) in (0, 1]. With w = 1 + z rounded and dropped = z - (w - 1) (exact: the part of z that
+// rounding w lost, at most half an ulp of w), log1p(z) = log(w) + log(1 + dropped / w). The second
+// term is dropped / w to first order, and dropped itself differs from that by dropped (1 - 1 / w)
+// < 2^-24 z, under 9e-8 of log1p(z) >= z ln2. So log1p(z) = ln2 lg2(w) + dropped keeps the low bits of
+// z that plain log(1 + z) loses for the small steps delta ~ 1e-3 that VMamba uses, as Goldberg's
+// log(w) z / (w - 1) (v5d-v8) did, without its reciprocal. w == 1 (z < 2^-24) keeps its select:
+// lg2.approx(1) is not exactly 0 on the H200 (without the select, dt ~ -18 came out 38% off in
+// tests/test_kernels_gpu.py), and there log1p(z) = z. Above 20, z < 2.1e-9, so log1p(z) = z and
+// v + z rounds to v (half an ulp of v >= 20 is 9.5e-7): torch's pass-through, with no select.
+// 11 instructions, 2 on the MUFU pipe (Goldberg's form with the threshold select: 14 and 3).
 __device__ __forceinline__ float softplus_f32(float v)
 {
     constexpr float kLn2 = 0.6931471805599453f;
     const float z = fast_exp2(-fabsf(v) * kLog2e);
     const float w = 1.f + z;
     const float dropped = z - (w - 1.f);
-    return fmaxf(v, 0.f) + fmaf(fast_log2(w), kLn2, dropped);
+    const float l1p = w == 1.f ? z : fmaf(fast_log2(w), kLn2, dropped);
+    return fmaxf(v, 0.f) + l1p;
 }
 
 // Position of pixel (i, j) in direction k's sequence: row-major, column-major, and both reversed.

@@ -80,7 +80,7 @@ struct ScanParams {
     int seg_steps, nseg, mode;
     // Partials (unchunked scans): 4, one per direction; or 2, one per direction pair {k, k + 2}
     // (a row-major or column-major order and its reverse), where a block scans direction k and then
-    // k + 2 and adds the second into the first's partial (launch_scan). 0 on entry: chosen there.
+    // k + 2 and adds the second into the first's partial. Opt-in (VMK_SCAN_PAIRS=1; launch_scan).
     int npart;
 };
 
@@ -741,7 +741,7 @@ int scan_blocks_per_sm(K* kernel, int threads, size_t smem)
     return known[key] = per_sm;
 }
 
-// Sets p.npart for the merge.
+// Sets p.npart (the partials the merge reads).
 template <typename T, int NMAX, int RREG, bool CHUNKED, bool DT_MMA>
 vmk_status_t launch_scan(ScanParams& p, int B, cudaStream_t stream, const DeviceInfo& dev)
 {
@@ -778,17 +778,13 @@ vmk_status_t launch_scan(ScanParams& p, int B, cudaStream_t stream, const Device
     if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
     const int threads = 32 * p.GW * S;
     if (threads > scan_threads_max(CHUNKED, RREG, NMAX)) return VMK_ERR_UNSUPPORTED;
-    // Direction pairs (unchunked): half the partials' bytes, written by the scan and read by the merge
-    // (DRAM-bound: 57-67% of DRAM in the v8 profile), for half the blocks, each scanning twice as
-    // long. Taken where those blocks still fill ~90% of the SMs' resident slots once: VMamba-T/B
-    // stages 2-3 at batch 128 (stage 1 would halve its occupancy). p.npart on entry: 0 = choose,
-    // 2 or 4 = asked for (VMK_SCAN_PAIRS).
-    if (CHUNKED) {
-        p.npart = kDirs;
-    } else if (p.npart != 2 && p.npart != kDirs) {
-        const int per_sm = scan_blocks_per_sm(kernel, threads, smem);
-        p.npart = 2.0 * p.ngroups * B >= 0.9 * per_sm * dev.sms ? 2 : kDirs;
-    }
+    // Direction pairs (unchunked scans, opt-in): half the partials' bytes, written by the scan and
+    // read by the merge, for half the blocks, each scanning twice as long. Tried as the default where
+    // the halved grid still filled the SMs (VMamba-T/B stages 2-3, batch 128) and slower there in a
+    // development A/B on the H200 (docs/KERNELS.md, v9); the likely cost is the second pass's read of
+    // the partial, which the step loop does not load ahead as it does u. p.npart on entry: 2 = asked
+    // for (VMK_SCAN_PAIRS=1).
+    if (CHUNKED || p.npart != 2) p.npart = kDirs;
     // Segments (chunked scans of small batches): a long sequence split so that the blocks of all
     // segments fill the SMs about once (one chunked block takes a whole SM's registers), in whole
     // windows. Each segment but the last is scanned twice: once for its summary (mode 1), then
@@ -957,10 +953,10 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
         const int want = atoi(env);
         if (want >= 1 && want <= kMaxSegments) nseg = want;
     }
-    // Direction pairs of the unchunked scan: chosen in launch_scan; VMK_SCAN_PAIRS = 1 | 0 forces
-    // them on or off (tests, benchmark sweep).
-    int npart = 0;
-    if (const char* env = getenv("VMK_SCAN_PAIRS")) npart = atoi(env) == 1 ? 2 : kDirs;
+    // Direction pairs of the unchunked scan (launch_scan): VMK_SCAN_PAIRS=1 asks for them (tests,
+    // benchmark sweep); off otherwise.
+    const char* pairs_env = getenv("VMK_SCAN_PAIRS");
+    const int npart = pairs_env && atoi(pairs_env) == 1 ? 2 : kDirs;
     float* seg_sum = B <= kSegmentMaxBatch ? reinterpret_cast<float*>(base + lay.seg) : nullptr;
     ScanParams p{xt, xdbl, a->dt_projs_weight, a->dt_projs_bias, a->A_logs, ys,
                  D, H, W, N, R, cols.Cp, cols.bo, cols.co, S, GW, 0, seg_sum, 0, nseg, 0, npart};

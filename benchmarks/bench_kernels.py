@@ -109,11 +109,9 @@ def main() -> int:
 
     # decomposition sweeps of the SS2D op (launcher knobs; "auto" = the launcher's own choice):
     # VMK_SCAN_SLOTS forces the scan's chunk slots, VMK_PREP_TILE the float16 prep variant, VMK_SCAN_DT=simt
-    # the CUDA-core dt, VMK_SCAN_SEGMENTS the segment count of the chunked scan (batches up to 4), VMK_SCAN_PAIRS
-    # the unchunked scan's direction pairs (off / on)
+    # the CUDA-core dt, VMK_SCAN_SEGMENTS the segment count of the chunked scan (batches up to 4)
     knobs = {"VMK_SCAN_SLOTS": ("auto", "1", "2", "4", "8", "16"), "VMK_PREP_TILE": ("auto", "simt", "large", "small", "flat"),
-             "VMK_SCAN_DT": ("auto", "simt"), "VMK_SCAN_SEGMENTS": ("auto", "1", "2", "4", "8", "16"),
-             "VMK_SCAN_PAIRS": ("auto", "0", "1")}
+             "VMK_SCAN_DT": ("auto", "simt"), "VMK_SCAN_SEGMENTS": ("auto", "1", "2", "4", "8", "16")}
     sweep = []
     for B, stage in () if args.no_sweep else ((128, 0), (128, 1), (128, 2), (128, 3), (1, 0), (1, 1), (1, 2), (1, 3)):
         D, H = 96 << stage, SIDES[stage]

@@ -154,24 +154,6 @@ def test_ss2d_scan_every_slot_count(shape, slots, dtype, monkeypatch):
     check_forced_decomposition(shape, dtype, {"VMK_SCAN_SLOTS": slots}, 11 + slots, monkeypatch)
 
 
-# Direction pairs (VMK_SCAN_PAIRS=1, unchunked scans only): a block scans direction k, then k + 2,
-# adding the second into the first's partial, and the merge reads 2 partials instead of 4. Every rank
-# tile and both dtypes, d_state 1 and 16, windows ending mid-row/column and dead lanes; against the
-# float64 reference, and a rerun must be bitwise equal (the adds have a fixed order).
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-@pytest.mark.parametrize("pairs", [0, 1])
-@pytest.mark.parametrize("shape", [(2, 40, 23, 29, 1, 6), (3, 8, 14, 14, 1, 24), (2, 64, 9, 13, 1, 40),
-                                   (2, 40, 9, 13, 1, 64), (1, 40, 23, 29, 16, 6), (2, 24, 7, 7, 16, 24)],
-                         ids=lambda s: "B{}_D{}_{}x{}_N{}_R{}".format(*s))
-def test_ss2d_scan_direction_pairs(shape, pairs, dtype, monkeypatch):
-    knobs = {"VMK_SCAN_SLOTS": 1, "VMK_SCAN_PAIRS": pairs}
-    check_forced_decomposition(shape, dtype, knobs, 51 + pairs, monkeypatch)
-    B, D, H, W, N, R = shape
-    x, params = make_inputs(B, D, H, W, N, R, dtype, seed=52)
-    first, again = (kernels.ss2d_scan(x, *params.values(), out=torch.full_like(x, float("nan"))) for _ in range(2))
-    assert torch.equal(first, again)
-
-
 # The segmented chunked scan (batches up to 4): the sequence cut into 1..16 segments
 # (VMK_SCAN_SEGMENTS), each but the last summarised by one launch and rescanned from its chained
 # incoming state by the next; segment counts that do and do not divide the windows, d_state 1 and 16,

@@ -78,10 +78,6 @@ struct ScanParams {
     // from the state that the summaries of the segments before it chain to, and writes y.
     float* seg_sum;
     int seg_steps, nseg, mode;
-    // Partials (unchunked scans): 4, one per direction; or 2, one per direction pair {k, k + 2}
-    // (a row-major or column-major order and its reverse), where a block scans direction k and then
-    // k + 2 and adds the second into the first's partial. Opt-in (VMK_SCAN_PAIRS=1; launch_scan).
-    int npart;
 };
 
 // The fused scan + merge's extra arguments (ss2d_fused_scan_kernel; a separate struct: growing
@@ -208,18 +204,14 @@ template <typename T, int NMAX> using Ahead = typename std::conditional<NMAX == 
 
 // The unchunked scan's output to the partial workspace: the lane's channel at the step's pixel
 // (offset table of the window); dead lanes store nothing.
-// ADD: the second direction of a pair adds its y to the first's, already in the partial.
-template <typename PT, bool ADD = false>
+template <typename PT>
 struct PartialOut {
     PT* yl;
     const int* off_s;
     bool live;
     __device__ __forceinline__ void operator()(int s, float y, bool inside) const
     {
-        if (!(live && inside)) return;
-        PT* at = yl + off_s[s];  // yl is opaque_ptr'd
-        if constexpr (ADD) y += to_f32(__ldcg(at));  // written by this thread earlier in the launch: not __ldg
-        st_global_as(at, y);
+        if (live && inside) st_global_as(yl + off_s[s], y);  // yl is opaque_ptr'd
     }
 };
 
@@ -279,10 +271,7 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX),
     using PT = typename Partial<T>::type;
     extern __shared__ __align__(16) float smem[];
     const int S = CHUNKED ? p.S : 1;
-    // paired (2 partials): blockIdx.x = 2 gb + (k & 1), and the block scans k, then k + 2
-    const bool paired = !CHUNKED && p.npart == 2;
-    const int kfirst = paired ? blockIdx.x & 1 : blockIdx.x & 3, gb = paired ? blockIdx.x >> 1 : blockIdx.x >> 2;
-    const int b = blockIdx.y;
+    const int k = blockIdx.x & 3, gb = blockIdx.x >> 2, b = blockIdx.y;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int slot = CHUNKED ? warp % S : 0;
     const int gw = CHUNKED ? warp / S : warp;
@@ -301,185 +290,178 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX),
     float* scratch = sum_s + (CHUNKED ? (size_t)p.GW * S * 32 * (NMAX == 1 ? 2 : NMAX + 1) : 0) +
                      (size_t)warp * (kDtScratch + Dt::kSharedFloats);
 
-    for (int pass = 0; pass < (paired ? 2 : 1); ++pass) {
-        const int k = kfirst + 2 * pass;
-        const int r = k * p.D + dc;
-        float A2[NMAX];
+    const int r = k * p.D + dc;
+    float A2[NMAX];
 #pragma unroll
-        for (int n = 0; n < NMAX; ++n) A2[n] = n < N ? -expf(p.A_logs[(size_t)r * N + n]) * kLog2e : 0.f;
-        Dt dtp;
-        dtp.init(static_cast<const T*>(p.wdt), k, dc, d - lane, p.D, R, p.dt_bias[r], scratch);
+    for (int n = 0; n < NMAX; ++n) A2[n] = n < N ? -expf(p.A_logs[(size_t)r * N + n]) * kLog2e : 0.f;
+    Dt dtp;
+    dtp.init(static_cast<const T*>(p.wdt), k, dc, d - lane, p.D, R, p.dt_bias[r], scratch);
 
-        // 32-bit element offsets within one image's [L][D] plane (checked on launch)
-        const T* xtb = static_cast<const T*>(p.xt) + (size_t)b * L * p.D + dc;
-        const float* xdb = p.xdbl + ((size_t)b * kDirs + k) * L * Cp;
-        PT* ysb = static_cast<PT*>(p.ys) + (paired ? (size_t)b * 2 + kfirst : (size_t)b * kDirs + k) * L * p.D + dc;
-        const T* xl = opaque_ptr(xtb);  // the unchunked scan's per-step accesses (see opaque_ptr)
-        PT* yl = opaque_ptr(ysb);
-        Walk w;
-        w.init(k, H, W, p.D);
+    // 32-bit element offsets within one image's [L][D] plane (checked on launch)
+    const T* xtb = static_cast<const T*>(p.xt) + (size_t)b * L * p.D + dc;
+    const float* xdb = p.xdbl + ((size_t)b * kDirs + k) * L * Cp;
+    PT* ysb = static_cast<PT*>(p.ys) + ((size_t)b * kDirs + k) * L * p.D + dc;
+    const T* xl = opaque_ptr(xtb);  // the unchunked scan's per-step accesses (see opaque_ptr)
+    PT* yl = opaque_ptr(ysb);
+    Walk w;
+    w.init(k, H, W, p.D);
 
-        float carry[NMAX];  // state entering the current window (all slots of a channel hold the same)
+    float carry[NMAX];  // state entering the current window (all slots of a channel hold the same)
 #pragma unroll
-        for (int n = 0; n < NMAX; ++n) carry[n] = 0.f;
-        const int seg = CHUNKED ? blockIdx.z : 0;
-        const int t_begin = CHUNKED ? seg * p.seg_steps : 0, t_end = CHUNKED ? min(L, t_begin + p.seg_steps) : L;
-        const int sstride = NMAX == 1 ? 2 : NMAX + 1;
-        float* seg_mine =
-            CHUNKED && p.mode ? p.seg_sum + (((size_t)b * kDirs + k) * p.nseg * p.D + dc) * sstride : nullptr;
-        if (CHUNKED && p.mode == 2) {  // the state entering this segment, from the summaries before it
-            for (int s2 = 0; s2 < seg; ++s2) {
-                const float* e = seg_mine + (size_t)s2 * p.D * sstride;
-                if (NMAX == 1) {
-                    carry[0] = fmaf(e[0], carry[0], e[1]);
-                } else {
-#pragma unroll
-                    for (int n = 0; n < NMAX; ++n) carry[n] = fmaf(fast_exp2(A2[n] * e[0]), carry[n], e[1 + n]);
-                }
-            }
-        }
-        float seg_decay = CHUNKED && NMAX == 1 ? 1.f : 0.f;  // mode 1: the segment's decay (d_state 1) or sum of delta
-        Ahead<T, NMAX> ahead[CHUNKED ? 1 : kSteps];  // unchunked: u of the next T steps, loaded ahead
-        if (!CHUNKED) {
-            w.start(k, 0, H, W, p.D);
-#pragma unroll
-            for (int q = 0; q < (CHUNKED ? 1 : kSteps); ++q) {
-                if constexpr (NMAX == 1) ahead[q] = q < L ? to_f32(xtb[w.off]) : 0.f;
-                else ahead[q] = q < L ? xtb[w.off] : from_f32<T>(0.f);
-                w.next();
-            }
-        }
-
-        for (int t0 = t_begin; t0 < t_end; t0 += window) {
-            const int cnt = min(window, t_end - t0);
-            __syncthreads();  // the previous window's readers are done
-            {
-                const float4* src = reinterpret_cast<const float4*>(xdb + (size_t)t0 * Cp);
-                float4* dst = reinterpret_cast<float4*>(xd_s);
-                const int n4 = cnt * Cp / 4;
-                for (int e = threadIdx.x; e < n4; e += blockDim.x) dst[e] = src[e];
-                // offsets of the window's steps and of the T steps after it (the unchunked prefetch)
-                for (int e = threadIdx.x; e < window + kSteps; e += blockDim.x) {
-                    const int t = t0 + e;
-                    int o = 0;
-                    if (t < L) {
-                        Walk at;
-                        at.init(k, H, W, p.D);
-                        at.start(k, t, H, W, p.D);
-                        o = at.off;
-                    }
-                    off_s[e] = o;
-                }
-            }
-            __syncthreads();
-
-            if (CHUNKED && NMAX == 1) {
-                const int s0 = slot * kSteps;  // this thread's chunk within the window
-                const bool full = s0 + kSteps <= cnt;
-                float u[kSteps];
-#pragma unroll
-                for (int q = 0; q < kSteps; ++q) u[q] = (full || s0 + q < cnt) ? to_f32(xtb[off_s[s0 + q]]) : 0.f;
-                float h, P, hl[kSteps], Pl[kSteps], dt[kSteps];
-                dtp.window(xd_s + s0 * Cp, Cp, scratch, dt);
-                if (full) chunk_local<true>(xd_s, Cp, bo, s0, cnt, u, dt, A2[0], hl, Pl, h, P);
-                else chunk_local<false>(xd_s, Cp, bo, s0, cnt, u, dt, A2[0], hl, Pl, h, P);
-                float* mine = sum_s + ((size_t)(gw * S + slot) * 32 + lane) * 2;
-                mine[0] = P;
-                mine[1] = h;
-                __syncthreads();
-                const float* chain = sum_s + (size_t)gw * S * 64 + lane * 2;
-                float hin = carry[0], c = carry[0];
-                for (int s2 = 0; s2 < S; ++s2) {
-                    if (s2 == slot) hin = c;
-                    c = fmaf(chain[s2 * 64], c, chain[s2 * 64 + 1]);
-                    seg_decay *= chain[s2 * 64];
-                }
-                carry[0] = c;
-                if (p.mode == 1) continue;  // summaries only
-#pragma unroll
-                for (int q = 0; q < kSteps; ++q) {
-                    const PT yv = from_f32<PT>(xd_s[(s0 + q) * Cp + co] * fmaf(Pl[q], hin, hl[q]));
-                    if (live && (full || s0 + q < cnt)) ysb[off_s[s0 + q]] = yv;
-                }
-            } else if (CHUNKED) {
-                // d_state > 1: N local states per step do not fit in registers, so each slot scans its
-                // T steps twice: from zero for its summary (end state, and the sum of delta, whose
-                // exp2(A2 * sum) is the chunk's decay), then from its true incoming state with readout.
-                const int s0 = slot * kSteps;
-                float u[kSteps];
-#pragma unroll
-                for (int q = 0; q < kSteps; ++q) u[q] = s0 + q < cnt ? to_f32(xtb[off_s[s0 + q]]) : 0.f;
-                float h[NMAX], dsum = 0.f, dt[kSteps];
-                dtp.window(xd_s + s0 * Cp, Cp, scratch, dt);  // once for both passes
-#pragma unroll
-                for (int n = 0; n < NMAX; ++n) h[n] = 0.f;
-#pragma unroll
-                for (int q = 0; q < kSteps; ++q) {
-                    if (s0 + q >= cnt) break;  // uniform per warp: the slot's steps past the end
-                    const float* row = xd_s + (s0 + q) * Cp;
-                    const float delta = softplus_f32(dt[q]);
-                    const float du = delta * u[q];
-                    dsum += delta;
-#pragma unroll
-                    for (int n = 0; n < NMAX; n += 4) {  // states past N stay zero (A2 and B are zero)
-                        const float4 bv = *reinterpret_cast<const float4*>(row + bo + n);
-                        h[n] = fmaf(fast_exp2(delta * A2[n]), h[n], du * bv.x);
-                        h[n + 1] = fmaf(fast_exp2(delta * A2[n + 1]), h[n + 1], du * bv.y);
-                        h[n + 2] = fmaf(fast_exp2(delta * A2[n + 2]), h[n + 2], du * bv.z);
-                        h[n + 3] = fmaf(fast_exp2(delta * A2[n + 3]), h[n + 3], du * bv.w);
-                    }
-                }
-                const int stride = NMAX + 1;
-                float* mine = sum_s + ((size_t)(gw * S + slot) * 32 + lane) * stride;
-                mine[0] = dsum;
-#pragma unroll
-                for (int n = 0; n < NMAX; ++n) mine[1 + n] = h[n];
-                __syncthreads();
-                const float* chain = sum_s + ((size_t)gw * S * 32 + lane) * stride;
-                float hin[NMAX];
-#pragma unroll
-                for (int n = 0; n < NMAX; ++n) hin[n] = carry[n];
-                for (int s2 = 0; s2 < S; ++s2) {
-                    if (s2 == slot) {
-#pragma unroll
-                        for (int n = 0; n < NMAX; ++n) hin[n] = carry[n];
-                    }
-                    const float* e = chain + (size_t)s2 * 32 * stride;
-#pragma unroll
-                    for (int n = 0; n < NMAX; ++n) carry[n] = fmaf(fast_exp2(A2[n] * e[0]), carry[n], e[1 + n]);
-                    seg_decay += e[0];
-                }
-                if (p.mode == 1) continue;  // summaries only
-#pragma unroll
-                for (int q = 0; q < kSteps; ++q) {
-                    if (s0 + q >= cnt) break;
-                    const float y = scan_step<NMAX>(xd_s + (s0 + q) * Cp, u[q], dt[q], A2, bo, co, hin);
-                    const PT yv = from_f32<PT>(y);
-                    if (live) ysb[off_s[s0 + q]] = yv;
-                }
+    for (int n = 0; n < NMAX; ++n) carry[n] = 0.f;
+    const int seg = CHUNKED ? blockIdx.z : 0;
+    const int t_begin = CHUNKED ? seg * p.seg_steps : 0, t_end = CHUNKED ? min(L, t_begin + p.seg_steps) : L;
+    const int sstride = NMAX == 1 ? 2 : NMAX + 1;
+    float* seg_mine = CHUNKED && p.mode ? p.seg_sum + (((size_t)b * kDirs + k) * p.nseg * p.D + dc) * sstride : nullptr;
+    if (CHUNKED && p.mode == 2) {  // the state entering this segment, from the summaries before it
+        for (int s2 = 0; s2 < seg; ++s2) {
+            const float* e = seg_mine + (size_t)s2 * p.D * sstride;
+            if (NMAX == 1) {
+                carry[0] = fmaf(e[0], carry[0], e[1]);
             } else {
-                // the offsets of the T steps after the window (the rolling prefetch) are in the table's
-                // tail; sub-chunks whose steps and prefetch all lie inside the sequence run unguarded
-                auto steps = [&](const auto& out) {
-                    for (int s0 = 0; s0 < cnt; s0 += kSteps) {
-                        if (t0 + s0 + 2 * kSteps <= L)
-                            unchunked_steps<T, NMAX, true, kRoll>(xd_s, off_s, Cp, bo, co, s0, cnt, L - t0, xl, out,
-                                                                  dtp, scratch, A2, carry, ahead);
-                        else
-                            unchunked_steps<T, NMAX, false, kRoll>(xd_s, off_s, Cp, bo, co, s0, cnt, L - t0, xl,
-                                                                   out, dtp, scratch, A2, carry, ahead);
-                    }
-                };
-                if (pass == 0) steps(PartialOut<PT>{yl, off_s, live});
-                else steps(PartialOut<PT, true>{yl, off_s, live});
+#pragma unroll
+                for (int n = 0; n < NMAX; ++n) carry[n] = fmaf(fast_exp2(A2[n] * e[0]), carry[n], e[1 + n]);
             }
         }
-        if (CHUNKED && p.mode == 1 && live && slot == 0) {  // every slot holds the same summary
-            float* e = seg_mine + (size_t)seg * p.D * sstride;
-            e[0] = seg_decay;
+    }
+    float seg_decay = CHUNKED && NMAX == 1 ? 1.f : 0.f;  // mode 1: the segment's decay (d_state 1) or sum of delta
+    Ahead<T, NMAX> ahead[CHUNKED ? 1 : kSteps];  // unchunked: u of the next T steps, loaded ahead
+    if (!CHUNKED) {
+        w.start(k, 0, H, W, p.D);
 #pragma unroll
-            for (int n = 0; n < NMAX; ++n) e[1 + n] = carry[n];
+        for (int q = 0; q < (CHUNKED ? 1 : kSteps); ++q) {
+            if constexpr (NMAX == 1) ahead[q] = q < L ? to_f32(xtb[w.off]) : 0.f;
+            else ahead[q] = q < L ? xtb[w.off] : from_f32<T>(0.f);
+            w.next();
         }
+    }
+
+    for (int t0 = t_begin; t0 < t_end; t0 += window) {
+        const int cnt = min(window, t_end - t0);
+        __syncthreads();  // the previous window's readers are done
+        {
+            const float4* src = reinterpret_cast<const float4*>(xdb + (size_t)t0 * Cp);
+            float4* dst = reinterpret_cast<float4*>(xd_s);
+            const int n4 = cnt * Cp / 4;
+            for (int e = threadIdx.x; e < n4; e += blockDim.x) dst[e] = src[e];
+            // offsets of the window's steps and of the T steps after it (the unchunked prefetch)
+            for (int e = threadIdx.x; e < window + kSteps; e += blockDim.x) {
+                const int t = t0 + e;
+                int o = 0;
+                if (t < L) {
+                    Walk at;
+                    at.init(k, H, W, p.D);
+                    at.start(k, t, H, W, p.D);
+                    o = at.off;
+                }
+                off_s[e] = o;
+            }
+        }
+        __syncthreads();
+
+        if (CHUNKED && NMAX == 1) {
+            const int s0 = slot * kSteps;  // this thread's chunk within the window
+            const bool full = s0 + kSteps <= cnt;
+            float u[kSteps];
+#pragma unroll
+            for (int q = 0; q < kSteps; ++q) u[q] = (full || s0 + q < cnt) ? to_f32(xtb[off_s[s0 + q]]) : 0.f;
+            float h, P, hl[kSteps], Pl[kSteps], dt[kSteps];
+            dtp.window(xd_s + s0 * Cp, Cp, scratch, dt);
+            if (full) chunk_local<true>(xd_s, Cp, bo, s0, cnt, u, dt, A2[0], hl, Pl, h, P);
+            else chunk_local<false>(xd_s, Cp, bo, s0, cnt, u, dt, A2[0], hl, Pl, h, P);
+            float* mine = sum_s + ((size_t)(gw * S + slot) * 32 + lane) * 2;
+            mine[0] = P;
+            mine[1] = h;
+            __syncthreads();
+            const float* chain = sum_s + (size_t)gw * S * 64 + lane * 2;
+            float hin = carry[0], c = carry[0];
+            for (int s2 = 0; s2 < S; ++s2) {
+                if (s2 == slot) hin = c;
+                c = fmaf(chain[s2 * 64], c, chain[s2 * 64 + 1]);
+                seg_decay *= chain[s2 * 64];
+            }
+            carry[0] = c;
+            if (p.mode == 1) continue;  // summaries only
+#pragma unroll
+            for (int q = 0; q < kSteps; ++q) {
+                const PT yv = from_f32<PT>(xd_s[(s0 + q) * Cp + co] * fmaf(Pl[q], hin, hl[q]));
+                if (live && (full || s0 + q < cnt)) ysb[off_s[s0 + q]] = yv;
+            }
+        } else if (CHUNKED) {
+            // d_state > 1: N local states per step do not fit in registers, so each slot scans its
+            // T steps twice: from zero for its summary (end state, and the sum of delta, whose
+            // exp2(A2 * sum) is the chunk's decay), then from its true incoming state with readout.
+            const int s0 = slot * kSteps;
+            float u[kSteps];
+#pragma unroll
+            for (int q = 0; q < kSteps; ++q) u[q] = s0 + q < cnt ? to_f32(xtb[off_s[s0 + q]]) : 0.f;
+            float h[NMAX], dsum = 0.f, dt[kSteps];
+            dtp.window(xd_s + s0 * Cp, Cp, scratch, dt);  // once for both passes
+#pragma unroll
+            for (int n = 0; n < NMAX; ++n) h[n] = 0.f;
+#pragma unroll
+            for (int q = 0; q < kSteps; ++q) {
+                if (s0 + q >= cnt) break;  // uniform per warp: the slot's steps past the end
+                const float* row = xd_s + (s0 + q) * Cp;
+                const float delta = softplus_f32(dt[q]);
+                const float du = delta * u[q];
+                dsum += delta;
+#pragma unroll
+                for (int n = 0; n < NMAX; n += 4) {  // states past N stay zero (A2 and B are zero)
+                    const float4 bv = *reinterpret_cast<const float4*>(row + bo + n);
+                    h[n] = fmaf(fast_exp2(delta * A2[n]), h[n], du * bv.x);
+                    h[n + 1] = fmaf(fast_exp2(delta * A2[n + 1]), h[n + 1], du * bv.y);
+                    h[n + 2] = fmaf(fast_exp2(delta * A2[n + 2]), h[n + 2], du * bv.z);
+                    h[n + 3] = fmaf(fast_exp2(delta * A2[n + 3]), h[n + 3], du * bv.w);
+                }
+            }
+            const int stride = NMAX + 1;
+            float* mine = sum_s + ((size_t)(gw * S + slot) * 32 + lane) * stride;
+            mine[0] = dsum;
+#pragma unroll
+            for (int n = 0; n < NMAX; ++n) mine[1 + n] = h[n];
+            __syncthreads();
+            const float* chain = sum_s + ((size_t)gw * S * 32 + lane) * stride;
+            float hin[NMAX];
+#pragma unroll
+            for (int n = 0; n < NMAX; ++n) hin[n] = carry[n];
+            for (int s2 = 0; s2 < S; ++s2) {
+                if (s2 == slot) {
+#pragma unroll
+                    for (int n = 0; n < NMAX; ++n) hin[n] = carry[n];
+                }
+                const float* e = chain + (size_t)s2 * 32 * stride;
+#pragma unroll
+                for (int n = 0; n < NMAX; ++n) carry[n] = fmaf(fast_exp2(A2[n] * e[0]), carry[n], e[1 + n]);
+                seg_decay += e[0];
+            }
+            if (p.mode == 1) continue;  // summaries only
+#pragma unroll
+            for (int q = 0; q < kSteps; ++q) {
+                if (s0 + q >= cnt) break;
+                const float y = scan_step<NMAX>(xd_s + (s0 + q) * Cp, u[q], dt[q], A2, bo, co, hin);
+                const PT yv = from_f32<PT>(y);
+                if (live) ysb[off_s[s0 + q]] = yv;
+            }
+        } else {
+            // the offsets of the T steps after the window (the rolling prefetch) are in the table's
+            // tail; sub-chunks whose steps and prefetch all lie inside the sequence run unguarded
+            const PartialOut<PT> out{yl, off_s, live};
+            for (int s0 = 0; s0 < cnt; s0 += kSteps) {
+                if (t0 + s0 + 2 * kSteps <= L)
+                    unchunked_steps<T, NMAX, true, kRoll>(xd_s, off_s, Cp, bo, co, s0, cnt, L - t0, xl, out, dtp,
+                                                          scratch, A2, carry, ahead);
+                else
+                    unchunked_steps<T, NMAX, false, kRoll>(xd_s, off_s, Cp, bo, co, s0, cnt, L - t0, xl, out, dtp,
+                                                           scratch, A2, carry, ahead);
+            }
+        }
+    }
+    if (CHUNKED && p.mode == 1 && live && slot == 0) {  // every slot holds the same summary
+        float* e = seg_mine + (size_t)seg * p.D * sstride;
+        e[0] = seg_decay;
+#pragma unroll
+        for (int n = 0; n < NMAX; ++n) e[1 + n] = carry[n];
     }
 }
 
@@ -634,11 +616,10 @@ __global__ void __launch_bounds__(kFusedMaxGroups * kDirs * 32,
 }
 
 // ------------------------------------------------------------------------------------------------
-// 3. merge: a tile of 64 pixels x 32 channels. The NP partials (4, or 2 from paired scans) are read
-// 16 bytes per lane (8 or 4 channels; D a multiple of that) and the tile is written along pixels, two
-// per lane (L even). Other shapes take the scalar path of the same kernel. The sum's order is
-// (y0 + y2) + (y1 + y3) either way (a pair's partial is y_k + y_{k+2}).
-template <typename T, bool VEC, int NP>
+// 3. merge: a tile of 64 pixels x 32 channels. The four partials are read 16 bytes per lane (8 or 4
+// channels; D a multiple of that) and the tile is written along pixels, two per lane (L even).
+// Other shapes take the scalar path of the same kernel.
+template <typename T, bool VEC>
 __global__ void __launch_bounds__(kMergeThreads) ss2d_merge_kernel(const typename Partial<T>::type* __restrict__ ys,
                                                          const T* __restrict__ x,
                                                          const float* __restrict__ Ds, int D, int L,
@@ -650,7 +631,7 @@ __global__ void __launch_bounds__(kMergeThreads) ss2d_merge_kernel(const typenam
     const int b = blockIdx.z, p0 = blockIdx.x * TP, d0 = blockIdx.y * TC;
     const int tid = threadIdx.x;
     const size_t ks = (size_t)L * D;
-    const PT* yb = ys + (size_t)b * NP * ks;
+    const PT* yb = ys + (size_t)b * kDirs * ks;
     if (VEC) {
         constexpr int V = 16 / sizeof(PT), LANES = TC / V, ROWS = kMergeThreads / LANES;
         const int cv = (tid % LANES) * V;
@@ -661,15 +642,16 @@ __global__ void __launch_bounds__(kMergeThreads) ss2d_merge_kernel(const typenam
             for (int q = 0; q < V; ++q) sum[q] = 0.f;
             if (p < L && d < D) {
                 const PT* q0 = yb + (size_t)p * D + d;
-                uint4 raw[NP];
+                uint4 raw[kDirs];
 #pragma unroll
-                for (int k = 0; k < NP; ++k) raw[k] = *reinterpret_cast<const uint4*>(q0 + k * ks);
+                for (int k = 0; k < kDirs; ++k) raw[k] = *reinterpret_cast<const uint4*>(q0 + k * ks);
 #pragma unroll
                 for (int q = 0; q < V; ++q) {
-                    float v[NP];
-#pragma unroll
-                    for (int k = 0; k < NP; ++k) v[k] = to_f32(reinterpret_cast<const PT*>(&raw[k])[q]);
-                    sum[q] = NP == 2 ? v[0] + v[1] : (v[0] + v[2]) + (v[1] + v[3]);
+                    const float v0 = to_f32(reinterpret_cast<const PT*>(&raw[0])[q]);
+                    const float v1 = to_f32(reinterpret_cast<const PT*>(&raw[1])[q]);
+                    const float v2 = to_f32(reinterpret_cast<const PT*>(&raw[2])[q]);
+                    const float v3 = to_f32(reinterpret_cast<const PT*>(&raw[3])[q]);
+                    sum[q] = (v0 + v2) + (v1 + v3);
                 }
             }
 #pragma unroll
@@ -682,8 +664,7 @@ __global__ void __launch_bounds__(kMergeThreads) ss2d_merge_kernel(const typenam
             float sv = 0.f;
             if (p < L && d < D) {
                 const PT* q = yb + (size_t)p * D + d;
-                sv = NP == 2 ? to_f32(q[0]) + to_f32(q[ks])
-                             : (to_f32(q[0]) + to_f32(q[2 * ks])) + (to_f32(q[ks]) + to_f32(q[3 * ks]));
+                sv = (to_f32(q[0]) + to_f32(q[2 * ks])) + (to_f32(q[ks]) + to_f32(q[3 * ks]));
             }
             tile[pp][cc] = sv;
         }
@@ -741,9 +722,8 @@ int scan_blocks_per_sm(K* kernel, int threads, size_t smem)
     return known[key] = per_sm;
 }
 
-// Sets p.npart (the partials the merge reads).
 template <typename T, int NMAX, int RREG, bool CHUNKED, bool DT_MMA>
-vmk_status_t launch_scan(ScanParams& p, int B, cudaStream_t stream, const DeviceInfo& dev)
+vmk_status_t launch_scan(ScanParams p, int B, cudaStream_t stream, const DeviceInfo& dev)
 {
     auto kernel = ss2d_chunk_scan_kernel<T, NMAX, RREG, CHUNKED, DT_MMA>;
     const int S = CHUNKED ? p.S : 1;
@@ -778,13 +758,6 @@ vmk_status_t launch_scan(ScanParams& p, int B, cudaStream_t stream, const Device
     if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
     const int threads = 32 * p.GW * S;
     if (threads > scan_threads_max(CHUNKED, RREG, NMAX)) return VMK_ERR_UNSUPPORTED;
-    // Direction pairs (unchunked scans, opt-in): half the partials' bytes, written by the scan and
-    // read by the merge, for half the blocks, each scanning twice as long. Tried as the default where
-    // the halved grid still filled the SMs (VMamba-T/B stages 2-3, batch 128) and slower there in a
-    // development A/B on the H200 (docs/KERNELS.md, v9); the likely cost is the second pass's read of
-    // the partial, which the step loop does not load ahead as it does u. p.npart on entry: 2 = asked
-    // for (VMK_SCAN_PAIRS=1).
-    if (CHUNKED || p.npart != 2) p.npart = kDirs;
     // Segments (chunked scans of small batches): a long sequence split so that the blocks of all
     // segments fill the SMs about once (one chunked block takes a whole SM's registers), in whole
     // windows. Each segment but the last is scanned twice: once for its summary (mode 1), then
@@ -813,7 +786,7 @@ vmk_status_t launch_scan(ScanParams& p, int B, cudaStream_t stream, const Device
         if (cudaPeekAtLastError() != cudaSuccess) return VMK_ERR_CUDA;
         p.mode = 2;
     }
-    kernel<<<dim3(p.npart * p.ngroups, B, p.nseg), threads, smem, stream>>>(p);
+    kernel<<<dim3(kDirs * p.ngroups, B, p.nseg), threads, smem, stream>>>(p);
     return launch_status();
 }
 
@@ -883,7 +856,7 @@ vmk_status_t with_rank_tile(int R, bool mma, Launch&& launch)
 // (VMK_SCAN_DT=simt, or dt_rank > 64) it is not built (ptxas spilled several of those variants)
 // and the three launches run.
 template <typename T, int NMAX>
-vmk_status_t launch_scan_path(bool chunked, ScanParams& p, int B, cudaStream_t stream, const DeviceInfo& dev,
+vmk_status_t launch_scan_path(bool chunked, const ScanParams& p, int B, cudaStream_t stream, const DeviceInfo& dev,
                               bool mma)
 {
     return with_rank_tile<std::is_same<T, __half>::value>(p.R, mma, [&](auto rreg, auto dt) {
@@ -953,13 +926,9 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
         const int want = atoi(env);
         if (want >= 1 && want <= kMaxSegments) nseg = want;
     }
-    // Direction pairs of the unchunked scan (launch_scan): VMK_SCAN_PAIRS=1 asks for them (tests,
-    // benchmark sweep); off otherwise.
-    const char* pairs_env = getenv("VMK_SCAN_PAIRS");
-    const int npart = pairs_env && atoi(pairs_env) == 1 ? 2 : kDirs;
     float* seg_sum = B <= kSegmentMaxBatch ? reinterpret_cast<float*>(base + lay.seg) : nullptr;
     ScanParams p{xt, xdbl, a->dt_projs_weight, a->dt_projs_bias, a->A_logs, ys,
-                 D, H, W, N, R, cols.Cp, cols.bo, cols.co, S, GW, 0, seg_sum, 0, nseg, 0, npart};
+                 D, H, W, N, R, cols.Cp, cols.bo, cols.co, S, GW, 0, seg_sum, 0, nseg, 0};
     // Tuning and test knob: VMK_SCAN_DT=simt keeps dt on CUDA cores where tensor cores would apply.
     const char* dt_env = getenv("VMK_SCAN_DT");
     const bool mma = !(dt_env && !strcmp(dt_env, "simt"));
@@ -990,17 +959,12 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
     if (st != VMK_OK) return st;
 
     const dim3 mgrid((L + 63) / 64, (D + 31) / 32, B);
-    auto merge = [&](auto vec, auto np) {
-        ss2d_merge_kernel<T, decltype(vec)::value, decltype(np)::value><<<mgrid, kMergeThreads, 0, stream>>>(
-            ys, static_cast<const T*>(a->x), a->Ds, D, L, static_cast<T*>(a->y));
-    };
-    const bool vec = D % (16 / sizeof(typename Partial<T>::type)) == 0;
-    using Yes = std::true_type;
-    using No = std::false_type;
-    using Two = std::integral_constant<int, 2>;
-    using Four = std::integral_constant<int, kDirs>;
-    if (p.npart == 2) vec ? merge(Yes{}, Two{}) : merge(No{}, Two{});
-    else vec ? merge(Yes{}, Four{}) : merge(No{}, Four{});
+    if (D % (16 / sizeof(typename Partial<T>::type)) == 0)
+        ss2d_merge_kernel<T, true><<<mgrid, kMergeThreads, 0, stream>>>(ys, static_cast<const T*>(a->x), a->Ds, D, L,
+                                                             static_cast<T*>(a->y));
+    else
+        ss2d_merge_kernel<T, false><<<mgrid, kMergeThreads, 0, stream>>>(ys, static_cast<const T*>(a->x), a->Ds, D, L,
+                                                              static_cast<T*>(a->y));
     return launch_status();
 }
 

@@ -282,11 +282,6 @@ int main()
         // buffer, and at 48-64 the W_dt fragments in shared memory after each warp's dt tile
         setenv("VMK_SCAN_SLOTS", "1", 1);
         for (int rank : {24, 40, 64}) run_scan(2, 40, 9, 13, 1, rank, dt, -1, rng);
-        // direction pairs (VMK_SCAN_PAIRS=1): a block scans k, then k + 2 into the same partial
-        setenv("VMK_SCAN_PAIRS", "1", 1);
-        for (int rank : {6, 24, 64}) run_scan(2, 40, 9, 13, 1, rank, dt, -1, rng);
-        run_scan(1, 40, 23, 29, 16, 6, dt, -1, rng);
-        unsetenv("VMK_SCAN_PAIRS");
         unsetenv("VMK_SCAN_SLOTS");
         // the launcher's own choice at a VMamba-T stage-3 shape (small prep tiles over 768 channels,
         // unchunked scan, rank tile 48). float32 only: with this driver's unnormalised random weights

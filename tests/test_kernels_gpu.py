@@ -185,7 +185,11 @@ def test_ss2d_scan_every_fp16_decomposition(shape, variant, dt, monkeypatch):
 @pytest.mark.parametrize("op", ["ss2d", "vmeanba"])
 @pytest.mark.parametrize(
     "regime, dtype",
-    [("above_20", torch.float32), ("above_20", torch.float16), ("tiny", torch.float32)],
+    [("above_20", torch.float32), ("above_20", torch.float16),
+     pytest.param("tiny", torch.float32, marks=pytest.mark.xfail(strict=True, reason=(
+         "open defect (docs/KERNELS.md, v9): at dt ~ -18 both ops come out 38-43% off the float64 "
+         "reference on the H200 (device calls 9 and 10), with the same error for both softplus forms "
+         "tried, so the cause is not softplus's w == 1 branch; strict, so a fix shows up as XPASS")))],
     ids=["above_20-fp32", "above_20-fp16", "tiny-fp32"],
 )
 def test_softplus_ends_of_its_range(op, regime, dtype):

@@ -68,10 +68,10 @@ __device__ __forceinline__ float fast_log2(float x)
 // term is dropped / w to first order, and dropped itself differs from that by dropped (1 - 1 / w)
 // < 2^-24 z, under 9e-8 of log1p(z) >= z ln2. So log1p(z) = ln2 lg2(w) + dropped keeps the low bits of
 // z that plain log(1 + z) loses for the small steps delta ~ 1e-3 that VMamba uses, as Goldberg's
-// log(w) z / (w - 1) (v5d-v8) did, without its reciprocal. w == 1 (z < 2^-24) keeps its select:
-// lg2.approx(1) is not exactly 0 on the H200 (without the select, dt ~ -18 came out 38% off in
-// tests/test_kernels_gpu.py), and there log1p(z) = z. Above 20, z < 2.1e-9, so log1p(z) = z and
-// v + z rounds to v (half an ulp of v >= 20 is 9.5e-7): torch's pass-through, with no select.
+// log(w) z / (w - 1) (v5d-v8) did, without its reciprocal. w == 1 (z < 2^-24) keeps a select
+// returning z, so nothing there depends on lg2.approx(1) being exactly 0, which the PTX ISA does
+// not promise. Above 20, z < 2.1e-9, so log1p(z) = z and v + z rounds to v (half an ulp of v >= 20
+// is 9.5e-7): torch's pass-through, with no select.
 // 11 instructions, 2 on the MUFU pipe (Goldberg's form with the threshold select: 14 and 3).
 __device__ __forceinline__ float softplus_f32(float v)
 {

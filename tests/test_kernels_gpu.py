@@ -188,8 +188,9 @@ def test_ss2d_scan_every_fp16_decomposition(shape, variant, dt, monkeypatch):
     [("above_20", torch.float32), ("above_20", torch.float16),
      pytest.param("tiny", torch.float32, marks=pytest.mark.xfail(strict=True, reason=(
          "open defect (docs/KERNELS.md, v9): at dt ~ -18 both ops come out 38-43% off the float64 "
-         "reference on the H200 (device calls 9 and 10), with the same error for both softplus forms "
-         "tried, so the cause is not softplus's w == 1 branch; strict, so a fix shows up as XPASS")))],
+         "reference on the H200 (device calls 9 and 10), and v8's library 29-31% (call 12); likely "
+         "softplus where z is just above 2^-24 and lg2.approx(1 + z) sets log1p's error; strict, so "
+         "a fix shows up as XPASS")))],
     ids=["above_20-fp32", "above_20-fp16", "tiny-fp32"],
 )
 def test_softplus_ends_of_its_range(op, regime, dtype):

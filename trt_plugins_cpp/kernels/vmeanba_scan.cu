@@ -567,6 +567,14 @@ vmk_status_t launch_merge(const T* x, const float* Ds, const float* ym, int grou
 }
 
 
+// A split-count knob from the environment: 1, 2, 4 or 8, and at most `most`; else `chosen`.
+inline int split_knob(const char* name, int most, int chosen)
+{
+    const char* env = getenv(name);
+    const int want = env ? atoi(env) : 0;
+    return (want == 1 || want == 2 || want == 4 || want == 8) && want <= most ? want : chosen;
+}
+
 // Position tiles of the statistics (16 positions of one direction of one image each).
 inline long long stats_tiles(int B, int L) { return (long long)B * kDirs * ((L + kStatsTile - 1) / kStatsTile); }
 
@@ -683,15 +691,9 @@ vmk_status_t vmeanba_launch(const vmk_ss2d_args_t* a, int variant, void* ws, cud
     int splits = 1, bsplits = 1;
     while (splits < kStatsWarps && 2 * splits <= ctiles && tiles * splits < target) splits *= 2;
     while (bsplits < max_bsplits && 2 * splits * bsplits <= ctiles && tiles * splits * bsplits < target) bsplits *= 2;
-    if (const char* env = getenv("VMK_VMEANBA_SPLITS")) {
-        const int want = atoi(env);
-        if (want == 1 || want == 2 || want == 4 || want == 8) splits = want;
-    }
-    if (const char* env = getenv("VMK_VMEANBA_BLOCK_SPLITS")) {
-        const int want = atoi(env);
-        if ((want == 1 || want == 2 || want == 4 || want == 8) && want <= max_bsplits) bsplits = want;
-    }
-    const int bsplit_log2 = bsplits == 8 ? 3 : bsplits == 4 ? 2 : bsplits == 2 ? 1 : 0;
+    splits = split_knob("VMK_VMEANBA_SPLITS", kStatsWarps, splits);
+    bsplits = split_knob("VMK_VMEANBA_BLOCK_SPLITS", max_bsplits, bsplits);
+    const int bsplit_log2 = __builtin_ctz((unsigned)bsplits);
     const StatsParams sp{xt, xdbl, a->dt_projs_weight, a->dt_projs_bias, A2, Q, D, H, W, N, R, cols.Cp, variant, splits,
                          bsplit_log2};
     st = N == 1 ? launch_stats_dt<T, 1>(sp, B, stream) : launch_stats_dt<T, kMaxDState>(sp, B, stream);

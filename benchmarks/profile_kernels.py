@@ -2,10 +2,11 @@
 
     ncu --section SpeedOfLight --section Occupancy --section WarpStateStats \\
         python3 benchmarks/profile_kernels.py [--stages 0 3] [--batch 128] [--dtype float16] \\
-            [--family vmamba-t|medmamba-t|vmamba-t-v0] [--ops ss2d vmeanba quartermap]
+            [--family vmamba-t|vmamba-b|medmamba-t|vmamba-t-v0] [--ops ss2d vmeanba quartermap]
 
-Families: vmamba-t (D = 96 << stage, R = D / 16, d_state 1), vmamba-t-v0 (D = 192 << stage,
-R = D / 32, d_state 16) and medmamba-t (D = 96 << stage, R = D / 32, d_state 16).
+Families: vmamba-t (D = 96 << stage, R = D / 16, d_state 1), vmamba-b (D = 128 << stage,
+R = D / 16, d_state 1), vmamba-t-v0 (D = 192 << stage, R = D / 32, d_state 16) and medmamba-t
+(D = 96 << stage, R = D / 32, d_state 16).
 """
 import argparse
 import math
@@ -19,6 +20,7 @@ from plugins import kernels  # noqa: E402
 
 FAMILIES = {  # name: (D at stage 0, dt_rank divisor, d_state)
     "vmamba-t": (96, 16, 1),
+    "vmamba-b": (128, 16, 1),
     "vmamba-t-v0": (192, 32, 16),
     "medmamba-t": (96, 32, 16),
 }

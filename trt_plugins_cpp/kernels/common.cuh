@@ -63,24 +63,24 @@ __device__ __forceinline__ float fast_log2(float x)
 }
 
 // torch.nn.functional.softplus (inputs above 20 pass through): softplus(v) = max(v, 0) + log1p(z),
-// z = exp(-|v|) in (0, 1]. With w = 1 + z rounded and dropped = z - (w - 1) (exact: the part of z that
-// rounding w lost, at most half an ulp of w), log1p(z) = log(w) + log(1 + dropped / w). The second
-// term is dropped / w to first order, and dropped itself differs from that by dropped (1 - 1 / w)
-// < 2^-24 z, under 9e-8 of log1p(z) >= z ln2. So log1p(z) = ln2 lg2(w) + dropped keeps the low bits of
-// z that plain log(1 + z) loses for the small steps delta ~ 1e-3 that VMamba uses, as Goldberg's
-// log(w) z / (w - 1) (v5d-v8) did, without its reciprocal. w == 1 (z < 2^-24) keeps a select
-// returning z, so nothing there depends on lg2.approx(1) being exactly 0, which the PTX ISA does
-// not promise. Above 20, z < 2.1e-9, so log1p(z) = z and v + z rounds to v (half an ulp of v >= 20
-// is 9.5e-7): torch's pass-through, with no select.
-// 11 instructions, 2 on the MUFU pipe (Goldberg's form with the threshold select: 14 and 3).
+// z = exp(-|v|) in (0, 1], log1p(z) by one of two forms chosen by a select (no branch):
+// - z < 2^-6 (|v| > 4.16): the series z (1 - z / 2 + z^2 / 3 - z^3 / 4), whose truncation is under
+//   z^4 / 5 < 1.2e-8 relative. lg2.approx's error near 1 is absolute (the PTX ISA bounds it by 2^-22.6
+//   on [0.5, 2]), so log1p through lg2(1 + z) is off by about that much whatever z is: at dt ~ -18
+//   (z ~ 1e-7) that was the whole result, and the ops came out 30-40% off the float64 reference
+//   (v8 and v9, tests/test_kernels_gpu.py::test_softplus_ends_of_its_range).
+// - z >= 2^-6: ln2 lg2(1 + z). There log1p(z) >= 0.0155, so lg2's absolute error and the rounding of
+//   1 + z (half an ulp, 2^-24) are each under 4e-6 of the result.
+// Above 20, z < 2.1e-9, so log1p(z) = z and v + z rounds to v (half an ulp of v >= 20 is 9.5e-7):
+// torch's pass-through, with no threshold select. 12 instructions, 2 on the MUFU pipe.
 __device__ __forceinline__ float softplus_f32(float v)
 {
-    constexpr float kLn2 = 0.6931471805599453f;
+    constexpr float kLn2 = 0.6931471805599453f, kSeriesBelow = 0.015625f;  // 2^-6
     const float z = fast_exp2(-fabsf(v) * kLog2e);
-    const float w = 1.f + z;
-    const float dropped = z - (w - 1.f);
-    const float l1p = w == 1.f ? z : fmaf(fast_log2(w), kLn2, dropped);
-    return fmaxf(v, 0.f) + l1p;
+    const float m = fmaxf(v, 0.f);
+    const float series = fmaf(z, fmaf(z, fmaf(z, fmaf(z, -0.25f, 1.f / 3.f), -0.5f), 1.f), m);
+    const float logged = fmaf(fast_log2(1.f + z), kLn2, m);
+    return z < kSeriesBelow ? series : logged;
 }
 
 // Position of pixel (i, j) in direction k's sequence: row-major, column-major, and both reversed.

@@ -538,8 +538,9 @@ def test_vmeanba_scan_stats_forms(shape, dtype, form, poly, monkeypatch):
 # forced splits per block and across blocks, uneven tiles (D 70, 40, 136), fewer channels than
 # splits (D 12), and a 16-state shape whose rows fit only when split (D 384: 24 KB unsplit, so the
 # table there). With no exponentials on the FMA pipe the new forms do the v9 arithmetic in the v9
-# order on the same A2 values (the same expf), so their output must equal v9's bitwise: a wrong row
-# anywhere shows as a difference.
+# order on the same A2 values (the same expf), and add the statistics' copies (channel splits across
+# blocks) in the reduced scan's reads in vmeanba_sum_copies_kernel's order, so their output must
+# equal v9's bitwise: a wrong row or copy anywhere shows as a difference.
 VMEANBA_STATS_SPLIT_SHAPES = [
     (1, 70, 5, 13, 1, 5),
     (2, 96, 14, 14, 1, 6),

@@ -11,6 +11,9 @@
 //      per channel;
 //   4. reduced scan: one block per (image, group), a chunked two-pass block scan;
 //   5. merge: y = sum over directions of the reduced output + (sum_k Ds) * x, flat over the output.
+// VMK_VMEANBA_STATS=new (StatsForm): step 2 folded into step 3 (each block computes its channels' A
+// rows), and where channels are split across blocks step 4 adds the statistics' copies on read
+// instead of vmeanba_sum_copies_kernel; so four launches (variant 2: five, its mean of A stays).
 #include "ss2d_parts.cuh"
 
 #include <algorithm>
@@ -482,27 +485,38 @@ __global__ void vmeanba_sum_copies_kernel(float* __restrict__ Q, size_t n, int c
 
 // The reduced sequence's coefficients (a, bu, c) of state n at index l for group grp (variant 1:
 // grp = direction); states n >= N get (1, 0, 0), so they stay zero.
+// COPIES (the new statistics forms with channel splits across blocks): Q's `copies` copies, copy_stride
+// floats apart, are added here in vmeanba_sum_copies_kernel's order (the same sums, bitwise), so that
+// launch goes.
+template <bool COPIES = false>
 __device__ __forceinline__ void reduced_coeff(const float* __restrict__ Qb, const float* __restrict__ xdb,
                                               const XdblCols& cols, const float* __restrict__ A_mean, int grp,
-                                              int variant, int D, int L, int l, int n, float& a, float& bu, float& c)
+                                              int variant, int D, int L, int l, int n, float& a, float& bu, float& c,
+                                              size_t copy_stride = 0, int copies = 1)
 {
     const int N = cols.N, F = vmeanba_slots(N), Cp = cols.Cp;
     const bool live = n < N;
     const int s = live ? n : 0;
     auto qrow = [&](int k) { return Qb + ((size_t)k * L + l) * F; };     // direction k's sums at l
     auto row = [&](int k) { return xdb + ((size_t)k * L + l) * Cp; };  // direction k's x_dbl at l
+    auto qv = [&](int k, int slot) {  // direction k's sum in slot at l
+        const float* q = qrow(k) + slot;
+        float v = q[0];
+        if constexpr (COPIES)
+            for (int z = 1; z < copies; ++z) v += q[z * copy_stride];
+        return v;
+    };
     if (variant == 1) {
-        const float* qk = qrow(grp);
         const float* xk = row(grp);
-        a = qk[s] / D;
-        bu = xk[cols.bo + s] * (qk[N] / D);
+        a = qv(grp, s) / D;
+        bu = xk[cols.bo + s] * (qv(grp, N) / D);
         c = xk[cols.co + s];
     } else if (variant == 0) {
         float sa = 0.f, sb = 0.f, sc = 0.f;
 #pragma unroll
         for (int k = 0; k < kDirs; ++k) {
-            sa += qrow(k)[s];
-            sb = fmaf(row(k)[cols.bo + s], qrow(k)[N] / D, sb);
+            sa += qv(k, s);
+            sb = fmaf(row(k)[cols.bo + s], qv(k, N) / D, sb);
             sc += row(k)[cols.co + s];
         }
         a = sa / (kDirs * D);
@@ -512,8 +526,8 @@ __device__ __forceinline__ void reduced_coeff(const float* __restrict__ Qb, cons
         float sdelta = 0.f, su = 0.f, sb = 0.f, sc = 0.f;
 #pragma unroll
         for (int k = 0; k < kDirs; ++k) {
-            sdelta += qrow(k)[0];
-            su += qrow(k)[N];
+            sdelta += qv(k, 0);
+            su += qv(k, N);
             sb += row(k)[cols.bo + s];
             sc += row(k)[cols.co + s];
         }
@@ -536,10 +550,11 @@ __device__ __forceinline__ void reduced_coeff(const float* __restrict__ Qb, cons
 // positions from its neighbour's, so the passes' own loads touched a different x_dbl and Q line per
 // lane and per direction (29.5 us for the one block at VMamba-T stage 0, batch 1, in Nsight Compute
 // on the H200; 16 states have their lanes on consecutive states and need no staging).
-template <int NS, bool STAGED>
+// COPIES: Q's copies are added on read (reduced_coeff), copy_stride floats apart.
+template <int NS, bool STAGED, bool COPIES = false>
 __global__ void __launch_bounds__(kReducedThreads) vmeanba_reduced_scan_kernel(
     const float* __restrict__ Q, const float* __restrict__ xdbl, const float* __restrict__ A_mean, int D, int H,
-    int W, XdblCols cols, int variant, float* __restrict__ ym)
+    int W, XdblCols cols, int variant, float* __restrict__ ym, size_t copy_stride, int copies)
 {
     static_assert(32 % NS == 0, "the states of a chunk lie in one warp");
     static_assert(!STAGED || NS == 1, "staged coefficients: one state");
@@ -557,7 +572,7 @@ __global__ void __launch_bounds__(kReducedThreads) vmeanba_reduced_scan_kernel(
     if constexpr (STAGED) {
         for (int l = threadIdx.x; l < L; l += kReducedThreads) {
             float a, bu, c;
-            reduced_coeff(Qb, xdb, cols, A_mean, grp, variant, D, L, l, 0, a, bu, c);
+            reduced_coeff<COPIES>(Qb, xdb, cols, A_mean, grp, variant, D, L, l, 0, a, bu, c, copy_stride, copies);
             coef_s[l] = a;
             coef_s[L + l] = bu;
             coef_s[2 * L + l] = c;
@@ -570,12 +585,14 @@ __global__ void __launch_bounds__(kReducedThreads) vmeanba_reduced_scan_kernel(
             bu = coef_s[L + l];
             c = coef_s[2 * L + l];
         } else {
-            reduced_coeff(Qb, xdb, cols, A_mean, grp, variant, D, L, l, n, a, bu, c);
+            reduced_coeff<COPIES>(Qb, xdb, cols, A_mean, grp, variant, D, L, l, n, a, bu, c, copy_stride, copies);
         }
     };
     float h = 0.f, ap = 1.f, a, bu, c;
-    // (unrolled: the coefficient loads of later steps do not depend on h and issue early)
-#pragma unroll 4
+    // (unrolled: the coefficient loads of later steps do not depend on h and issue early; not where
+    // the copies are added on read, which at 4 spilled at the 64-register cap of 1024 threads)
+    constexpr int kUnroll = COPIES && !STAGED ? 1 : 4;
+#pragma unroll kUnroll
     for (int l = l0; l < l1; ++l) {
         coeff(l, a, bu, c);
         h = fmaf(a, h, bu);
@@ -597,7 +614,7 @@ __global__ void __launch_bounds__(kReducedThreads) vmeanba_reduced_scan_kernel(
     float hin = fmaf(pa, carry, ph);
     const unsigned group_mask = NS == 32 ? 0xffffffffu : ((1u << NS) - 1) << (lane & ~(NS - 1));
     float* y = ym + ((size_t)b * gridDim.x + grp) * L;
-#pragma unroll 4
+#pragma unroll kUnroll
     for (int l = l0; l < l1; ++l) {
         coeff(l, a, bu, c);
         hin = fmaf(a, hin, bu);
@@ -847,8 +864,12 @@ vmk_status_t vmeanba_launch(const vmk_ss2d_args_t* a, int variant, void* ws, cud
     st = N == 1 ? launch_stats_dt<T, 1>(sp, B, form, poly, stream)
                 : launch_stats_dt<T, kMaxDState>(sp, B, form, poly, stream);
     if (st != VMK_OK) return st;
-    if (bsplits > 1) {
-        const size_t n = (size_t)B * kDirs * vmeanba_slots(N) * L;
+    // Q's copies (channel splits across blocks): v9 adds them in their own launch, the new forms in
+    // the reduced scan's reads (the same sums)
+    const size_t copy_stride = (size_t)B * kDirs * vmeanba_slots(N) * L;
+    const bool copies_on_read = form != kStatsV9 && bsplits > 1;
+    if (bsplits > 1 && !copies_on_read) {
+        const size_t n = copy_stride;
         vmeanba_sum_copies_kernel<<<(unsigned)std::min<size_t>((n + 255) / 256, 1024), 256, 0, stream>>>(Q, n, bsplits);
         if (launch_status() != VMK_OK) return VMK_ERR_CUDA;
     }
@@ -856,12 +877,15 @@ vmk_status_t vmeanba_launch(const vmk_ss2d_args_t* a, int variant, void* ws, cud
     const int groups = variant == 1 ? kDirs : 1;
     // d_state 1 stages its coefficients where 3 L floats fit a block's shared memory
     const size_t staged = (size_t)3 * L * sizeof(float);
-    const bool stage = N == 1 && allow_smem(vmeanba_reduced_scan_kernel<1, true>, staged);
-    auto reduced = stage    ? vmeanba_reduced_scan_kernel<1, true>
-                   : N == 1 ? vmeanba_reduced_scan_kernel<1, false>
-                            : vmeanba_reduced_scan_kernel<kMaxDState, false>;
+    auto reduced = copies_on_read ? vmeanba_reduced_scan_kernel<1, true, true> : vmeanba_reduced_scan_kernel<1, true>;
+    const bool stage = N == 1 && allow_smem(reduced, staged);
+    if (!stage)
+        reduced = copies_on_read ? (N == 1 ? vmeanba_reduced_scan_kernel<1, false, true>
+                                           : vmeanba_reduced_scan_kernel<kMaxDState, false, true>)
+                                 : (N == 1 ? vmeanba_reduced_scan_kernel<1, false>
+                                           : vmeanba_reduced_scan_kernel<kMaxDState, false>);
     reduced<<<dim3(groups, B), kReducedThreads, stage ? staged : 0, stream>>>(Q, xdbl, A_mean, D, H, W, cols, variant,
-                                                                            ym);
+                                                                            ym, copy_stride, bsplits);
     if (launch_status() != VMK_OK) return VMK_ERR_CUDA;
 
     return launch_merge(static_cast<const T*>(a->x), a->Ds, ym, groups, B, D, H, W, static_cast<T*>(a->y), stream);

@@ -224,9 +224,9 @@ int main()
         run_scan(1, 40, 7, 7, 16, 24, dt, 2, rng);
         unsetenv("VMK_VMEANBA_BLOCK_SPLITS");
         // the statistics' new forms (VMK_VMEANBA_STATS): A2 rows computed per block (no table launch:
-        // the workspace's unwritten table stays poisoned), uneven tiles over 8 x 8 splits, 16 states,
-        // exponentials on the FMA pipe; the table fallback (16 states, D 384 unsplit: 24 KB of rows)
-        // and the table form itself
+        // the workspace's unwritten table stays poisoned), uneven tiles over 8 x 8 splits (the copies
+        // added in the reduced scan's reads), 16 states, exponentials on the FMA pipe; the table
+        // fallback (16 states, D 384 unsplit: 24 KB of rows) and the table form itself
         setenv("VMK_VMEANBA_STATS", "new", 1);
         setenv("VMK_VMEANBA_POLY_EXP", "4", 1);
         run_scan(1, 70, 5, 13, 1, 5, dt, 0, rng);

@@ -259,6 +259,14 @@ struct FragSimt {
     }
 };
 
+// Whether the new forms' d_state-1 loop takes two whole tiles per iteration (as v9 does), per dt
+// source: not for FragMma<3> and FragTf32<8>, where the second tile in flight cost occupancy or
+// spilled (ptxas, sm_90: FragMma<3> 76 registers against 64 with one tile, 3 blocks per SM instead
+// of 4; FragTf32<8> 128 with 16 bytes spilled against 118).
+template <typename Frag> struct NewFormTwoTiles { static constexpr bool value = true; };
+template <> struct NewFormTwoTiles<FragMma<3>> { static constexpr bool value = false; };
+template <> struct NewFormTwoTiles<FragTf32<8>> { static constexpr bool value = false; };
+
 // One channel's contribution to the sums of the thread's two positions (i = 0, 1; dt without bias):
 // variants 0/1 add exp(delta A) per state to se[i] and delta u to s2[i]; variant 2 (PRE) adds delta
 // and u. `both`: position 1 exists (else only position 0 is added). The two positions share each
@@ -403,7 +411,7 @@ __global__ void __launch_bounds__(kStatsWarps * 32) vmeanba_stats_kernel(StatsPa
     // d_state 1: two whole tiles per iteration, twice the independent work per loop overhead (16
     // states have 64 independent exponentials per tile already, and the second tile's registers
     // would cost occupancy)
-    if (NMAX == 1 && whole_rows) {
+    if (NMAX == 1 && whole_rows && (!kNewForm || NewFormTwoTiles<Frag>::value)) {
         for (; c0 + cstep + 8 <= D; c0 += 2 * cstep, c0l += 2 * lstep) {
             float v0[4], v1[4];
             frag.template tile<kNewForm>(wk, c0, D, R, true, v0);

@@ -536,14 +536,16 @@ def test_vmeanba_scan_stats_forms(shape, dtype, form, poly, monkeypatch):
 
 # The new form's shared A2 rows follow each block's own order of channel tiles (stats_local_tiles):
 # forced splits per block and across blocks, uneven tiles (D 70, 40, 136), fewer channels than
-# splits (D 12), and a 16-state shape whose rows fit only when split (D 384: 24 KB unsplit, so the
-# table there). With no exponentials on the FMA pipe the new forms do the v9 arithmetic in the v9
+# splits (D 12), d_state-1 rank tiles whose new-form loop takes one tile per iteration (48, 64), and
+# a 16-state shape whose rows fit only when split (D 384: 24 KB unsplit, so the table there). With no exponentials on the FMA pipe the new forms do the v9 arithmetic in the v9
 # order on the same A2 values (the same expf), and add the statistics' copies (channel splits across
 # blocks) in the reduced scan's reads in vmeanba_sum_copies_kernel's order, so their output must
 # equal v9's bitwise: a wrong row or copy anywhere shows as a difference.
 VMEANBA_STATS_SPLIT_SHAPES = [
     (1, 70, 5, 13, 1, 5),
     (2, 96, 14, 14, 1, 6),
+    (1, 768, 7, 7, 1, 48),  # rank tiles 48 / 64 (fp16 / fp32): the new forms' one-tile d_state-1 loop
+    (1, 200, 5, 7, 1, 64),
     (2, 40, 9, 11, 16, 24),
     (1, 12, 3, 3, 16, 40),
     (1, 136, 7, 7, 16, 12),

@@ -601,6 +601,78 @@ def test_vmeanba_scan_flat_prep_channel_splits(shape, dtype, splits, monkeypatch
     check_vmeanba_variants(shape, dtype, 73 + splits, f"flat prep, splits={splits}", rerun=True)
 
 
+# The statistics kernel's forms (VMK_VMEANBA_STATS): "v9" (v4-v9's kernel and A2 table launch),
+# "table" (one IMAD.WIDE per access, the table launch) and "new" (as table, with each block computing
+# its channels' A2 rows in shared memory, no table launch; the table where the rows would not fit),
+# each with 0, 2 or 4 of 16 states' exponentials on the FMA pipe (VMK_VMEANBA_POLY_EXP; exp2_fma).
+# Shapes: VMamba-T stages 0 and 3 (batch 1: channel splits across blocks), odd ranks (no whole tiles),
+# D not a multiple of 8, L < 16 and not a multiple of 16, d_state 1, 4 and 16, ranks 5-64; every
+# variant, both dtypes, bitwise-equal reruns.
+VMEANBA_STATS_SHAPES = [
+    (2, 96, 28, 28, 1, 6),
+    (1, 768, 7, 7, 1, 48),
+    (3, 70, 5, 13, 1, 5),
+    (2, 64, 9, 7, 1, 12),
+    (2, 40, 9, 11, 16, 24),
+    (1, 12, 3, 3, 16, 40),
+    (2, 33, 10, 10, 4, 64),
+    (1, 136, 7, 7, 16, 12),
+    (2, 100, 6, 5, 16, 7),
+]
+VMEANBA_STATS_FORMS = [("v9", 0), ("table", 0), ("table", 2), ("table", 4), ("new", 0), ("new", 2), ("new", 4)]
+
+
+@pytest.mark.parametrize("form,poly", VMEANBA_STATS_FORMS, ids=[f"{f}-poly{p}" for f, p in VMEANBA_STATS_FORMS])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("shape", VMEANBA_STATS_SHAPES, ids=_ids(VMEANBA_STATS_SHAPES))
+def test_vmeanba_scan_stats_forms(shape, dtype, form, poly, monkeypatch):
+    monkeypatch.setenv("VMK_VMEANBA_STATS", form)
+    monkeypatch.setenv("VMK_VMEANBA_POLY_EXP", str(poly))
+    check_vmeanba_variants(shape, dtype, 71 + poly, f"stats={form} poly={poly}", rerun=True)
+
+
+# The new form's shared A2 rows follow each block's own order of channel tiles (stats_local_tiles):
+# forced splits per block and across blocks, uneven tiles (D 70, 40, 136), fewer channels than
+# splits (D 12), d_state-1 rank tiles whose new-form loop takes one tile per iteration (48, 64), and
+# a 16-state shape whose rows fit only when split (D 384: 24 KB unsplit, so the table there). With no exponentials on the FMA pipe the new forms do the v9 arithmetic in the v9
+# order on the same A2 values (the same expf), and add the statistics' copies (channel splits across
+# blocks) in the reduced scan's reads in vmeanba_sum_copies_kernel's order, so their output must
+# equal v9's bitwise: a wrong row or copy anywhere shows as a difference.
+VMEANBA_STATS_SPLIT_SHAPES = [
+    (1, 70, 5, 13, 1, 5),
+    (2, 96, 14, 14, 1, 6),
+    (1, 768, 7, 7, 1, 48),  # rank tiles 48 / 64 (fp16 / fp32): the new forms' one-tile d_state-1 loop
+    (1, 200, 5, 7, 1, 64),
+    (2, 40, 9, 11, 16, 24),
+    (1, 12, 3, 3, 16, 40),
+    (1, 136, 7, 7, 16, 12),
+    (2, 384, 6, 5, 16, 24),
+]
+
+
+@pytest.mark.parametrize("splits,bsplits", [(1, 1), (8, 1), (1, 8), (2, 4), (8, 8)], ids=lambda v: str(v))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("shape", VMEANBA_STATS_SPLIT_SHAPES, ids=_ids(VMEANBA_STATS_SPLIT_SHAPES))
+def test_vmeanba_scan_stats_new_forms_equal_v9(shape, dtype, splits, bsplits, monkeypatch):
+    B, D, H, W, N, R = shape
+    monkeypatch.setenv("VMK_VMEANBA_SPLITS", str(splits))
+    monkeypatch.setenv("VMK_VMEANBA_BLOCK_SPLITS", str(bsplits))
+    monkeypatch.setenv("VMK_VMEANBA_POLY_EXP", "0")
+    for variant in range(3):
+        x, params = make_inputs(B, D, H, W, N, R, dtype, seed=81 + variant, ds_scale=0.05)
+        outs = {}
+        for form in ("v9", "table", "new"):
+            monkeypatch.setenv("VMK_VMEANBA_STATS", form)
+            outs[form] = torch.full_like(x, float("nan"))
+            kernels.vmeanba_scan(x, *params.values(), variant=variant, out=outs[form])
+        want = reference64(ref.vmeanba_scan, x, params, variant)
+        err = rel_err(outs["new"], want)
+        print(f"vmeanba v{variant} stats=new splits={splits}x{bsplits} {shape} {dtype}: rel err {err:.2e}")
+        assert err < TOL[dtype]
+        assert torch.equal(outs["table"], outs["v9"]), "stats=table differs from v9"
+        assert torch.equal(outs["new"], outs["v9"]), "stats=new differs from v9"
+
+
 QUARTERMAP_CASES = [  # (B, C, H, W, stride, keep)
     (1, 3, 7, 7, 2, 1),
     (2, 5, 8, 13, 2, 1),

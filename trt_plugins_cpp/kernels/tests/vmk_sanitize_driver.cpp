@@ -223,6 +223,30 @@ int main()
         run_scan(1, 70, 5, 13, 1, 5, dt, 0, rng);
         run_scan(1, 40, 7, 7, 16, 24, dt, 2, rng);
         unsetenv("VMK_VMEANBA_BLOCK_SPLITS");
+        // the statistics' new forms (VMK_VMEANBA_STATS): A2 rows computed per block (no table launch:
+        // the workspace's unwritten table stays poisoned), uneven tiles over 8 x 8 splits (the copies
+        // added in the reduced scan's reads), 16 states, exponentials on the FMA pipe; the table
+        // fallback (16 states, D 384 unsplit: 24 KB of rows) and the table form itself
+        setenv("VMK_VMEANBA_STATS", "new", 1);
+        setenv("VMK_VMEANBA_POLY_EXP", "4", 1);
+        run_scan(1, 70, 5, 13, 1, 5, dt, 0, rng);
+        run_scan(2, 40, 9, 11, 16, 24, dt, 1, rng);
+        run_scan(1, 12, 3, 3, 16, 40, dt, 2, rng);
+        setenv("VMK_VMEANBA_SPLITS", "8", 1);
+        setenv("VMK_VMEANBA_BLOCK_SPLITS", "8", 1);
+        run_scan(1, 136, 7, 7, 16, 12, dt, 0, rng);
+        run_scan(1, 70, 5, 13, 1, 5, dt, 1, rng);
+        setenv("VMK_VMEANBA_SPLITS", "1", 1);
+        setenv("VMK_VMEANBA_BLOCK_SPLITS", "1", 1);
+        run_scan(1, 384, 6, 5, 16, 24, dt, 0, rng);
+        unsetenv("VMK_VMEANBA_SPLITS");
+        unsetenv("VMK_VMEANBA_BLOCK_SPLITS");
+        setenv("VMK_VMEANBA_STATS", "table", 1);
+        setenv("VMK_VMEANBA_POLY_EXP", "2", 1);
+        run_scan(2, 40, 9, 11, 1, 24, dt, 0, rng);
+        run_scan(1, 21, 7, 7, 16, 48, dt, 1, rng);
+        unsetenv("VMK_VMEANBA_STATS");
+        unsetenv("VMK_VMEANBA_POLY_EXP");
         run_quartermap(2, 3, 7, 9, 2, 1, dt, rng);
         run_quartermap(1, 2, 8, 5, 3, 2, dt, rng);
         // narrow maps: runs crossing rows and planes (output widths 7, 14, 5, 1, 3 / up 14, 28,

@@ -10,9 +10,13 @@
 //   table of each plane position's source, built per block, one read per element.
 // Four runs per thread (one for small outputs, which would not fill the device), all gathered
 // before any is stored, keep many loads in flight.
+// A second kernel, staged (below, quartermap_staged_kernel), takes small planes: a block copies
+// its planes' contiguous input into shared memory with 16-byte loads and writes their contiguous
+// output with 16-byte stores. VMK_QM_IMPL (launch_quartermap) picks between the two.
 #include "common.cuh"
 
 #include <stdlib.h>
+#include <string.h>
 
 namespace vmk {
 namespace {
@@ -66,6 +70,8 @@ struct QmParams {
     bool pairs;             // down with stride 2, keep 1 (row walks load input pairs)
     FastDiv by_out_w, by_out_h, by_out_plane;
     AxisMap rows, cols;
+    uint32_t period, period_in;  // staged kernel only: its table's outputs and their input elements
+    FastDiv by_period;
 };
 
 struct QmGrid {
@@ -262,6 +268,129 @@ __global__ void __launch_bounds__(kQmThreads) quartermap_kernel(QmParams p)
     }
 }
 
+// Staged (VMK_QM_IMPL=stage): planes whose input fits a block's shared memory, group_planes
+// consecutive planes per block (one chunk). Both the chunk's input and its output are contiguous,
+// so the block copies its input into shared memory with 16-byte loads, then writes its output with
+// 16-byte stores, each element read from shared memory. Global traffic is wide and coalesced at
+// every map width, and the loads in flight wait on no index arithmetic; only the elements before
+// the first 16-byte boundary of a range and after its last take scalar accesses.
+// The sources come from a per-block table with one period of the output: runs start V apart from
+// the first 16-byte boundary of y (out_head elements in), so run r's outputs are the chunk
+// elements out_head + r V + v, and the sources repeat every period = lcm(out_plane, V) elements
+// (period / out_plane planes, period_in input elements) with the run's table entries at
+// (r V) % period + v: V consecutive, V-aligned entries, read as whole 16-byte words (no per-element
+// index arithmetic, no bank conflicts: a warp's runs read consecutive words).
+// Down reads whole input planes, dropped rows included: the rule takes it only where the input
+// rows are at most one 32-byte sector wide, so the dropped rows share the kept rows' sectors and
+// DRAM moves the same bytes either way.
+constexpr uint32_t kQmStageInBytes = 16384;  // a block's staged input
+constexpr uint32_t kQmStagePeriodMax = 4096; // table entries (4 bytes each)
+constexpr int kQmStageBlocksPerSm = 8;       // chunks are sized to give the device this many blocks per SM
+constexpr uint32_t kQmNarrowRowBytes = 32;   // down rows this narrow are read whole by DRAM anyway
+constexpr uint32_t kQmStageWords = kQmStageInBytes / 16 / kQmThreads;  // 16-byte input words per thread
+
+extern __shared__ uint4 qm_staged[];  // the source table (period words), then the staged input
+
+template <typename T>
+__global__ void __launch_bounds__(kQmThreads, kQmStageBlocksPerSm) quartermap_staged_kernel(QmParams p)
+{
+    constexpr uint32_t V = 16 / sizeof(T);
+    uint32_t* table = reinterpret_cast<uint32_t*>(qm_staged);
+    T* stage = reinterpret_cast<T*>(table + p.period);  // period is a multiple of V: 16-byte aligned
+
+    const long long plane0 = (long long)blockIdx.x * p.group_planes;
+    const uint32_t planes = (uint32_t)min((long long)p.group_planes, p.planes - plane0);
+    const T* __restrict__ x = static_cast<const T*>(p.x) + plane0 * p.in_plane;
+    T* __restrict__ y = static_cast<T*>(p.y) + plane0 * p.out_plane;
+    const uint32_t out_count = planes * p.out_plane;
+    const uint32_t out_lead = (uint32_t)(reinterpret_cast<uintptr_t>(y) % 16) / sizeof(T);
+    const uint32_t out_head = min((V - out_lead) % V, out_count);
+
+    // input element e goes to stage[lead + e], lead = x's elements past a 16-byte boundary, so
+    // that x's 16-byte words land on the stage's. A thread's words (kQmStageWords at most) are
+    // loaded first and stored after the table is built, so that the table's arithmetic overlaps
+    // their latency.
+    const uint32_t in_count = planes * p.in_plane;
+    const uint32_t lead = (uint32_t)(reinterpret_cast<uintptr_t>(x) % 16) / sizeof(T);
+    const uint32_t in_head = min((V - lead) % V, in_count);
+    const uint32_t in_words = (in_count - in_head) / V;  // <= kQmStageWords * kQmThreads
+    const uint4* __restrict__ xw = reinterpret_cast<const uint4*>(x + in_head);
+    uint4 held[kQmStageWords];
+#pragma unroll
+    for (uint32_t c = 0; c < kQmStageWords; ++c)
+        if (threadIdx.x + c * kQmThreads < in_words) held[c] = __ldg(xw + threadIdx.x + c * kQmThreads);
+    const uint32_t in_tail = in_head + in_words * V;
+    for (uint32_t e = threadIdx.x; e < in_head + (in_count - in_tail); e += kQmThreads) {
+        const uint32_t i = e < in_head ? e : in_tail + (e - in_head);
+        stage[lead + i] = __ldg(x + i);
+    }
+
+    // the source of output element n of the chunk, from the chunk's input start
+    auto source = [&](uint32_t n) {
+        const uint32_t k = p.by_out_plane.div(n);
+        return k * p.in_plane + RowWalk<false>(p, n - k * p.out_plane).source();
+    };
+    for (uint32_t t = threadIdx.x; t < p.period; t += kQmThreads) table[t] = source(out_head + t);
+
+    uint4* sw = reinterpret_cast<uint4*>(stage + lead + in_head);
+#pragma unroll
+    for (uint32_t c = 0; c < kQmStageWords; ++c)
+        if (threadIdx.x + c * kQmThreads < in_words) sw[threadIdx.x + c * kQmThreads] = held[c];
+    __syncthreads();
+
+    const uint32_t runs = (out_count - out_head) / V;
+    uint4* __restrict__ yw = reinterpret_cast<uint4*>(y + out_head);
+#pragma unroll 1  // one run at a time: unrolled, the loop spills under the 32 registers of 8 blocks per SM
+    for (uint32_t r = threadIdx.x; r < runs; r += kQmThreads) {
+        const uint32_t periods = p.by_period.div(r * V);
+        const uint32_t t = r * V - periods * p.period;
+        const uint32_t base = lead + periods * p.period_in;
+        uint32_t src[V];
+#pragma unroll
+        for (uint32_t c = 0; c < V / 4; ++c)
+            *reinterpret_cast<uint4*>(src + 4 * c) = reinterpret_cast<const uint4*>(table + t)[c];
+        uint4 out;
+        T* ov = reinterpret_cast<T*>(&out);
+#pragma unroll
+        for (uint32_t v = 0; v < V; ++v) ov[v] = stage[base + src[v]];
+        yw[r] = out;
+    }
+    const uint32_t out_tail = out_head + runs * V;
+    for (uint32_t e = threadIdx.x; e < out_head + (out_count - out_tail); e += kQmThreads) {
+        const uint32_t n = e < out_head ? e : out_tail + (e - out_head);
+        y[n] = stage[lead + source(n)];
+    }
+}
+
+// The staged launch where a plane's input and the table fit (else false): as many planes per
+// block as give kQmStageBlocksPerSm blocks per SM, up to kQmStageInBytes of input.
+bool launch_staged(QmParams p, int esize, int sms, cudaStream_t stream)
+{
+    const uint32_t V = 16 / esize;
+    const uint32_t common = min(p.out_plane & (0u - p.out_plane), V);  // gcd(out_plane, V): V is a power of 2
+    const uint32_t period_planes = V / common;
+    if ((long long)p.in_plane * esize > kQmStageInBytes || (long long)p.out_plane * period_planes > kQmStagePeriodMax)
+        return false;
+    const long long fit = kQmStageInBytes / ((long long)p.in_plane * esize);
+    const long long fill = (p.planes + (long long)kQmStageBlocksPerSm * sms - 1) / ((long long)kQmStageBlocksPerSm * sms);
+    const long long chunk = fill < fit ? fill : fit;  // >= 1
+    const long long blocks = (p.planes + chunk - 1) / chunk;
+    if (blocks > 0x7fffffffLL) return false;
+    p.group_planes = (uint32_t)chunk;
+    p.period = p.out_plane * period_planes;
+    p.period_in = p.in_plane * period_planes;
+    // the stage: chunk planes plus up to V - 1 elements of lead, in whole 16-byte words
+    const size_t stage_bytes = ((chunk * p.in_plane + V - 1) * esize + 15) / 16 * 16;
+    const size_t smem = p.period * sizeof(uint32_t) + stage_bytes;
+    p.by_out_w = make_fastdiv(p.out_w);
+    p.by_out_h = make_fastdiv(p.out_h);
+    p.by_out_plane = make_fastdiv(p.out_plane);
+    p.by_period = make_fastdiv(p.period);
+    if (esize == 2) quartermap_staged_kernel<__half><<<(unsigned)blocks, kQmThreads, smem, stream>>>(p);
+    else quartermap_staged_kernel<float><<<(unsigned)blocks, kQmThreads, smem, stream>>>(p);
+    return true;
+}
+
 // The grid: runs (the partial last one included) of the largest group in blocks of
 // kQmThreads * RUNS, one grid row per group.
 template <typename T, int V, typename Walk, bool PAIRS = false>
@@ -320,11 +449,33 @@ long long env_knob(const char* name)
     return env && *env ? atoll(env) : 0;
 }
 
-vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, cudaStream_t stream)
+// Which kernel: VMK_QM_IMPL=v3 the flat walks (QuarterMap v3) always, =stage the staged kernel
+// wherever it fits; unset (or any other value), the staged kernel where v3's runs cross rows (the
+// output width not a multiple of a 16-byte run) and, for down, the input rows are at most
+// kQmNarrowRowBytes wide.
+enum class QmImpl { Rule, V3, Staged };
+
+QmImpl qm_impl_knob()
+{
+    const char* env = getenv("VMK_QM_IMPL");
+    if (env && !strcmp(env, "v3")) return QmImpl::V3;
+    if (env && !strcmp(env, "stage")) return QmImpl::Staged;
+    return QmImpl::Rule;
+}
+
+vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, bool down, cudaStream_t stream)
 {
     // 32-bit arithmetic inside a group: o * in along each axis, every element index of the group
     if ((long long)p.out_h * p.rows.mul > kQmMaxIndex || (long long)p.out_w * p.cols.mul > kQmMaxIndex)
         return VMK_ERR_UNSUPPORTED;
+    const int esize = dtype == VMK_FLOAT16 ? 2 : 4;
+    const QmImpl impl = qm_impl_knob();
+    const bool rule_staged = p.out_w % (16 / esize) != 0 && (!down || p.in_w * esize <= kQmNarrowRowBytes);
+    if (impl == QmImpl::Staged || (impl == QmImpl::Rule && rule_staged)) {
+        DeviceInfo dev;
+        if (!device_info(&dev)) return VMK_ERR_CUDA;
+        if (launch_staged(p, esize, dev.sms, stream)) return launch_status();
+    }
     const uint32_t plane = p.in_plane > p.out_plane ? p.in_plane : p.out_plane;
     long long group = kQmMaxIndex / plane;  // >= 1: a plane is at most 2^30 elements (kMaxSide)
     if (group >= 8) group -= group % 8;     // group starts stay 16-byte aligned
@@ -335,7 +486,6 @@ vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, cudaStream_t strea
     if (groups > 65535) return VMK_ERR_UNSUPPORTED;  // gridDim.y
 
     // run length: 16 bytes, narrower only where the output pointer (or a group start) is less aligned
-    const int esize = dtype == VMK_FLOAT16 ? 2 : 4;
     const long long group_elems = group * p.out_plane;
     int V = 16 / esize;
     while (V > 1 && (reinterpret_cast<uintptr_t>(p.y) % (V * esize) != 0 || (groups > 1 && group_elems % V != 0)))
@@ -379,7 +529,7 @@ vmk_status_t quartermap_down_run(const vmk_quartermap_down_args_t* a, cudaStream
                                  kept(a->height, a->stride, a->keep), kept(a->width, a->stride, a->keep));
     p.rows = p.cols = down_axis(a->stride, a->keep);
     p.pairs = a->stride == 2 && a->keep == 1;
-    return launch_quartermap(p, a->dtype, stream);
+    return launch_quartermap(p, a->dtype, true, stream);
 }
 
 vmk_status_t quartermap_up_run(const vmk_quartermap_up_args_t* a, cudaStream_t stream)
@@ -388,7 +538,7 @@ vmk_status_t quartermap_up_run(const vmk_quartermap_up_args_t* a, cudaStream_t s
                                  a->out_height, a->out_width);
     p.rows = up_axis(a->in_height, a->out_height);
     p.cols = up_axis(a->in_width, a->out_width);
-    return launch_quartermap(p, a->dtype, stream);
+    return launch_quartermap(p, a->dtype, false, stream);
 }
 
 }  // namespace vmk

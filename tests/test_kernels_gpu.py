@@ -612,6 +612,99 @@ def test_quartermap_plane_groups(group_planes, dtype, monkeypatch):
         check_quartermap(torch.randn(B, C, H, W, device=DEV).to(dtype), stride, keep, shifts=(0, 1))
 
 
+# QuarterMap's two kernels forced (VMK_QM_IMPL; unset, the launcher picks): v3, flat over the
+# output with per-element walks or a table, and the staged kernel (a block's planes copied into
+# shared memory with 16-byte loads, its output written with 16-byte stores through a one-period
+# source table). Shapes the staged kernel does not fit (an input plane over 16 KB, a table period
+# over 4096 positions) run v3 even when it is forced; the tests below include such shapes too.
+QM_IMPLS = ["v3", "stage"]
+
+
+@pytest.mark.parametrize("impl", QM_IMPLS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", QUARTERMAP_CASES, ids=["B{}_C{}_{}x{}_s{}k{}".format(*c) for c in QUARTERMAP_CASES])
+def test_quartermap_forced_impl_matches_reference(case, dtype, impl, monkeypatch):
+    monkeypatch.setenv("VMK_QM_IMPL", impl)
+    B, C, H, W, stride, keep = case
+    check_quartermap(torch.randn(B, C, H, W, device=DEV).to(dtype), stride, keep, shifts=(0, 1, 2, 4))
+
+
+@pytest.mark.parametrize("impl", QM_IMPLS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", QUARTERMAP_UP_CASES,
+                         ids=["B{}_C{}_{}x{}_to_{}x{}".format(*c) for c in QUARTERMAP_UP_CASES])
+def test_quartermap_up_any_sizes_forced_impl(case, dtype, impl, monkeypatch):
+    monkeypatch.setenv("VMK_QM_IMPL", impl)
+    test_quartermap_up_any_sizes(case, dtype)
+
+
+@pytest.mark.parametrize("impl_runs", [("v3", 1), ("v3", 4), ("stage", 0)], ids=["v3_runs1", "v3_runs4", "stage"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_quartermap_vmamba_t_stages_forced_impl(stage, dtype, impl_runs, monkeypatch):
+    """The benchmarked VMamba-T stage shapes (batch 128) on each kernel; v3 with one and four runs
+    per thread."""
+    impl, runs = impl_runs
+    monkeypatch.setenv("VMK_QM_IMPL", impl)
+    if runs:
+        monkeypatch.setenv("VMK_QM_RUNS", str(runs))
+    side = (56, 28, 14, 7)[stage]
+    check_quartermap(torch.randn(128, 96 << stage, side, side, device=DEV).to(dtype), 2, 1, shifts=(0, 1))
+
+
+@pytest.mark.parametrize("group_planes", [1, 3, 8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_quartermap_plane_groups_v3(group_planes, dtype, monkeypatch):
+    """v3's plane groups (VMK_QM_GROUP_PLANES) with v3 forced: the launcher's rule would take the
+    staged kernel, which has no groups, at most of these shapes."""
+    monkeypatch.setenv("VMK_QM_IMPL", "v3")
+    test_quartermap_plane_groups(group_planes, dtype, monkeypatch)
+
+
+# The staged kernel's edges: every width 1..14 (down and its up, strides 2 and 3); more planes
+# than 8 blocks per SM hold one each, so that blocks take several planes whose input and output
+# chunks start off 16-byte boundaries (7x7: 49-element planes); input planes at and just over the
+# 16 KB stage (float16 90x90 / 91x91, float32 64x64 / 64x65); table periods at and over 4096
+# positions (up to 64x64, to 63x65 = 4095: odd, so a period of 4095 x 8 or x 4); 1x1 outputs
+# (the period spans 8 or 4 planes); and inputs that start off a 16-byte boundary (up of a shifted
+# down output, in check_quartermap).
+QM_STAGE_WIDTH_CASES = [(3, 5, h, w, s, k) for w in range(1, 15) for h, s, k in ((w + 3, 2, 1), (9, 3, 2))]
+QM_STAGE_EDGE_CASES = [  # (B, C, H, W, stride, keep)
+    (9, 130, 7, 7, 2, 1),
+    (64, 40, 14, 13, 2, 1),
+    (1, 3, 90, 90, 2, 1),
+    (1, 3, 91, 91, 2, 1),
+    (2, 2, 64, 64, 2, 1),
+    (2, 2, 64, 65, 2, 1),
+    (700, 3, 2, 2, 2, 1),
+    (1, 2000, 1, 1, 2, 1),
+]
+QM_STAGE_UP_EDGE_CASES = [  # (B, C, Hs, Ws, H, W)
+    (2, 3, 32, 32, 64, 64),
+    (2, 3, 32, 33, 63, 65),
+    (3, 700, 2, 3, 1, 1),
+    (2, 5, 4, 4, 7, 7),
+    (1, 3, 45, 45, 90, 90),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", QM_STAGE_WIDTH_CASES + QM_STAGE_EDGE_CASES,
+                         ids=["B{}_C{}_{}x{}_s{}k{}".format(*c) for c in QM_STAGE_WIDTH_CASES + QM_STAGE_EDGE_CASES])
+def test_quartermap_staged_edges(case, dtype, monkeypatch):
+    monkeypatch.setenv("VMK_QM_IMPL", "stage")
+    B, C, H, W, stride, keep = case
+    check_quartermap(torch.randn(B, C, H, W, device=DEV).to(dtype), stride, keep, shifts=(0, 1, 2, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", QM_STAGE_UP_EDGE_CASES,
+                         ids=["B{}_C{}_{}x{}_to_{}x{}".format(*c) for c in QM_STAGE_UP_EDGE_CASES])
+def test_quartermap_staged_up_edges(case, dtype, monkeypatch):
+    monkeypatch.setenv("VMK_QM_IMPL", "stage")
+    test_quartermap_up_any_sizes(case, dtype)
+
+
 def test_bad_arguments_are_refused():
     x, params = make_inputs(1, 4, 5, 5, 1, 2, torch.float32, seed=3)
     with pytest.raises(RuntimeError, match="unsupported"):

@@ -12,7 +12,8 @@
 // before any is stored, keep many loads in flight.
 // A second kernel, staged (below, quartermap_staged_kernel), takes small planes: a block copies
 // its planes' contiguous input into shared memory with 16-byte loads and writes their contiguous
-// output with 16-byte stores. VMK_QM_IMPL (launch_quartermap) picks between the two.
+// output with 16-byte stores; a third, up2, takes up by two (each input into its 2x2 block) with
+// 8-byte loads and 16-byte stores on two rows. VMK_QM_IMPL (launch_quartermap) picks.
 #include "common.cuh"
 
 #include <stdlib.h>
@@ -391,6 +392,65 @@ bool launch_staged(QmParams p, int esize, int sms, cudaStream_t stream)
     return true;
 }
 
+// Up by two (VMK_QM_IMPL=up2): out_w = 2 in_w and out_h = 2 in_h or 2 in_h - 1, where nearest
+// upsampling copies each input into its own 2x2 block (the last row once at odd heights). A run
+// is 8 contiguous input bytes (4 float16 or 2 float32, inside one row: in_w is a multiple of
+// them), read as one 8-byte load; each input is duplicated in registers (PRMT for float16) into
+// 16 bytes, stored whole on both output rows. No per-element index arithmetic: one division pair
+// per run. kQmUp2Runs runs per thread, loaded before any is stored.
+constexpr int kQmUp2Runs = 4;
+
+template <typename T>
+__global__ void __launch_bounds__(kQmThreads) quartermap_up2_kernel(QmParams p, uint32_t runs, FastDiv by_row_runs,
+                                                                    FastDiv by_in_h)
+{
+    constexpr uint32_t K = 8 / sizeof(T);  // inputs per run
+    const uint2* __restrict__ x = static_cast<const uint2*>(p.x);
+    uint4* __restrict__ y = static_cast<uint4*>(p.y);  // in 16-byte units: 2 K outputs each
+    const uint32_t first = blockIdx.x * (kQmThreads * kQmUp2Runs) + threadIdx.x;
+    uint2 in[kQmUp2Runs];
+#pragma unroll
+    for (int q = 0; q < kQmUp2Runs; ++q) in[q] = __ldg(x + min(first + q * kQmThreads, runs - 1));
+    asm volatile("" ::: "memory");  // keeps every load above the first store
+#pragma unroll
+    for (int q = 0; q < kQmUp2Runs; ++q) {
+        const uint32_t run = first + q * kQmThreads;
+        if (run >= runs) break;
+        const uint32_t row = by_row_runs.div(run);  // input row over all planes
+        const uint32_t col = run - row * by_row_runs.d;
+        const uint32_t plane = by_in_h.div(row), i = row - plane * by_in_h.d;  // its row in the plane
+        uint4 out;
+        if constexpr (sizeof(T) == 2) {
+            out = make_uint4(__byte_perm(in[q].x, 0, 0x1010), __byte_perm(in[q].x, 0, 0x3232),
+                             __byte_perm(in[q].y, 0, 0x1010), __byte_perm(in[q].y, 0, 0x3232));
+        } else {
+            out = make_uint4(in[q].x, in[q].x, in[q].y, in[q].y);
+        }
+        // output row 2 i of the plane, columns 2 K col ..: in 16-byte units
+        const unsigned long long top = ((unsigned long long)plane * p.out_plane + 2ull * i * p.out_w) / (2 * K) + col;
+        y[top] = out;
+        if (2 * i + 1 < p.out_h) y[top + p.out_w / (2 * K)] = out;
+    }
+}
+
+// The up-by-two launch where it applies (else false): the sizes above, x 8-byte and y 16-byte
+// aligned, every run index below 2^31.
+bool launch_up2(const QmParams& p, int in_h, int esize, cudaStream_t stream)
+{
+    const uint32_t K = 8 / esize;
+    if (p.out_w != 2 * p.in_w || !(p.out_h == 2u * in_h || p.out_h + 1 == 2u * in_h) || p.in_w % K != 0 ||
+        reinterpret_cast<uintptr_t>(p.x) % 8 != 0 || reinterpret_cast<uintptr_t>(p.y) % 16 != 0)
+        return false;
+    const long long runs = p.planes * p.in_plane / K;
+    if (runs + (long long)kQmThreads * kQmUp2Runs > kQmMaxIndex) return false;
+    const unsigned blocks = (unsigned)((runs + kQmThreads * kQmUp2Runs - 1) / (kQmThreads * kQmUp2Runs));
+    const FastDiv by_row_runs = make_fastdiv(p.in_w / K), by_in_h = make_fastdiv(in_h);
+    if (esize == 2)
+        quartermap_up2_kernel<__half><<<blocks, kQmThreads, 0, stream>>>(p, (uint32_t)runs, by_row_runs, by_in_h);
+    else quartermap_up2_kernel<float><<<blocks, kQmThreads, 0, stream>>>(p, (uint32_t)runs, by_row_runs, by_in_h);
+    return true;
+}
+
 // The grid: runs (the partial last one included) of the largest group in blocks of
 // kQmThreads * RUNS, one grid row per group.
 template <typename T, int V, typename Walk, bool PAIRS = false>
@@ -450,26 +510,32 @@ long long env_knob(const char* name)
 }
 
 // Which kernel: VMK_QM_IMPL=v3 the flat walks (QuarterMap v3) always, =stage the staged kernel
-// wherever it fits; unset (or any other value), the staged kernel where v3's runs cross rows (the
-// output width not a multiple of a 16-byte run) and, for down, the input rows are at most
-// kQmNarrowRowBytes wide.
-enum class QmImpl { Rule, V3, Staged };
+// wherever it fits, =up2 the up-by-two kernel wherever it applies (up only; else v3). Unset (or
+// any other value): up by two where it applies; else the staged kernel where v3's runs cross rows
+// (the output width not a multiple of a 16-byte run) and, for down, the input rows are at most
+// kQmNarrowRowBytes wide; else v3.
+enum class QmImpl { Rule, V3, Staged, Up2 };
 
 QmImpl qm_impl_knob()
 {
     const char* env = getenv("VMK_QM_IMPL");
     if (env && !strcmp(env, "v3")) return QmImpl::V3;
     if (env && !strcmp(env, "stage")) return QmImpl::Staged;
+    if (env && !strcmp(env, "up2")) return QmImpl::Up2;
     return QmImpl::Rule;
 }
 
-vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, bool down, cudaStream_t stream)
+// in_h: up's input height (up by two only; 0 for down)
+vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, int in_h, cudaStream_t stream)
 {
     // 32-bit arithmetic inside a group: o * in along each axis, every element index of the group
     if ((long long)p.out_h * p.rows.mul > kQmMaxIndex || (long long)p.out_w * p.cols.mul > kQmMaxIndex)
         return VMK_ERR_UNSUPPORTED;
+    const bool down = in_h == 0;
     const int esize = dtype == VMK_FLOAT16 ? 2 : 4;
     const QmImpl impl = qm_impl_knob();
+    if (!down && (impl == QmImpl::Rule || impl == QmImpl::Up2) && launch_up2(p, in_h, esize, stream))
+        return launch_status();
     const bool rule_staged = p.out_w % (16 / esize) != 0 && (!down || p.in_w * esize <= kQmNarrowRowBytes);
     if (impl == QmImpl::Staged || (impl == QmImpl::Rule && rule_staged)) {
         DeviceInfo dev;
@@ -529,7 +595,7 @@ vmk_status_t quartermap_down_run(const vmk_quartermap_down_args_t* a, cudaStream
                                  kept(a->height, a->stride, a->keep), kept(a->width, a->stride, a->keep));
     p.rows = p.cols = down_axis(a->stride, a->keep);
     p.pairs = a->stride == 2 && a->keep == 1;
-    return launch_quartermap(p, a->dtype, true, stream);
+    return launch_quartermap(p, a->dtype, 0, stream);
 }
 
 vmk_status_t quartermap_up_run(const vmk_quartermap_up_args_t* a, cudaStream_t stream)
@@ -538,7 +604,7 @@ vmk_status_t quartermap_up_run(const vmk_quartermap_up_args_t* a, cudaStream_t s
                                  a->out_height, a->out_width);
     p.rows = up_axis(a->in_height, a->out_height);
     p.cols = up_axis(a->in_width, a->out_width);
-    return launch_quartermap(p, a->dtype, false, stream);
+    return launch_quartermap(p, a->dtype, a->in_height, stream);
 }
 
 }  // namespace vmk

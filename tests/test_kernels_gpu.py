@@ -616,7 +616,7 @@ def test_quartermap_plane_groups(group_planes, dtype, monkeypatch):
 # with per-element walks or a table; the staged kernel (a block's planes copied into shared memory
 # with 16-byte loads, its output written with 16-byte stores through a one-period source table);
 # up2 (up by two: 8-byte input runs duplicated into 16-byte stores on two output rows). Shapes a
-# forced kernel does not take (staged: an input plane over 16 KB, a table period over 4096
+# forced kernel does not take (staged: an input plane over 24 KB, a table period over 4096
 # positions; up2: other sizes, down, misaligned pointers) run v3; the tests include such shapes.
 QM_IMPLS = ["v3", "stage", "up2"]
 
@@ -665,8 +665,10 @@ def test_quartermap_plane_groups_v3(group_planes, dtype, monkeypatch):
 
 # The staged kernel's edges: every width 1..14 (down and its up, strides 2 and 3); more planes
 # than 8 blocks per SM hold one each, so that blocks take several planes whose input and output
-# chunks start off 16-byte boundaries (7x7: 49-element planes); input planes at and just over the
-# 16 KB stage (float16 90x90 / 91x91, float32 64x64 / 64x65); table periods at and over 4096
+# chunks start off 16-byte boundaries (7x7: 49-element planes); stages over 16 KB (a thread's
+# words beyond the four it holds: 1600 channels of 7x7 at batch 128, about 194 planes per block);
+# input planes at and just over the 24 KB stage (float16 96x128 / 97x128, float32 64x96 / 64x97);
+# table periods at and over 4096
 # positions (up to 64x64, to 63x65 = 4095: odd, so a period of 4095 x 8 or x 4); 1x1 outputs
 # (the period spans 8 or 4 planes); and inputs that start off a 16-byte boundary (up of a shifted
 # down output, in check_quartermap).
@@ -674,10 +676,11 @@ QM_STAGE_WIDTH_CASES = [(3, 5, h, w, s, k) for w in range(1, 15) for h, s, k in 
 QM_STAGE_EDGE_CASES = [  # (B, C, H, W, stride, keep)
     (9, 130, 7, 7, 2, 1),
     (64, 40, 14, 13, 2, 1),
-    (1, 3, 90, 90, 2, 1),
-    (1, 3, 91, 91, 2, 1),
-    (2, 2, 64, 64, 2, 1),
-    (2, 2, 64, 65, 2, 1),
+    (128, 1600, 7, 7, 2, 1),
+    (1, 3, 96, 128, 2, 1),
+    (1, 3, 97, 128, 2, 1),
+    (2, 2, 64, 96, 2, 1),
+    (2, 2, 64, 97, 2, 1),
     (700, 3, 2, 2, 2, 1),
     (1, 2000, 1, 1, 2, 1),
 ]
@@ -687,6 +690,7 @@ QM_STAGE_UP_EDGE_CASES = [  # (B, C, Hs, Ws, H, W)
     (3, 700, 2, 3, 1, 1),
     (2, 5, 4, 4, 7, 7),
     (1, 3, 45, 45, 90, 90),
+    (128, 1600, 4, 4, 7, 7),
 ]
 
 
@@ -701,8 +705,9 @@ def test_quartermap_staged_edges(case, dtype, monkeypatch):
 
 # up2's edges: odd output heights (2 in_h - 1: 7 -> 4 -> 7 rows, the last row once), one input
 # row, widths whose runs are 8 bytes (float16 in_w a multiple of 4, float32 of 2) and ones that
-# are not (then v3), more than one run per thread and a partial last block of runs; outputs and
-# inputs off 16 / 8-byte boundaries (the shifts; then v3).
+# are not (then v3), a partial last block of runs; outputs and inputs off 16 / 8-byte boundaries
+# (the shifts; then v3). Several strides of the one-wave grid per thread: the VMamba-T stage-0
+# shapes above (test_quartermap_vmamba_t_stages, rule and forced).
 QM_UP2_CASES = [  # (B, C, Hs, Ws, H, W)
     (2, 3, 4, 4, 8, 8),
     (2, 3, 4, 4, 7, 8),

@@ -284,11 +284,11 @@ __global__ void __launch_bounds__(kQmThreads) quartermap_kernel(QmParams p)
 // Down reads whole input planes, dropped rows included: the rule takes it only where the input
 // rows are at most one 32-byte sector wide, so the dropped rows share the kept rows' sectors and
 // DRAM moves the same bytes either way.
-constexpr uint32_t kQmStageInBytes = 16384;  // a block's staged input
+constexpr uint32_t kQmStageInBytes = 24576;  // a block's staged input (with the table, under the 48 KB default)
 constexpr uint32_t kQmStagePeriodMax = 4096; // table entries (4 bytes each)
 constexpr int kQmStageBlocksPerSm = 8;       // chunks are sized to give the device this many blocks per SM
 constexpr uint32_t kQmNarrowRowBytes = 32;   // down rows this narrow are read whole by DRAM anyway
-constexpr uint32_t kQmStageWords = kQmStageInBytes / 16 / kQmThreads;  // 16-byte input words per thread
+constexpr uint32_t kQmStageWords = 4;  // 16-byte input words a thread holds across the table build
 
 extern __shared__ uint4 qm_staged[];  // the source table (period words), then the staged input
 
@@ -308,13 +308,13 @@ __global__ void __launch_bounds__(kQmThreads, kQmStageBlocksPerSm) quartermap_st
     const uint32_t out_head = min((V - out_lead) % V, out_count);
 
     // input element e goes to stage[lead + e], lead = x's elements past a 16-byte boundary, so
-    // that x's 16-byte words land on the stage's. A thread's words (kQmStageWords at most) are
-    // loaded first and stored after the table is built, so that the table's arithmetic overlaps
-    // their latency.
+    // that x's 16-byte words land on the stage's. A thread's first kQmStageWords words are loaded
+    // first and stored after the table is built, so that the table's arithmetic overlaps their
+    // latency; the rest (stages over 16 KB) are copied after them.
     const uint32_t in_count = planes * p.in_plane;
     const uint32_t lead = (uint32_t)(reinterpret_cast<uintptr_t>(x) % 16) / sizeof(T);
     const uint32_t in_head = min((V - lead) % V, in_count);
-    const uint32_t in_words = (in_count - in_head) / V;  // <= kQmStageWords * kQmThreads
+    const uint32_t in_words = (in_count - in_head) / V;
     const uint4* __restrict__ xw = reinterpret_cast<const uint4*>(x + in_head);
     uint4 held[kQmStageWords];
 #pragma unroll
@@ -337,6 +337,7 @@ __global__ void __launch_bounds__(kQmThreads, kQmStageBlocksPerSm) quartermap_st
 #pragma unroll
     for (uint32_t c = 0; c < kQmStageWords; ++c)
         if (threadIdx.x + c * kQmThreads < in_words) sw[threadIdx.x + c * kQmThreads] = held[c];
+    for (uint32_t w = kQmStageWords * kQmThreads + threadIdx.x; w < in_words; w += kQmThreads) sw[w] = __ldg(xw + w);
     __syncthreads();
 
     const uint32_t runs = (out_count - out_head) / V;
@@ -397,53 +398,59 @@ bool launch_staged(QmParams p, int esize, int sms, cudaStream_t stream)
 // is 8 contiguous input bytes (4 float16 or 2 float32, inside one row: in_w is a multiple of
 // them), read as one 8-byte load; each input is duplicated in registers (PRMT for float16) into
 // 16 bytes, stored whole on both output rows. No per-element index arithmetic: one division pair
-// per run. kQmUp2Runs runs per thread, loaded before any is stored.
+// per run. One wave of blocks (kQmUp2BlocksPerSm per SM) strides over the runs, kQmUp2Runs at a
+// time per thread, loaded before any is stored: no partial last wave whose few blocks cannot keep
+// enough bytes in flight.
 constexpr int kQmUp2Runs = 4;
+constexpr int kQmUp2BlocksPerSm = 8;  // 32 registers: 8 blocks of 256 threads fit
 
 template <typename T>
-__global__ void __launch_bounds__(kQmThreads) quartermap_up2_kernel(QmParams p, uint32_t runs, FastDiv by_row_runs,
-                                                                    FastDiv by_in_h)
+__global__ void __launch_bounds__(kQmThreads, kQmUp2BlocksPerSm)
+    quartermap_up2_kernel(QmParams p, uint32_t runs, FastDiv by_row_runs, FastDiv by_in_h)
 {
     constexpr uint32_t K = 8 / sizeof(T);  // inputs per run
     const uint2* __restrict__ x = static_cast<const uint2*>(p.x);
     uint4* __restrict__ y = static_cast<uint4*>(p.y);  // in 16-byte units: 2 K outputs each
-    const uint32_t first = blockIdx.x * (kQmThreads * kQmUp2Runs) + threadIdx.x;
-    uint2 in[kQmUp2Runs];
+    const uint32_t stride = gridDim.x * kQmThreads;
+    for (uint32_t first = blockIdx.x * kQmThreads + threadIdx.x; first < runs; first += kQmUp2Runs * stride) {
+        uint2 in[kQmUp2Runs];
 #pragma unroll
-    for (int q = 0; q < kQmUp2Runs; ++q) in[q] = __ldg(x + min(first + q * kQmThreads, runs - 1));
-    asm volatile("" ::: "memory");  // keeps every load above the first store
+        for (int q = 0; q < kQmUp2Runs; ++q) in[q] = __ldg(x + min(first + q * stride, runs - 1));
+        asm volatile("" ::: "memory");  // keeps every load above the first store
 #pragma unroll
-    for (int q = 0; q < kQmUp2Runs; ++q) {
-        const uint32_t run = first + q * kQmThreads;
-        if (run >= runs) break;
-        const uint32_t row = by_row_runs.div(run);  // input row over all planes
-        const uint32_t col = run - row * by_row_runs.d;
-        const uint32_t plane = by_in_h.div(row), i = row - plane * by_in_h.d;  // its row in the plane
-        uint4 out;
-        if constexpr (sizeof(T) == 2) {
-            out = make_uint4(__byte_perm(in[q].x, 0, 0x1010), __byte_perm(in[q].x, 0, 0x3232),
-                             __byte_perm(in[q].y, 0, 0x1010), __byte_perm(in[q].y, 0, 0x3232));
-        } else {
-            out = make_uint4(in[q].x, in[q].x, in[q].y, in[q].y);
+        for (int q = 0; q < kQmUp2Runs; ++q) {
+            const uint32_t run = first + q * stride;
+            if (run >= runs) break;
+            const uint32_t row = by_row_runs.div(run);  // input row over all planes
+            const uint32_t col = run - row * by_row_runs.d;
+            const uint32_t plane = by_in_h.div(row), i = row - plane * by_in_h.d;  // its row in the plane
+            uint4 out;
+            if constexpr (sizeof(T) == 2) {
+                out = make_uint4(__byte_perm(in[q].x, 0, 0x1010), __byte_perm(in[q].x, 0, 0x3232),
+                                 __byte_perm(in[q].y, 0, 0x1010), __byte_perm(in[q].y, 0, 0x3232));
+            } else {
+                out = make_uint4(in[q].x, in[q].x, in[q].y, in[q].y);
+            }
+            // output row 2 i of the plane, columns 2 K col ..: in 16-byte units
+            const unsigned long long top = ((unsigned long long)plane * p.out_plane + 2ull * i * p.out_w) / (2 * K) + col;
+            y[top] = out;
+            if (2 * i + 1 < p.out_h) y[top + p.out_w / (2 * K)] = out;
         }
-        // output row 2 i of the plane, columns 2 K col ..: in 16-byte units
-        const unsigned long long top = ((unsigned long long)plane * p.out_plane + 2ull * i * p.out_w) / (2 * K) + col;
-        y[top] = out;
-        if (2 * i + 1 < p.out_h) y[top + p.out_w / (2 * K)] = out;
     }
 }
 
 // The up-by-two launch where it applies (else false): the sizes above, x 8-byte and y 16-byte
 // aligned, every run index below 2^31.
-bool launch_up2(const QmParams& p, int in_h, int esize, cudaStream_t stream)
+bool launch_up2(const QmParams& p, int in_h, int esize, int sms, cudaStream_t stream)
 {
     const uint32_t K = 8 / esize;
     if (p.out_w != 2 * p.in_w || !(p.out_h == 2u * in_h || p.out_h + 1 == 2u * in_h) || p.in_w % K != 0 ||
         reinterpret_cast<uintptr_t>(p.x) % 8 != 0 || reinterpret_cast<uintptr_t>(p.y) % 16 != 0)
         return false;
     const long long runs = p.planes * p.in_plane / K;
-    if (runs + (long long)kQmThreads * kQmUp2Runs > kQmMaxIndex) return false;
-    const unsigned blocks = (unsigned)((runs + kQmThreads * kQmUp2Runs - 1) / (kQmThreads * kQmUp2Runs));
+    const long long wave = (long long)kQmUp2BlocksPerSm * sms, need = (runs + kQmThreads * kQmUp2Runs - 1) / (kQmThreads * kQmUp2Runs);
+    const unsigned blocks = (unsigned)(need < wave ? need : wave);
+    if (runs + (long long)kQmUp2Runs * blocks * kQmThreads > kQmMaxIndex) return false;
     const FastDiv by_row_runs = make_fastdiv(p.in_w / K), by_in_h = make_fastdiv(in_h);
     if (esize == 2)
         quartermap_up2_kernel<__half><<<blocks, kQmThreads, 0, stream>>>(p, (uint32_t)runs, by_row_runs, by_in_h);
@@ -534,14 +541,13 @@ vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, int in_h, cudaStre
     const bool down = in_h == 0;
     const int esize = dtype == VMK_FLOAT16 ? 2 : 4;
     const QmImpl impl = qm_impl_knob();
-    if (!down && (impl == QmImpl::Rule || impl == QmImpl::Up2) && launch_up2(p, in_h, esize, stream))
+    DeviceInfo dev;
+    if (!device_info(&dev)) return VMK_ERR_CUDA;
+    if (!down && (impl == QmImpl::Rule || impl == QmImpl::Up2) && launch_up2(p, in_h, esize, dev.sms, stream))
         return launch_status();
     const bool rule_staged = p.out_w % (16 / esize) != 0 && (!down || p.in_w * esize <= kQmNarrowRowBytes);
-    if (impl == QmImpl::Staged || (impl == QmImpl::Rule && rule_staged)) {
-        DeviceInfo dev;
-        if (!device_info(&dev)) return VMK_ERR_CUDA;
-        if (launch_staged(p, esize, dev.sms, stream)) return launch_status();
-    }
+    if ((impl == QmImpl::Staged || (impl == QmImpl::Rule && rule_staged)) && launch_staged(p, esize, dev.sms, stream))
+        return launch_status();
     const uint32_t plane = p.in_plane > p.out_plane ? p.in_plane : p.out_plane;
     long long group = kQmMaxIndex / plane;  // >= 1: a plane is at most 2^30 elements (kMaxSide)
     if (group >= 8) group -= group % 8;     // group starts stay 16-byte aligned
@@ -558,8 +564,6 @@ vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, int in_h, cudaStre
         V /= 2;
     QmGrid grid{(group_elems + V - 1) / V, groups, 4};
     // four runs per thread where that still fills every SM (8 blocks each), else one
-    DeviceInfo dev;
-    if (!device_info(&dev)) return VMK_ERR_CUDA;
     if (grid.runs * groups < 8LL * dev.sms * kQmThreads * 4) grid.runs_per_thread = 1;
     if (const long long want = env_knob("VMK_QM_RUNS"); want == 1 || want == 4) grid.runs_per_thread = (int)want;
     p.by_out_w = make_fastdiv(p.out_w);

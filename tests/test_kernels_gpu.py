@@ -615,10 +615,12 @@ def test_quartermap_plane_groups(group_planes, dtype, monkeypatch):
 # QuarterMap's kernels forced (VMK_QM_IMPL; unset, the launcher picks): v3, flat over the output
 # with per-element walks or a table; the staged kernel (a block's planes copied into shared memory
 # with 16-byte loads, its output written with 16-byte stores through a one-period source table);
-# up2 (up by two: 8-byte input runs duplicated into 16-byte stores on two output rows). Shapes a
+# up2 (up by two: 8-byte input runs duplicated into 16-byte stores on two output rows); down2
+# (down by two: 16-byte loads of kept rows, even inputs packed into 8- or 16-byte stores). Shapes a
 # forced kernel does not take (staged: an input plane over 24 KB, a table period over 4096
-# positions; up2: other sizes, down, misaligned pointers) run v3; the tests include such shapes.
-QM_IMPLS = ["v3", "stage", "up2"]
+# positions; up2 / down2: other sizes, the other direction, misaligned pointers) run v3; the tests
+# include such shapes.
+QM_IMPLS = ["v3", "stage", "up2", "down2"]
 
 
 @pytest.mark.parametrize("impl", QM_IMPLS)
@@ -639,8 +641,8 @@ def test_quartermap_up_any_sizes_forced_impl(case, dtype, impl, monkeypatch):
     test_quartermap_up_any_sizes(case, dtype)
 
 
-@pytest.mark.parametrize("impl_runs", [("v3", 1), ("v3", 4), ("stage", 0), ("up2", 0)],
-                         ids=["v3_runs1", "v3_runs4", "stage", "up2"])
+@pytest.mark.parametrize("impl_runs", [("v3", 1), ("v3", 4), ("stage", 0), ("up2", 0), ("down2", 0)],
+                         ids=["v3_runs1", "v3_runs4", "stage", "up2", "down2"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_quartermap_vmamba_t_stages_forced_impl(stage, dtype, impl_runs, monkeypatch):
@@ -726,6 +728,30 @@ QM_UP2_CASES = [  # (B, C, Hs, Ws, H, W)
 def test_quartermap_up2_edges(case, dtype, monkeypatch):
     monkeypatch.setenv("VMK_QM_IMPL", "up2")
     test_quartermap_up_any_sizes(case, dtype)
+
+
+# down2's edges: odd heights (the last kept row), one input row, output widths a multiple of 4
+# and ones that are not (6, 5: then v3), odd input widths (then v3); outputs off their 8- / 16-byte
+# boundary (shifts 1, 2; v3) and on it (shift 4).
+QM_DOWN2_CASES = [  # (B, C, H, W, stride, keep)
+    (2, 3, 8, 8, 2, 1),
+    (2, 3, 7, 8, 2, 1),
+    (1, 1, 1, 8, 2, 1),
+    (3, 2, 5, 16, 2, 1),
+    (2, 3, 9, 24, 2, 1),
+    (2, 3, 6, 12, 2, 1),
+    (2, 3, 8, 10, 2, 1),
+    (1, 2, 3, 15, 2, 1),
+    (4, 96, 56, 56, 2, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", QM_DOWN2_CASES, ids=["B{}_C{}_{}x{}_s{}k{}".format(*c) for c in QM_DOWN2_CASES])
+def test_quartermap_down2_edges(case, dtype, monkeypatch):
+    monkeypatch.setenv("VMK_QM_IMPL", "down2")
+    B, C, H, W, stride, keep = case
+    check_quartermap(torch.randn(B, C, H, W, device=DEV).to(dtype), stride, keep, shifts=(0, 1, 2, 4))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])

@@ -13,7 +13,8 @@
 // A second kernel, staged (below, quartermap_staged_kernel), takes small planes: a block copies
 // its planes' contiguous input into shared memory with 16-byte loads and writes their contiguous
 // output with 16-byte stores; a third, up2, takes up by two (each input into its 2x2 block) with
-// 8-byte loads and 16-byte stores on two rows. VMK_QM_IMPL (launch_quartermap) picks.
+// 8-byte loads and 16-byte stores on two rows, and down2 down by two (stride 2, keep 1) with
+// 16-byte loads of kept rows. VMK_QM_IMPL (launch_quartermap) picks.
 #include "common.cuh"
 
 #include <stdlib.h>
@@ -439,6 +440,69 @@ __global__ void __launch_bounds__(kQmThreads, kQmUp2BlocksPerSm)
     }
 }
 
+// Down by two (VMK_QM_IMPL=down2): stride 2, keep 1, the input width twice a multiple of 4 (so
+// the output width is a multiple of 4). A run is 4 outputs of one output row, from 8 contiguous
+// inputs of its kept row: one 16-byte load for float16 (two for float32, which the compiler
+// narrows to four 4-byte loads of the used words, as in v3's pairs: the same sectors), the even
+// inputs packed (2 PRMT for float16) into one 8-byte (16-byte) store. A warp's loads cover whole
+// stretches of kept rows only. The same one-wave striding grid as up2.
+template <typename T>
+__global__ void __launch_bounds__(kQmThreads, kQmUp2BlocksPerSm)
+    quartermap_down2_kernel(QmParams p, uint32_t runs, FastDiv by_row_runs, FastDiv by_out_h)
+{
+    constexpr int kLoads = 8 * sizeof(T) / 16;  // 16-byte loads per run
+    using Out = typename VecOf<4 * sizeof(T)>::type;
+    const uint4* __restrict__ x = static_cast<const uint4*>(p.x);
+    Out* __restrict__ y = static_cast<Out*>(p.y);
+    const uint32_t stride = gridDim.x * kQmThreads;
+    for (uint32_t first = blockIdx.x * kQmThreads + threadIdx.x; first < runs; first += kQmUp2Runs * stride) {
+        uint4 in[kQmUp2Runs][kLoads];
+#pragma unroll
+        for (int q = 0; q < kQmUp2Runs; ++q) {
+            const uint32_t run = min(first + q * stride, runs - 1);
+            const uint32_t row = by_row_runs.div(run);  // output row over all planes
+            const uint32_t col = run - row * by_row_runs.d;
+            const uint32_t plane = by_out_h.div(row), i = row - plane * by_out_h.d;  // its row in the plane
+            // input row 2 i of the plane, columns 8 col ..: in 16-byte units
+            const unsigned long long src =
+                ((unsigned long long)plane * p.in_plane + 2ull * i * p.in_w) / (16 / sizeof(T)) + col * kLoads;
+#pragma unroll
+            for (int c = 0; c < kLoads; ++c) in[q][c] = __ldg(x + src + c);
+        }
+        asm volatile("" ::: "memory");  // keeps every load above the first store
+#pragma unroll
+        for (int q = 0; q < kQmUp2Runs; ++q) {
+            const uint32_t run = first + q * stride;
+            if (run >= runs) break;
+            Out out;
+            if constexpr (sizeof(T) == 2) {
+                out = make_uint2(__byte_perm(in[q][0].x, in[q][0].y, 0x5410), __byte_perm(in[q][0].z, in[q][0].w, 0x5410));
+            } else {
+                out = make_uint4(in[q][0].x, in[q][0].z, in[q][kLoads - 1].x, in[q][kLoads - 1].z);
+            }
+            y[run] = out;  // the output is contiguous: run r holds outputs 4 r .. 4 r + 3
+        }
+    }
+}
+
+// The down-by-two launch where it applies (else false): the sizes above, x 16-byte and y 4-element
+// aligned, every run index below 2^31.
+bool launch_down2(const QmParams& p, int esize, int sms, cudaStream_t stream)
+{
+    if (!p.pairs || p.out_w % 4 != 0 || p.in_w != 2 * p.out_w || reinterpret_cast<uintptr_t>(p.x) % 16 != 0 ||
+        reinterpret_cast<uintptr_t>(p.y) % (4 * esize) != 0)
+        return false;
+    const long long runs = p.planes * p.out_plane / 4;
+    const long long wave = (long long)kQmUp2BlocksPerSm * sms, need = (runs + kQmThreads * kQmUp2Runs - 1) / (kQmThreads * kQmUp2Runs);
+    const unsigned blocks = (unsigned)(need < wave ? need : wave);
+    if (runs + (long long)kQmUp2Runs * blocks * kQmThreads > kQmMaxIndex) return false;
+    const FastDiv by_row_runs = make_fastdiv(p.out_w / 4), by_out_h = make_fastdiv(p.out_h);
+    if (esize == 2)
+        quartermap_down2_kernel<__half><<<blocks, kQmThreads, 0, stream>>>(p, (uint32_t)runs, by_row_runs, by_out_h);
+    else quartermap_down2_kernel<float><<<blocks, kQmThreads, 0, stream>>>(p, (uint32_t)runs, by_row_runs, by_out_h);
+    return true;
+}
+
 // The up-by-two launch where it applies (else false): the sizes above, x 8-byte and y 16-byte
 // aligned, every run index below 2^31.
 bool launch_up2(const QmParams& p, int in_h, int esize, int sms, cudaStream_t stream)
@@ -517,11 +581,11 @@ long long env_knob(const char* name)
 }
 
 // Which kernel: VMK_QM_IMPL=v3 the flat walks (QuarterMap v3) always, =stage the staged kernel
-// wherever it fits, =up2 the up-by-two kernel wherever it applies (up only; else v3). Unset (or
-// any other value): up by two where it applies; else the staged kernel where v3's runs cross rows
-// (the output width not a multiple of a 16-byte run) and, for down, the input rows are at most
-// kQmNarrowRowBytes wide; else v3.
-enum class QmImpl { Rule, V3, Staged, Up2 };
+// wherever it fits, =up2 / =down2 the up- / down-by-two kernel wherever it applies (else v3).
+// Unset (or any other value): up2 or down2 where it applies; else the staged kernel where v3's
+// runs cross rows (the output width not a multiple of a 16-byte run) and, for down, the input
+// rows are at most kQmNarrowRowBytes wide; else v3.
+enum class QmImpl { Rule, V3, Staged, Up2, Down2 };
 
 QmImpl qm_impl_knob()
 {
@@ -529,6 +593,7 @@ QmImpl qm_impl_knob()
     if (env && !strcmp(env, "v3")) return QmImpl::V3;
     if (env && !strcmp(env, "stage")) return QmImpl::Staged;
     if (env && !strcmp(env, "up2")) return QmImpl::Up2;
+    if (env && !strcmp(env, "down2")) return QmImpl::Down2;
     return QmImpl::Rule;
 }
 
@@ -544,6 +609,8 @@ vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, int in_h, cudaStre
     DeviceInfo dev;
     if (!device_info(&dev)) return VMK_ERR_CUDA;
     if (!down && (impl == QmImpl::Rule || impl == QmImpl::Up2) && launch_up2(p, in_h, esize, dev.sms, stream))
+        return launch_status();
+    if (down && (impl == QmImpl::Rule || impl == QmImpl::Down2) && launch_down2(p, esize, dev.sms, stream))
         return launch_status();
     const bool rule_staged = p.out_w % (16 / esize) != 0 && (!down || p.in_w * esize <= kQmNarrowRowBytes);
     if ((impl == QmImpl::Staged || (impl == QmImpl::Rule && rule_staged)) && launch_staged(p, esize, dev.sms, stream))

@@ -272,8 +272,14 @@ int main()
         run_quartermap_up(1, 1, 1, 4, 1, 8, dt, rng);
         run_quartermap_up(3, 7, 14, 14, 27, 28, dt, rng);
         run_quartermap_up(2, 3, 5, 8, 10, 16, dt, rng, 1);
+        // down by two forced (VMK_QM_IMPL=down2): odd heights, one row, an aligned shift (4
+        // elements) and a misaligned one (falls back to v3)
+        setenv("VMK_QM_IMPL", "down2", 1);
+        run_quartermap(2, 3, 7, 8, 2, 1, dt, rng);
+        run_quartermap(1, 1, 1, 8, 2, 1, dt, rng, 4);
+        run_quartermap(3, 2, 9, 24, 2, 1, dt, rng, 1);
         setenv("VMK_QM_IMPL", "v3", 1);
-        // then v3 forced at shapes the rule would stage or take up by two
+        // then v3 forced at shapes the rule would stage or take by two
         run_quartermap(3, 5, 7, 7, 2, 1, dt, rng, 1);
         run_quartermap(2, 3, 56, 56, 2, 1, dt, rng);
         unsetenv("VMK_QM_IMPL");

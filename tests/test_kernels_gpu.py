@@ -781,6 +781,156 @@ def test_quartermap_plane_groups(group_planes, dtype, monkeypatch):
         check_quartermap(torch.randn(B, C, H, W, device=DEV).to(dtype), stride, keep, shifts=(0, 1))
 
 
+# QuarterMap's kernels forced (VMK_QM_IMPL; unset, the launcher picks): v3, flat over the output
+# with per-element walks or a table; the staged kernel (a block's planes copied into shared memory
+# with 16-byte loads, its output written with 16-byte stores through a one-period source table);
+# up2 (up by two: 8-byte input runs duplicated into 16-byte stores on two output rows); down2
+# (down by two: 16-byte loads of kept rows, even inputs packed into 8- or 16-byte stores). Shapes a
+# forced kernel does not take (staged: an input plane over 24 KB, a table period over 4096
+# positions; up2 / down2: other sizes, the other direction, misaligned pointers) run v3; the tests
+# include such shapes.
+QM_IMPLS = ["v3", "stage", "up2", "down2"]
+
+
+@pytest.mark.parametrize("impl", QM_IMPLS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", QUARTERMAP_CASES, ids=["B{}_C{}_{}x{}_s{}k{}".format(*c) for c in QUARTERMAP_CASES])
+def test_quartermap_forced_impl_matches_reference(case, dtype, impl, monkeypatch):
+    monkeypatch.setenv("VMK_QM_IMPL", impl)
+    B, C, H, W, stride, keep = case
+    check_quartermap(torch.randn(B, C, H, W, device=DEV).to(dtype), stride, keep, shifts=(0, 1, 2, 4))
+
+
+@pytest.mark.parametrize("impl", QM_IMPLS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", QUARTERMAP_UP_CASES,
+                         ids=["B{}_C{}_{}x{}_to_{}x{}".format(*c) for c in QUARTERMAP_UP_CASES])
+def test_quartermap_up_any_sizes_forced_impl(case, dtype, impl, monkeypatch):
+    monkeypatch.setenv("VMK_QM_IMPL", impl)
+    test_quartermap_up_any_sizes(case, dtype)
+
+
+@pytest.mark.parametrize("impl_runs", [("v3", 1), ("v3", 4), ("stage", 0), ("up2", 0), ("down2", 0)],
+                         ids=["v3_runs1", "v3_runs4", "stage", "up2", "down2"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_quartermap_vmamba_t_stages_forced_impl(stage, dtype, impl_runs, monkeypatch):
+    """The benchmarked VMamba-T stage shapes (batch 128) on each kernel; v3 with one and four runs
+    per thread."""
+    impl, runs = impl_runs
+    monkeypatch.setenv("VMK_QM_IMPL", impl)
+    if runs:
+        monkeypatch.setenv("VMK_QM_RUNS", str(runs))
+    side = (56, 28, 14, 7)[stage]
+    check_quartermap(torch.randn(128, 96 << stage, side, side, device=DEV).to(dtype), 2, 1, shifts=(0, 1))
+
+
+@pytest.mark.parametrize("group_planes", [1, 3, 8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_quartermap_plane_groups_v3(group_planes, dtype, monkeypatch):
+    """v3's plane groups (VMK_QM_GROUP_PLANES) with v3 forced: the launcher's rule would take the
+    staged kernel, which has no groups, at most of these shapes."""
+    monkeypatch.setenv("VMK_QM_IMPL", "v3")
+    test_quartermap_plane_groups(group_planes, dtype, monkeypatch)
+
+
+# The staged kernel's edges: every width 1..14 (down and its up, strides 2 and 3); more planes
+# than 8 blocks per SM hold one each, so that blocks take several planes whose input and output
+# chunks start off 16-byte boundaries (7x7: 49-element planes); stages over 16 KB (a thread's
+# words beyond the four it holds: 1600 channels of 7x7 at batch 128, about 194 planes per block);
+# input planes at and just over the 24 KB stage (float16 96x128 / 97x128, float32 64x96 / 64x97);
+# table periods at and over 4096
+# positions (up to 64x64, to 63x65 = 4095: odd, so a period of 4095 x 8 or x 4); 1x1 outputs
+# (the period spans 8 or 4 planes); and inputs that start off a 16-byte boundary (up of a shifted
+# down output, in check_quartermap).
+QM_STAGE_WIDTH_CASES = [(3, 5, h, w, s, k) for w in range(1, 15) for h, s, k in ((w + 3, 2, 1), (9, 3, 2))]
+QM_STAGE_EDGE_CASES = [  # (B, C, H, W, stride, keep)
+    (9, 130, 7, 7, 2, 1),
+    (64, 40, 14, 13, 2, 1),
+    (128, 1600, 7, 7, 2, 1),
+    (1, 3, 96, 128, 2, 1),
+    (1, 3, 97, 128, 2, 1),
+    (2, 2, 64, 96, 2, 1),
+    (2, 2, 64, 97, 2, 1),
+    (700, 3, 2, 2, 2, 1),
+    (1, 2000, 1, 1, 2, 1),
+]
+QM_STAGE_UP_EDGE_CASES = [  # (B, C, Hs, Ws, H, W)
+    (2, 3, 32, 32, 64, 64),
+    (2, 3, 32, 33, 63, 65),
+    (3, 700, 2, 3, 1, 1),
+    (2, 5, 4, 4, 7, 7),
+    (1, 3, 45, 45, 90, 90),
+    (128, 1600, 4, 4, 7, 7),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", QM_STAGE_WIDTH_CASES + QM_STAGE_EDGE_CASES,
+                         ids=["B{}_C{}_{}x{}_s{}k{}".format(*c) for c in QM_STAGE_WIDTH_CASES + QM_STAGE_EDGE_CASES])
+def test_quartermap_staged_edges(case, dtype, monkeypatch):
+    monkeypatch.setenv("VMK_QM_IMPL", "stage")
+    B, C, H, W, stride, keep = case
+    check_quartermap(torch.randn(B, C, H, W, device=DEV).to(dtype), stride, keep, shifts=(0, 1, 2, 4))
+
+
+# up2's edges: odd output heights (2 in_h - 1: 7 -> 4 -> 7 rows, the last row once), one input
+# row, widths whose runs are 8 bytes (float16 in_w a multiple of 4, float32 of 2) and ones that
+# are not (then v3), a partial last block of runs; outputs and inputs off 16 / 8-byte boundaries
+# (the shifts; then v3). Several strides of the one-wave grid per thread: the VMamba-T stage-0
+# shapes above (test_quartermap_vmamba_t_stages, rule and forced).
+QM_UP2_CASES = [  # (B, C, Hs, Ws, H, W)
+    (2, 3, 4, 4, 8, 8),
+    (2, 3, 4, 4, 7, 8),
+    (1, 1, 1, 4, 1, 8),
+    (1, 1, 1, 4, 2, 8),
+    (3, 2, 5, 8, 10, 16),
+    (2, 3, 5, 8, 9, 16),
+    (2, 3, 3, 6, 6, 12),
+    (4, 96, 28, 28, 56, 56),
+    (3, 7, 14, 14, 27, 28),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", QM_UP2_CASES, ids=["B{}_C{}_{}x{}_to_{}x{}".format(*c) for c in QM_UP2_CASES])
+def test_quartermap_up2_edges(case, dtype, monkeypatch):
+    monkeypatch.setenv("VMK_QM_IMPL", "up2")
+    test_quartermap_up_any_sizes(case, dtype)
+
+
+# down2's edges: odd heights (the last kept row), one input row, output widths a multiple of 4
+# and ones that are not (6, 5: then v3), odd input widths (then v3); outputs off their 8- / 16-byte
+# boundary (shifts 1, 2; v3) and on it (shift 4).
+QM_DOWN2_CASES = [  # (B, C, H, W, stride, keep)
+    (2, 3, 8, 8, 2, 1),
+    (2, 3, 7, 8, 2, 1),
+    (1, 1, 1, 8, 2, 1),
+    (3, 2, 5, 16, 2, 1),
+    (2, 3, 9, 24, 2, 1),
+    (2, 3, 6, 12, 2, 1),
+    (2, 3, 8, 10, 2, 1),
+    (1, 2, 3, 15, 2, 1),
+    (4, 96, 56, 56, 2, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", QM_DOWN2_CASES, ids=["B{}_C{}_{}x{}_s{}k{}".format(*c) for c in QM_DOWN2_CASES])
+def test_quartermap_down2_edges(case, dtype, monkeypatch):
+    monkeypatch.setenv("VMK_QM_IMPL", "down2")
+    B, C, H, W, stride, keep = case
+    check_quartermap(torch.randn(B, C, H, W, device=DEV).to(dtype), stride, keep, shifts=(0, 1, 2, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", QM_STAGE_UP_EDGE_CASES,
+                         ids=["B{}_C{}_{}x{}_to_{}x{}".format(*c) for c in QM_STAGE_UP_EDGE_CASES])
+def test_quartermap_staged_up_edges(case, dtype, monkeypatch):
+    monkeypatch.setenv("VMK_QM_IMPL", "stage")
+    test_quartermap_up_any_sizes(case, dtype)
+
+
 def test_bad_arguments_are_refused():
     x, params = make_inputs(1, 4, 5, 5, 1, 2, torch.float32, seed=3)
     with pytest.raises(RuntimeError, match="unsupported"):

@@ -10,9 +10,15 @@
 //   table of each plane position's source, built per block, one read per element.
 // Four runs per thread (one for small outputs, which would not fill the device), all gathered
 // before any is stored, keep many loads in flight.
+// A second kernel, staged (below, quartermap_staged_kernel), takes small planes: a block copies
+// its planes' contiguous input into shared memory with 16-byte loads and writes their contiguous
+// output with 16-byte stores; a third, up2, takes up by two (each input into its 2x2 block) with
+// 8-byte loads and 16-byte stores on two rows, and down2 down by two (stride 2, keep 1) with
+// 16-byte loads of kept rows. VMK_QM_IMPL (launch_quartermap) picks.
 #include "common.cuh"
 
 #include <stdlib.h>
+#include <string.h>
 
 namespace vmk {
 namespace {
@@ -66,6 +72,8 @@ struct QmParams {
     bool pairs;             // down with stride 2, keep 1 (row walks load input pairs)
     FastDiv by_out_w, by_out_h, by_out_plane;
     AxisMap rows, cols;
+    uint32_t period, period_in;  // staged kernel only: its table's outputs and their input elements
+    FastDiv by_period;
 };
 
 struct QmGrid {
@@ -262,6 +270,258 @@ __global__ void __launch_bounds__(kQmThreads) quartermap_kernel(QmParams p)
     }
 }
 
+// Staged (VMK_QM_IMPL=stage): planes whose input fits a block's shared memory, group_planes
+// consecutive planes per block (one chunk). Both the chunk's input and its output are contiguous,
+// so the block copies its input into shared memory with 16-byte loads, then writes its output with
+// 16-byte stores, each element read from shared memory. Global traffic is wide and coalesced at
+// every map width, and the loads in flight wait on no index arithmetic; only the elements before
+// the first 16-byte boundary of a range and after its last take scalar accesses.
+// The sources come from a per-block table with one period of the output: runs start V apart from
+// the first 16-byte boundary of y (out_head elements in), so run r's outputs are the chunk
+// elements out_head + r V + v, and the sources repeat every period = lcm(out_plane, V) elements
+// (period / out_plane planes, period_in input elements) with the run's table entries at
+// (r V) % period + v: V consecutive, V-aligned entries, read as whole 16-byte words (no per-element
+// index arithmetic, no bank conflicts: a warp's runs read consecutive words).
+// Down reads whole input planes, dropped rows included: the rule takes it only where the input
+// rows are at most one 32-byte sector wide, so the dropped rows share the kept rows' sectors and
+// DRAM moves the same bytes either way.
+constexpr uint32_t kQmStageInBytes = 24576;  // a block's staged input (with the table, under the 48 KB default)
+constexpr uint32_t kQmStagePeriodMax = 4096; // table entries (4 bytes each)
+constexpr int kQmStageBlocksPerSm = 8;       // chunks are sized to give the device this many blocks per SM
+constexpr uint32_t kQmNarrowRowBytes = 32;   // down rows this narrow are read whole by DRAM anyway
+constexpr uint32_t kQmStageWords = 4;  // 16-byte input words a thread holds across the table build
+
+extern __shared__ uint4 qm_staged[];  // the source table (period words), then the staged input
+
+template <typename T>
+__global__ void __launch_bounds__(kQmThreads, kQmStageBlocksPerSm) quartermap_staged_kernel(QmParams p)
+{
+    constexpr uint32_t V = 16 / sizeof(T);
+    uint32_t* table = reinterpret_cast<uint32_t*>(qm_staged);
+    T* stage = reinterpret_cast<T*>(table + p.period);  // period is a multiple of V: 16-byte aligned
+
+    const long long plane0 = (long long)blockIdx.x * p.group_planes;
+    const uint32_t planes = (uint32_t)min((long long)p.group_planes, p.planes - plane0);
+    const T* __restrict__ x = static_cast<const T*>(p.x) + plane0 * p.in_plane;
+    T* __restrict__ y = static_cast<T*>(p.y) + plane0 * p.out_plane;
+    const uint32_t out_count = planes * p.out_plane;
+    const uint32_t out_lead = (uint32_t)(reinterpret_cast<uintptr_t>(y) % 16) / sizeof(T);
+    const uint32_t out_head = min((V - out_lead) % V, out_count);
+
+    // input element e goes to stage[lead + e], lead = x's elements past a 16-byte boundary, so
+    // that x's 16-byte words land on the stage's. A thread's first kQmStageWords words are loaded
+    // first and stored after the table is built, so that the table's arithmetic overlaps their
+    // latency; the rest (stages over 16 KB) are copied after them.
+    const uint32_t in_count = planes * p.in_plane;
+    const uint32_t lead = (uint32_t)(reinterpret_cast<uintptr_t>(x) % 16) / sizeof(T);
+    const uint32_t in_head = min((V - lead) % V, in_count);
+    const uint32_t in_words = (in_count - in_head) / V;
+    const uint4* __restrict__ xw = reinterpret_cast<const uint4*>(x + in_head);
+    uint4 held[kQmStageWords];
+#pragma unroll
+    for (uint32_t c = 0; c < kQmStageWords; ++c)
+        if (threadIdx.x + c * kQmThreads < in_words) held[c] = __ldg(xw + threadIdx.x + c * kQmThreads);
+    const uint32_t in_tail = in_head + in_words * V;
+    for (uint32_t e = threadIdx.x; e < in_head + (in_count - in_tail); e += kQmThreads) {
+        const uint32_t i = e < in_head ? e : in_tail + (e - in_head);
+        stage[lead + i] = __ldg(x + i);
+    }
+
+    // the source of output element n of the chunk, from the chunk's input start
+    auto source = [&](uint32_t n) {
+        const uint32_t k = p.by_out_plane.div(n);
+        return k * p.in_plane + RowWalk<false>(p, n - k * p.out_plane).source();
+    };
+    for (uint32_t t = threadIdx.x; t < p.period; t += kQmThreads) table[t] = source(out_head + t);
+
+    uint4* sw = reinterpret_cast<uint4*>(stage + lead + in_head);
+#pragma unroll
+    for (uint32_t c = 0; c < kQmStageWords; ++c)
+        if (threadIdx.x + c * kQmThreads < in_words) sw[threadIdx.x + c * kQmThreads] = held[c];
+    for (uint32_t w = kQmStageWords * kQmThreads + threadIdx.x; w < in_words; w += kQmThreads) sw[w] = __ldg(xw + w);
+    __syncthreads();
+
+    const uint32_t runs = (out_count - out_head) / V;
+    uint4* __restrict__ yw = reinterpret_cast<uint4*>(y + out_head);
+#pragma unroll 1  // one run at a time: unrolled, the loop spills under the 32 registers of 8 blocks per SM
+    for (uint32_t r = threadIdx.x; r < runs; r += kQmThreads) {
+        const uint32_t periods = p.by_period.div(r * V);
+        const uint32_t t = r * V - periods * p.period;
+        const uint32_t base = lead + periods * p.period_in;
+        uint32_t src[V];
+#pragma unroll
+        for (uint32_t c = 0; c < V / 4; ++c)
+            *reinterpret_cast<uint4*>(src + 4 * c) = reinterpret_cast<const uint4*>(table + t)[c];
+        uint4 out;
+        T* ov = reinterpret_cast<T*>(&out);
+#pragma unroll
+        for (uint32_t v = 0; v < V; ++v) ov[v] = stage[base + src[v]];
+        yw[r] = out;
+    }
+    const uint32_t out_tail = out_head + runs * V;
+    for (uint32_t e = threadIdx.x; e < out_head + (out_count - out_tail); e += kQmThreads) {
+        const uint32_t n = e < out_head ? e : out_tail + (e - out_head);
+        y[n] = stage[lead + source(n)];
+    }
+}
+
+// The staged launch where a plane's input and the table fit (else false): as many planes per
+// block as give kQmStageBlocksPerSm blocks per SM, up to kQmStageInBytes of input.
+bool launch_staged(QmParams p, int esize, int sms, cudaStream_t stream)
+{
+    const uint32_t V = 16 / esize;
+    const uint32_t common = min(p.out_plane & (0u - p.out_plane), V);  // gcd(out_plane, V): V is a power of 2
+    const uint32_t period_planes = V / common;
+    if ((long long)p.in_plane * esize > kQmStageInBytes || (long long)p.out_plane * period_planes > kQmStagePeriodMax)
+        return false;
+    const long long fit = kQmStageInBytes / ((long long)p.in_plane * esize);
+    const long long fill = (p.planes + (long long)kQmStageBlocksPerSm * sms - 1) / ((long long)kQmStageBlocksPerSm * sms);
+    const long long chunk = fill < fit ? fill : fit;  // >= 1
+    const long long blocks = (p.planes + chunk - 1) / chunk;
+    if (blocks > 0x7fffffffLL) return false;
+    p.group_planes = (uint32_t)chunk;
+    p.period = p.out_plane * period_planes;
+    p.period_in = p.in_plane * period_planes;
+    // the stage: chunk planes plus up to V - 1 elements of lead, in whole 16-byte words
+    const size_t stage_bytes = ((chunk * p.in_plane + V - 1) * esize + 15) / 16 * 16;
+    const size_t smem = p.period * sizeof(uint32_t) + stage_bytes;
+    p.by_out_w = make_fastdiv(p.out_w);
+    p.by_out_h = make_fastdiv(p.out_h);
+    p.by_out_plane = make_fastdiv(p.out_plane);
+    p.by_period = make_fastdiv(p.period);
+    if (esize == 2) quartermap_staged_kernel<__half><<<(unsigned)blocks, kQmThreads, smem, stream>>>(p);
+    else quartermap_staged_kernel<float><<<(unsigned)blocks, kQmThreads, smem, stream>>>(p);
+    return true;
+}
+
+// Up by two (VMK_QM_IMPL=up2): out_w = 2 in_w and out_h = 2 in_h or 2 in_h - 1, where nearest
+// upsampling copies each input into its own 2x2 block (the last row once at odd heights). A run
+// is 8 contiguous input bytes (4 float16 or 2 float32, inside one row: in_w is a multiple of
+// them), read as one 8-byte load; each input is duplicated in registers (PRMT for float16) into
+// 16 bytes, stored whole on both output rows. No per-element index arithmetic: one division pair
+// per run. One wave of blocks (kQmUp2BlocksPerSm per SM) strides over the runs, kQmUp2Runs at a
+// time per thread, loaded before any is stored: no partial last wave whose few blocks cannot keep
+// enough bytes in flight.
+constexpr int kQmUp2Runs = 4;
+constexpr int kQmUp2BlocksPerSm = 8;  // 32 registers: 8 blocks of 256 threads fit
+
+template <typename T>
+__global__ void __launch_bounds__(kQmThreads, kQmUp2BlocksPerSm)
+    quartermap_up2_kernel(QmParams p, uint32_t runs, FastDiv by_row_runs, FastDiv by_in_h)
+{
+    constexpr uint32_t K = 8 / sizeof(T);  // inputs per run
+    const uint2* __restrict__ x = static_cast<const uint2*>(p.x);
+    uint4* __restrict__ y = static_cast<uint4*>(p.y);  // in 16-byte units: 2 K outputs each
+    const uint32_t stride = gridDim.x * kQmThreads;
+    for (uint32_t first = blockIdx.x * kQmThreads + threadIdx.x; first < runs; first += kQmUp2Runs * stride) {
+        uint2 in[kQmUp2Runs];
+#pragma unroll
+        for (int q = 0; q < kQmUp2Runs; ++q) in[q] = __ldg(x + min(first + q * stride, runs - 1));
+        asm volatile("" ::: "memory");  // keeps every load above the first store
+#pragma unroll
+        for (int q = 0; q < kQmUp2Runs; ++q) {
+            const uint32_t run = first + q * stride;
+            if (run >= runs) break;
+            const uint32_t row = by_row_runs.div(run);  // input row over all planes
+            const uint32_t col = run - row * by_row_runs.d;
+            const uint32_t plane = by_in_h.div(row), i = row - plane * by_in_h.d;  // its row in the plane
+            uint4 out;
+            if constexpr (sizeof(T) == 2) {
+                out = make_uint4(__byte_perm(in[q].x, 0, 0x1010), __byte_perm(in[q].x, 0, 0x3232),
+                                 __byte_perm(in[q].y, 0, 0x1010), __byte_perm(in[q].y, 0, 0x3232));
+            } else {
+                out = make_uint4(in[q].x, in[q].x, in[q].y, in[q].y);
+            }
+            // output row 2 i of the plane, columns 2 K col ..: in 16-byte units
+            const unsigned long long top = ((unsigned long long)plane * p.out_plane + 2ull * i * p.out_w) / (2 * K) + col;
+            y[top] = out;
+            if (2 * i + 1 < p.out_h) y[top + p.out_w / (2 * K)] = out;
+        }
+    }
+}
+
+// Down by two (VMK_QM_IMPL=down2): stride 2, keep 1, the input width twice a multiple of 4 (so
+// the output width is a multiple of 4). A run is 4 outputs of one output row, from 8 contiguous
+// inputs of its kept row: one 16-byte load for float16 (two for float32, which the compiler
+// narrows to four 4-byte loads of the used words, as in v3's pairs: the same sectors), the even
+// inputs packed (2 PRMT for float16) into one 8-byte (16-byte) store. A warp's loads cover whole
+// stretches of kept rows only. The same one-wave striding grid as up2.
+template <typename T>
+__global__ void __launch_bounds__(kQmThreads, kQmUp2BlocksPerSm)
+    quartermap_down2_kernel(QmParams p, uint32_t runs, FastDiv by_row_runs, FastDiv by_out_h)
+{
+    constexpr int kLoads = 8 * sizeof(T) / 16;  // 16-byte loads per run
+    using Out = typename VecOf<4 * sizeof(T)>::type;
+    const uint4* __restrict__ x = static_cast<const uint4*>(p.x);
+    Out* __restrict__ y = static_cast<Out*>(p.y);
+    const uint32_t stride = gridDim.x * kQmThreads;
+    for (uint32_t first = blockIdx.x * kQmThreads + threadIdx.x; first < runs; first += kQmUp2Runs * stride) {
+        uint4 in[kQmUp2Runs][kLoads];
+#pragma unroll
+        for (int q = 0; q < kQmUp2Runs; ++q) {
+            const uint32_t run = min(first + q * stride, runs - 1);
+            const uint32_t row = by_row_runs.div(run);  // output row over all planes
+            const uint32_t col = run - row * by_row_runs.d;
+            const uint32_t plane = by_out_h.div(row), i = row - plane * by_out_h.d;  // its row in the plane
+            // input row 2 i of the plane, columns 8 col ..: in 16-byte units
+            const unsigned long long src =
+                ((unsigned long long)plane * p.in_plane + 2ull * i * p.in_w) / (16 / sizeof(T)) + col * kLoads;
+#pragma unroll
+            for (int c = 0; c < kLoads; ++c) in[q][c] = __ldg(x + src + c);
+        }
+        asm volatile("" ::: "memory");  // keeps every load above the first store
+#pragma unroll
+        for (int q = 0; q < kQmUp2Runs; ++q) {
+            const uint32_t run = first + q * stride;
+            if (run >= runs) break;
+            Out out;
+            if constexpr (sizeof(T) == 2) {
+                out = make_uint2(__byte_perm(in[q][0].x, in[q][0].y, 0x5410), __byte_perm(in[q][0].z, in[q][0].w, 0x5410));
+            } else {
+                out = make_uint4(in[q][0].x, in[q][0].z, in[q][kLoads - 1].x, in[q][kLoads - 1].z);
+            }
+            y[run] = out;  // the output is contiguous: run r holds outputs 4 r .. 4 r + 3
+        }
+    }
+}
+
+// The down-by-two launch where it applies (else false): the sizes above, x 16-byte and y 4-element
+// aligned, every run index below 2^31.
+bool launch_down2(const QmParams& p, int esize, int sms, cudaStream_t stream)
+{
+    if (!p.pairs || p.out_w % 4 != 0 || p.in_w != 2 * p.out_w || reinterpret_cast<uintptr_t>(p.x) % 16 != 0 ||
+        reinterpret_cast<uintptr_t>(p.y) % (4 * esize) != 0)
+        return false;
+    const long long runs = p.planes * p.out_plane / 4;
+    const long long wave = (long long)kQmUp2BlocksPerSm * sms, need = (runs + kQmThreads * kQmUp2Runs - 1) / (kQmThreads * kQmUp2Runs);
+    const unsigned blocks = (unsigned)(need < wave ? need : wave);
+    if (runs + (long long)kQmUp2Runs * blocks * kQmThreads > kQmMaxIndex) return false;
+    const FastDiv by_row_runs = make_fastdiv(p.out_w / 4), by_out_h = make_fastdiv(p.out_h);
+    if (esize == 2)
+        quartermap_down2_kernel<__half><<<blocks, kQmThreads, 0, stream>>>(p, (uint32_t)runs, by_row_runs, by_out_h);
+    else quartermap_down2_kernel<float><<<blocks, kQmThreads, 0, stream>>>(p, (uint32_t)runs, by_row_runs, by_out_h);
+    return true;
+}
+
+// The up-by-two launch where it applies (else false): the sizes above, x 8-byte and y 16-byte
+// aligned, every run index below 2^31.
+bool launch_up2(const QmParams& p, int in_h, int esize, int sms, cudaStream_t stream)
+{
+    const uint32_t K = 8 / esize;
+    if (p.out_w != 2 * p.in_w || !(p.out_h == 2u * in_h || p.out_h + 1 == 2u * in_h) || p.in_w % K != 0 ||
+        reinterpret_cast<uintptr_t>(p.x) % 8 != 0 || reinterpret_cast<uintptr_t>(p.y) % 16 != 0)
+        return false;
+    const long long runs = p.planes * p.in_plane / K;
+    const long long wave = (long long)kQmUp2BlocksPerSm * sms, need = (runs + kQmThreads * kQmUp2Runs - 1) / (kQmThreads * kQmUp2Runs);
+    const unsigned blocks = (unsigned)(need < wave ? need : wave);
+    if (runs + (long long)kQmUp2Runs * blocks * kQmThreads > kQmMaxIndex) return false;
+    const FastDiv by_row_runs = make_fastdiv(p.in_w / K), by_in_h = make_fastdiv(in_h);
+    if (esize == 2)
+        quartermap_up2_kernel<__half><<<blocks, kQmThreads, 0, stream>>>(p, (uint32_t)runs, by_row_runs, by_in_h);
+    else quartermap_up2_kernel<float><<<blocks, kQmThreads, 0, stream>>>(p, (uint32_t)runs, by_row_runs, by_in_h);
+    return true;
+}
+
 // The grid: runs (the partial last one included) of the largest group in blocks of
 // kQmThreads * RUNS, one grid row per group.
 template <typename T, int V, typename Walk, bool PAIRS = false>
@@ -320,11 +580,41 @@ long long env_knob(const char* name)
     return env && *env ? atoll(env) : 0;
 }
 
-vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, cudaStream_t stream)
+// Which kernel: VMK_QM_IMPL=v3 the flat walks (QuarterMap v3) always, =stage the staged kernel
+// wherever it fits, =up2 / =down2 the up- / down-by-two kernel wherever it applies (else v3).
+// Unset (or any other value): up2 or down2 where it applies; else the staged kernel where v3's
+// runs cross rows (the output width not a multiple of a 16-byte run) and, for down, the input
+// rows are at most kQmNarrowRowBytes wide; else v3.
+enum class QmImpl { Rule, V3, Staged, Up2, Down2 };
+
+QmImpl qm_impl_knob()
+{
+    const char* env = getenv("VMK_QM_IMPL");
+    if (env && !strcmp(env, "v3")) return QmImpl::V3;
+    if (env && !strcmp(env, "stage")) return QmImpl::Staged;
+    if (env && !strcmp(env, "up2")) return QmImpl::Up2;
+    if (env && !strcmp(env, "down2")) return QmImpl::Down2;
+    return QmImpl::Rule;
+}
+
+// in_h: up's input height (up by two only; 0 for down)
+vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, int in_h, cudaStream_t stream)
 {
     // 32-bit arithmetic inside a group: o * in along each axis, every element index of the group
     if ((long long)p.out_h * p.rows.mul > kQmMaxIndex || (long long)p.out_w * p.cols.mul > kQmMaxIndex)
         return VMK_ERR_UNSUPPORTED;
+    const bool down = in_h == 0;
+    const int esize = dtype == VMK_FLOAT16 ? 2 : 4;
+    const QmImpl impl = qm_impl_knob();
+    DeviceInfo dev;
+    if (!device_info(&dev)) return VMK_ERR_CUDA;
+    if (!down && (impl == QmImpl::Rule || impl == QmImpl::Up2) && launch_up2(p, in_h, esize, dev.sms, stream))
+        return launch_status();
+    if (down && (impl == QmImpl::Rule || impl == QmImpl::Down2) && launch_down2(p, esize, dev.sms, stream))
+        return launch_status();
+    const bool rule_staged = p.out_w % (16 / esize) != 0 && (!down || p.in_w * esize <= kQmNarrowRowBytes);
+    if ((impl == QmImpl::Staged || (impl == QmImpl::Rule && rule_staged)) && launch_staged(p, esize, dev.sms, stream))
+        return launch_status();
     const uint32_t plane = p.in_plane > p.out_plane ? p.in_plane : p.out_plane;
     long long group = kQmMaxIndex / plane;  // >= 1: a plane is at most 2^30 elements (kMaxSide)
     if (group >= 8) group -= group % 8;     // group starts stay 16-byte aligned
@@ -335,15 +625,12 @@ vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, cudaStream_t strea
     if (groups > 65535) return VMK_ERR_UNSUPPORTED;  // gridDim.y
 
     // run length: 16 bytes, narrower only where the output pointer (or a group start) is less aligned
-    const int esize = dtype == VMK_FLOAT16 ? 2 : 4;
     const long long group_elems = group * p.out_plane;
     int V = 16 / esize;
     while (V > 1 && (reinterpret_cast<uintptr_t>(p.y) % (V * esize) != 0 || (groups > 1 && group_elems % V != 0)))
         V /= 2;
     QmGrid grid{(group_elems + V - 1) / V, groups, 4};
     // four runs per thread where that still fills every SM (8 blocks each), else one
-    DeviceInfo dev;
-    if (!device_info(&dev)) return VMK_ERR_CUDA;
     if (grid.runs * groups < 8LL * dev.sms * kQmThreads * 4) grid.runs_per_thread = 1;
     if (const long long want = env_knob("VMK_QM_RUNS"); want == 1 || want == 4) grid.runs_per_thread = (int)want;
     p.by_out_w = make_fastdiv(p.out_w);
@@ -379,7 +666,7 @@ vmk_status_t quartermap_down_run(const vmk_quartermap_down_args_t* a, cudaStream
                                  kept(a->height, a->stride, a->keep), kept(a->width, a->stride, a->keep));
     p.rows = p.cols = down_axis(a->stride, a->keep);
     p.pairs = a->stride == 2 && a->keep == 1;
-    return launch_quartermap(p, a->dtype, stream);
+    return launch_quartermap(p, a->dtype, 0, stream);
 }
 
 vmk_status_t quartermap_up_run(const vmk_quartermap_up_args_t* a, cudaStream_t stream)
@@ -388,7 +675,7 @@ vmk_status_t quartermap_up_run(const vmk_quartermap_up_args_t* a, cudaStream_t s
                                  a->out_height, a->out_width);
     p.rows = up_axis(a->in_height, a->out_height);
     p.cols = up_axis(a->in_width, a->out_width);
-    return launch_quartermap(p, a->dtype, stream);
+    return launch_quartermap(p, a->dtype, a->in_height, stream);
 }
 
 }  // namespace vmk

@@ -273,6 +273,40 @@ int main()
         run_quartermap_up(2, 5, 3, 5, 7, 14, dt, rng);
         unsetenv("VMK_QM_RUNS");
         unsetenv("VMK_QM_GROUP_PLANES");
+        // the staged kernel forced (VMK_QM_IMPL=stage): narrow and odd maps, several planes per block
+        // with chunks off 16-byte boundaries (1170 planes of 7x7), misaligned outputs and (up of a
+        // shifted down output) inputs, an input plane of exactly the 24 KB stage (float32 64x96,
+        // float16 96x128: more words than a thread holds) and a table period of 4096 (up to
+        // 64x64), 1x1 outputs, stride 3 keep 2
+        setenv("VMK_QM_IMPL", "stage", 1);
+        run_quartermap(3, 5, 7, 7, 2, 1, dt, rng, 1);
+        run_quartermap(9, 130, 7, 7, 2, 1, dt, rng, 3);
+        run_quartermap(2, 5, 28, 28, 2, 1, dt, rng, 2);
+        run_quartermap(1, 2, 64, 96, 2, 1, dt, rng, 1);
+        run_quartermap(1, 1, 96, 128, 2, 1, dt, rng);
+        run_quartermap(700, 3, 2, 2, 2, 1, dt, rng, 1);
+        run_quartermap(3, 5, 9, 13, 3, 2, dt, rng, 2);
+        run_quartermap_up(2, 3, 32, 32, 64, 64, dt, rng, 1);
+        run_quartermap_up(3, 70, 2, 3, 1, 1, dt, rng, 3);
+        run_quartermap_up(2, 5, 4, 4, 7, 7, dt, rng, 1);
+        // up by two forced (VMK_QM_IMPL=up2): odd output heights, one input row, a partial last
+        // block of runs, and a misaligned output (falls back to v3)
+        setenv("VMK_QM_IMPL", "up2", 1);
+        run_quartermap_up(2, 3, 4, 4, 7, 8, dt, rng);
+        run_quartermap_up(1, 1, 1, 4, 1, 8, dt, rng);
+        run_quartermap_up(3, 7, 14, 14, 27, 28, dt, rng);
+        run_quartermap_up(2, 3, 5, 8, 10, 16, dt, rng, 1);
+        // down by two forced (VMK_QM_IMPL=down2): odd heights, one row, an aligned shift (4
+        // elements) and a misaligned one (falls back to v3)
+        setenv("VMK_QM_IMPL", "down2", 1);
+        run_quartermap(2, 3, 7, 8, 2, 1, dt, rng);
+        run_quartermap(1, 1, 1, 8, 2, 1, dt, rng, 4);
+        run_quartermap(3, 2, 9, 24, 2, 1, dt, rng, 1);
+        setenv("VMK_QM_IMPL", "v3", 1);
+        // then v3 forced at shapes the rule would stage or take by two
+        run_quartermap(3, 5, 7, 7, 2, 1, dt, rng, 1);
+        run_quartermap(2, 3, 56, 56, 2, 1, dt, rng);
+        unsetenv("VMK_QM_IMPL");
         // every prep variant forced (VMK_PREP_TILE; float32 on tensor cores is 3xTF32): rank tiles 16,
         // 64 and 48 (rank 40), d_state 16, D not a multiple of 4, L not a multiple of 4 and < 64;
         // then more than one channel round (D 1040), and the CUDA-core dt (VMK_SCAN_DT=simt)

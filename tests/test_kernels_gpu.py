@@ -482,6 +482,70 @@ def test_ss2d_scan_fused_equals_three_launches(shape, dtype, monkeypatch):
     print(f"ss2d fused vs three launches {shape} {dtype}: rel diff {diff:.2e}")
     assert diff < TOL[dtype] / 10
 
+
+# Two channels per lane (VMK_SCAN_LANE_CHANNELS=2; float16, d_state 1, unchunked with VMK_SCAN_SLOTS=1,
+# tensor-core dt): each lane scans channels (d, d + 1), a warp 64 channels, x and the partials as
+# __half2. Every rank tile (6 -> 8, 12 and the odd 13 -> 16, 24 -> 32, 40 and 48 -> 48, 64), D even but
+# not a multiple of 64 (dead lanes), L < 64 and a partial last window, batch 1 and > 1, the VMamba-T
+# stage 1-3 and VMamba-B stage 1-3 shapes; against the float64 reference, and reruns bitwise equal.
+PAIR_SHAPES = [
+    (2, 40, 23, 29, 1, 6), (1, 98, 9, 7, 1, 12), (3, 200, 14, 14, 1, 24), (1, 40, 7, 5, 1, 40),
+    (2, 96, 16, 16, 1, 48), (4, 64, 13, 11, 1, 64), (1, 24, 57, 31, 1, 6), (2, 130, 5, 3, 1, 13),
+    (128, 192, 28, 28, 1, 12), (128, 384, 14, 14, 1, 24), (128, 768, 7, 7, 1, 48),
+    (64, 256, 28, 28, 1, 16), (64, 512, 14, 14, 1, 32), (64, 1024, 7, 7, 1, 64),
+]
+
+
+def run_ss2d(x, params, knobs, monkeypatch):
+    for name, value in knobs.items():
+        monkeypatch.setenv(name, str(value))
+    out = torch.full_like(x, float("nan"))
+    kernels.ss2d_scan(x, *params.values(), out=out)
+    return out
+
+
+@pytest.mark.parametrize("shape", PAIR_SHAPES, ids=_ids(PAIR_SHAPES))
+def test_ss2d_scan_two_channel_lanes(shape, monkeypatch):
+    B, D, H, W, N, R = shape
+    x, params = make_inputs(B, D, H, W, N, R, torch.float16, seed=61)
+    want = reference64(ref.ss2d_scan, x, params)
+    knobs = {"VMK_SCAN_SLOTS": 1, "VMK_SCAN_LANE_CHANNELS": 2}
+    out = run_ss2d(x, params, knobs, monkeypatch)
+    err = rel_err(out, want)
+    print(f"ss2d two channels per lane {shape}: rel err {err:.2e}")
+    assert err < TOL[torch.float16]
+    assert torch.equal(run_ss2d(x, params, knobs, monkeypatch), out)
+
+
+# The pair kernel against the one-channel kernel on the same inputs: the same step arithmetic per
+# channel and the same dt product per channel row, so they agree far inside the reference bound (the
+# brief allows rounding differences of the mma shape); VMK_SCAN_LANE_CHANNELS=1 is the unset default,
+# bit for bit; an odd D falls back to one channel per lane (the __half2 accesses need D even), bit for
+# bit; forced warps per block (VMK_SCAN_GROUPS: 2 where ceil(D / 64) = 2, and 4) with dead lanes.
+@pytest.mark.parametrize("shape", [(2, 40, 9, 13, 1, 24), (3, 120, 9, 10, 1, 48), (2, 250, 7, 7, 1, 64),
+                                   (2, 41, 9, 13, 1, 24), (1, 63, 7, 6, 1, 6)],
+                         ids=lambda s: "B{}_D{}_{}x{}_N{}_R{}".format(*s))
+@pytest.mark.parametrize("groups", ["auto", 2, 4])
+def test_ss2d_scan_two_channel_lanes_against_one(shape, groups, monkeypatch):
+    B, D, H, W, N, R = shape
+    x, params = make_inputs(B, D, H, W, N, R, torch.float16, seed=67)
+    want = reference64(ref.ss2d_scan, x, params)
+    monkeypatch.setenv("VMK_SCAN_SLOTS", "1")
+    if groups != "auto":
+        monkeypatch.setenv("VMK_SCAN_GROUPS", str(groups))
+    monkeypatch.delenv("VMK_SCAN_LANE_CHANNELS", raising=False)
+    default = run_ss2d(x, params, {}, monkeypatch)
+    one = run_ss2d(x, params, {"VMK_SCAN_LANE_CHANNELS": 1}, monkeypatch)
+    two = run_ss2d(x, params, {"VMK_SCAN_LANE_CHANNELS": 2}, monkeypatch)
+    assert torch.equal(one, default)
+    err, diff = rel_err(two, want), rel_err(two, one)
+    print(f"ss2d two vs one channel per lane {shape} groups {groups}: rel err {err:.2e}, rel diff {diff:.2e}")
+    assert err < TOL[torch.float16]
+    if D % 2:
+        assert torch.equal(two, one)
+    else:
+        assert diff < TOL[torch.float16] / 10
+
 VMEANBA_SHAPES = [
     (1, 8, 7, 9, 1, 3),
     (2, 16, 13, 11, 16, 6),

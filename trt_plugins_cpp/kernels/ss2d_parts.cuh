@@ -200,20 +200,28 @@ __device__ __forceinline__ uint32_t half2_bits(__half2 v) { return *reinterpret_
 
 // The tensor-core dt sources' accumulators, c[i][j] = the m16n8 fragment of channels 16 i.. x steps
 // 8 j.. (m16n8k16 and m16n8k8 share the layout: rows g and g + 8, columns 2 (lane % 4) and + 1), into
-// the warp's dt tile at [step][channel] (stride 36: the 32 lanes hit 32 distinct banks).
-__device__ __forceinline__ void store_dt_tile(const float (&c)[2][2][4], float* scratch)
+// the warp's dt tile at [step][channel]. MT m16 tiles: 2 (32 channels, stride 36) or 4 (64 channels
+// for the two-channel lanes, stride 68). Both strides are 4 mod 32, so the 32 lanes of a store hit
+// 32 distinct banks; 68 is even, so a lane's channel pair (2 lane, 2 lane + 1) is one aligned float2.
+constexpr int kDtPairStride = 68;
+template <int MT> __host__ __device__ constexpr int dt_tile_stride() { return MT == 2 ? kDtTileStride : kDtPairStride; }
+constexpr int kDtPairScratch = kSteps * kDtPairStride;  // floats per warp (64-channel tile)
+
+template <int MT>
+__device__ __forceinline__ void store_dt_tile(const float (&c)[MT][2][4], float* scratch)
 {
+    constexpr int stride = dt_tile_stride<MT>();
     const int lane = threadIdx.x & 31, g = lane >> 2, t2 = (lane & 3) * 2;
     __syncwarp();  // the previous window's readers are done with the tile
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
+    for (int i = 0; i < MT; ++i)
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
             const int ch = i * 16 + g, st = j * 8 + t2;
-            scratch[st * kDtTileStride + ch] = c[i][j][0];
-            scratch[(st + 1) * kDtTileStride + ch] = c[i][j][1];
-            scratch[st * kDtTileStride + ch + 8] = c[i][j][2];
-            scratch[(st + 1) * kDtTileStride + ch + 8] = c[i][j][3];
+            scratch[st * stride + ch] = c[i][j][0];
+            scratch[(st + 1) * stride + ch] = c[i][j][1];
+            scratch[st * stride + ch + 8] = c[i][j][2];
+            scratch[(st + 1) * stride + ch + 8] = c[i][j][3];
         }
     __syncwarp();
 }
@@ -227,18 +235,21 @@ __device__ __forceinline__ void read_dt_tile(const float* scratch, float bias, f
 }
 
 // SHARED_A: the A fragments are kept in shared memory after the warp's dt tile instead of registers
-// (2 KT 16 bytes per lane; a lane reads back only what it wrote, so no barrier) and read per window
+// (MT KT 16 bytes per lane; a lane reads back only what it wrote, so no barrier) and read per window
 // with one 16-byte load per fragment. For the register-capped unchunked d_state-1 scans with tiles
 // 48-64 (ScanDt in ss2d_scan.cu), where their 24-32 registers would spill.
-template <int RREG, bool SHARED_A = false>
+// MT: m16 tiles of channels per warp, 2 (32 channels, one per lane) or 4 (64 channels: the
+// two-channel lanes of ss2d_pair_scan_kernel; dt tile [step][kDtPairStride], store only).
+template <int RREG, bool SHARED_A = false, int MT = 2>
 struct DtMma {
     // A tile of 8 ranks is one k16 step whose upper 8 columns are zero (not loaded: the staged rows
     // are only 8 floats wide there).
     static constexpr int KT = (RREG + 15) / 16;
     static_assert(RREG == 8 || (RREG % 16 == 0 && KT >= 1), "tensor-core dt needs a tile of 8 or 16..64 ranks");
-    static constexpr int kSharedFloats = SHARED_A ? 2 * KT * 32 * 4 : 0;
-    uint32_t a[2][KT][4];  // A fragments: W_dt rows of the warp's channels 0-15 and 16-31 (SHARED_A: init only)
-    const uint4* a_s;      // SHARED_A: the lane's fragments in shared memory, [2][KT][32 lanes]
+    static_assert(MT == 2 || MT == 4, "a warp's dt covers 32 or 64 channels");
+    static constexpr int kSharedFloats = SHARED_A ? MT * KT * 32 * 4 : 0;
+    uint32_t a[MT][KT][4];  // A fragments: W_dt rows of the warp's channels 16 i.. 16 i + 15 (SHARED_A: init only)
+    const uint4* a_s;       // SHARED_A: the lane's fragments in shared memory, [MT][KT][32 lanes]
     float bias;
     __device__ __forceinline__ void init(const __half* wdt, int k, int /*dc*/, int dwarp, int D, int R, float bias_,
                                          float* scratch)
@@ -248,7 +259,7 @@ struct DtMma {
         const __half* wk = wdt + (size_t)k * D * R;  // direction k's [D][R]
         const __half zero = __float2half_rn(0.f);
 #pragma unroll
-        for (int i = 0; i < 2; ++i) {
+        for (int i = 0; i < MT; ++i) {
             const int c0 = min(dwarp + i * 16 + g, D - 1), c1 = min(c0 + 8, D - 1);
 #pragma unroll
             for (int kt = 0; kt < KT; ++kt) {
@@ -265,9 +276,9 @@ struct DtMma {
             }
         }
         if constexpr (SHARED_A) {
-            uint4* dst = reinterpret_cast<uint4*>(scratch + kDtScratch);
+            uint4* dst = reinterpret_cast<uint4*>(scratch + kSteps * dt_tile_stride<MT>());  // after the dt tile
 #pragma unroll
-            for (int i = 0; i < 2; ++i)
+            for (int i = 0; i < MT; ++i)
 #pragma unroll
                 for (int kt = 0; kt < KT; ++kt)
                     dst[(i * KT + kt) * 32 + lane] = make_uint4(a[i][kt][0], a[i][kt][1], a[i][kt][2], a[i][kt][3]);
@@ -282,18 +293,18 @@ struct DtMma {
     __device__ __forceinline__ void store(const float* rows, int Cp, float* scratch) const
     {
         const int lane = threadIdx.x & 31, g = lane >> 2, t2 = (lane & 3) * 2;
-        float c[2][2][4];
+        float c[MT][2][4];
 #pragma unroll
-        for (int i = 0; i < 2; ++i)
+        for (int i = 0; i < MT; ++i)
 #pragma unroll
             for (int j = 0; j < 2; ++j)
 #pragma unroll
                 for (int q = 0; q < 4; ++q) c[i][j][q] = 0.f;
 #pragma unroll
         for (int kt = 0; kt < KT; ++kt) {
-            uint32_t af[2][4];
+            uint32_t af[MT][4];
 #pragma unroll
-            for (int i = 0; i < 2; ++i) {
+            for (int i = 0; i < MT; ++i) {
                 if constexpr (SHARED_A) {
                     const uint4 v = a_s[(i * KT + kt) * 32];
                     af[i][0] = v.x;
@@ -315,7 +326,7 @@ struct DtMma {
                 const __half2 l0 = __floats2half2_rn(v0.x - f0.x, v0.y - f0.y);
                 const __half2 l1 = __floats2half2_rn(v1.x - f1.x, v1.y - f1.y);
 #pragma unroll
-                for (int i = 0; i < 2; ++i) {
+                for (int i = 0; i < MT; ++i) {
                     mma_16816(c[i][j], af[i], half2_bits(h0), half2_bits(h1));
                     mma_16816(c[i][j], af[i], half2_bits(l0), half2_bits(l1));
                 }

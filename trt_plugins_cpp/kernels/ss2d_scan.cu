@@ -262,6 +262,33 @@ __device__ __forceinline__ void unchunked_steps(const float* xd_s, const int* of
     }
 }
 
+// A scan block's window: the cnt staged x_dbl rows from step t0 of direction k's slab xdb into xd_s,
+// and the pixel offsets (element offsets in the channels-last plane) of the window's steps and of
+// the T steps after it (the unchunked prefetch) into off_s; 0 past the sequence. Whole block. (The
+// one-channel kernel, ss2d_chunk_scan_kernel, keeps the same code inline: calling this function there
+// changed the SASS of 33 of its 112 instantiations, and VMK_SCAN_LANE_CHANNELS=1 is to stay today's
+// kernel for the device A/B.)
+__device__ __forceinline__ void stage_window(const float* xdb, int t0, int cnt, int window, int Cp, int k, int H,
+                                             int W, int D, float* xd_s, int* off_s)
+{
+    const int L = H * W;
+    const float4* src = reinterpret_cast<const float4*>(xdb + (size_t)t0 * Cp);
+    float4* dst = reinterpret_cast<float4*>(xd_s);
+    const int n4 = cnt * Cp / 4;
+    for (int e = threadIdx.x; e < n4; e += blockDim.x) dst[e] = src[e];
+    for (int e = threadIdx.x; e < window + kSteps; e += blockDim.x) {
+        const int t = t0 + e;
+        int o = 0;
+        if (t < L) {
+            Walk at;
+            at.init(k, H, W, D);
+            at.start(k, t, H, W, D);
+            o = at.off;
+        }
+        off_s[e] = o;
+    }
+}
+
 template <typename T, int NMAX, int RREG, bool CHUNKED, bool DT_MMA>
 __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX),
                                   scan_min_blocks(CHUNKED, NMAX, RREG, DT_MMA, std::is_same<T, __half>::value))
@@ -462,6 +489,123 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX),
         e[0] = seg_decay;
 #pragma unroll
         for (int n = 0; n < NMAX; ++n) e[1 + n] = carry[n];
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// 2, two channels per lane (VMK_SCAN_LANE_CHANNELS=2): the unchunked d_state-1 float16 scan with the
+// tensor-core dt, where each lane owns the adjacent channels (d, d + 1) and a warp 64 channels. The
+// scan is issue-bound (docs/KERNELS.md, "What bounds it now"), and the per-step work that does not
+// depend on the channel is paid once per two channel-steps: the two offset-table loads, the x-load
+// and partial-store address arithmetic, the (B, C) broadcast, the dt-tile address and the loop
+// control; x is loaded and the partial stored as one __half2 (D even: the lane's element offset
+// 2 lane + p D is even, so 4-byte aligned; an odd D takes the one-channel kernel). The rolling form
+// for every tile: u ahead as __half2 (one register per two channels), dt from the warp's 64-channel
+// tile (one 8-byte shared load per step), so the two recurrences are independent chains (ILP)
+// where the one-channel kernel relies on more resident warps. Dead lanes (d >= D; D even, so both
+// channels or neither) compute on channels D - 2, D - 1 and store nothing.
+constexpr int kPairChannels = 64;  // channels per warp
+// Rank tiles from which the 64-channel dt keeps its W_dt fragments in shared memory (4 KT 4 registers
+// in the register form: 16 at tiles 8 / 16, 32 at 32).
+constexpr int kPairSharedATile = 32;
+// Register cap of the pair kernel, through the blocks of 256 threads per SM asked of the compiler
+// (ptxas, sm_90, nvcc 13.0, 2026-12-02): tiles 8-32 at 80 registers (3 blocks: 24 warps per SM as far
+// as registers go; 0 / 0 / 4 bytes of spill), tiles 48-64 at 128 (2 blocks, 16 warps; 0 / 16 bytes:
+// at 96 registers, blocks of 128 x 5, 28 / 48 bytes; at 80, 200 / 248). Uncapped: 80 / 80 / 102 /
+// 128 / 128 registers. Shared memory (the dt tile and, from tile 32, the W_dt fragments per warp)
+// may allow fewer warps than the registers: launch_pair_scan's occupancy query decides the block.
+constexpr int kPairThreadsMax = 256;
+__host__ __device__ constexpr int pair_min_blocks(int rreg) { return rreg >= 48 ? 2 : 3; }
+template <int RREG> using PairDt = DtMma<RREG, (RREG >= kPairSharedATile), 4>;
+
+// v as two float16 by one plain 4-byte global store (p 4-byte aligned; see st_global_as)
+__device__ __forceinline__ void st_global_pair(__half* p, float v0, float v1)
+{
+    asm volatile("st.global.b32 [%0], %1;" ::"l"(p), "r"(half2_bits(__floats2half2_rn(v0, v1))));
+}
+
+// T steps of the pair scan from states h0, h1 (unchunked_steps' rolling form for two channels):
+// dt of the window into the warp's tile, then per step the input T steps ahead into step q's slot of
+// the rolling buffer as soon as it is read. FULL: the T steps and the T loaded ahead all lie inside
+// the sequence (no guards).
+template <bool FULL, int RREG>
+__device__ __forceinline__ void pair_steps(const float* xd_s, const int* off_s, int Cp, int bo, int s0, int cnt,
+                                           int rest, const __half* xl, __half* yl, bool live,
+                                           const PairDt<RREG>& dtp, float* scratch, float2 bias, float2 A2,
+                                           float2& h, __half2* ahead)
+{
+    const int lane = threadIdx.x & 31;
+    dtp.store(xd_s + s0 * Cp, Cp, scratch);
+    const float2* dt_s = reinterpret_cast<const float2*>(scratch) + lane;  // channels 2 lane, 2 lane + 1
+#pragma unroll
+    for (int q = 0; q < kSteps; ++q) {
+        const float2 u = __half22float2(ahead[q]);
+        const bool in = FULL || s0 + kSteps + q < rest;
+        ahead[q] = in ? __ldg(reinterpret_cast<const __half2*>(xl + off_s[s0 + kSteps + q])) : __float2half2_rn(0.f);
+        const float2 dt = dt_s[q * (kDtPairStride / 2)];
+        const float* row = xd_s + (s0 + q) * Cp;  // (B, C): one shared load for both channels
+        const float y0 = scan_step<1>(row, u.x, dt.x + bias.x, &A2.x, bo, bo + 1, &h.x);
+        const float y1 = scan_step<1>(row, u.y, dt.y + bias.y, &A2.y, bo, bo + 1, &h.y);
+        // steps past the end (last window only): their state is never used
+        if (live && (FULL || s0 + q < cnt)) st_global_pair(yl + off_s[s0 + q], y0, y1);
+    }
+}
+
+template <int RREG>
+__global__ void __launch_bounds__(kPairThreadsMax, pair_min_blocks(RREG)) ss2d_pair_scan_kernel(ScanParams p)
+{
+    using Dt = PairDt<RREG>;
+    extern __shared__ __align__(16) float smem[];
+    const int k = blockIdx.x & 3, gb = blockIdx.x >> 2, b = blockIdx.y;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int dwarp = (gb * p.GW + warp) * kPairChannels, d = dwarp + 2 * lane;
+    const bool live = d < p.D;          // D even: then d + 1 < D too
+    const int dc = live ? d : p.D - 2;  // dead lanes compute on real channels and store nothing
+    const int H = p.H, W = p.W, L = H * W, R = p.R, Cp = p.Cp, bo = p.bo;
+    constexpr int window = kWindowSub * kSteps;
+    float* xd_s = smem;                                                // [window][Cp]
+    int* off_s = reinterpret_cast<int*>(xd_s + (size_t)window * Cp);  // [window + T] pixel offsets
+    float* scratch = reinterpret_cast<float*>(off_s + window + kSteps) + (size_t)warp * (kDtPairScratch + Dt::kSharedFloats);
+
+    const int r = k * p.D + dc;  // d_state 1: A_logs is [4 D][1]
+    const float2 A2 = make_float2(-expf(p.A_logs[r]) * kLog2e, -expf(p.A_logs[r + 1]) * kLog2e);
+    const float2 bias = make_float2(p.dt_bias[r], p.dt_bias[r + 1]);
+    Dt dtp;
+    dtp.init(static_cast<const __half*>(p.wdt), k, dc, dwarp, p.D, R, 0.f, scratch);
+
+    // 32-bit element offsets within one image's [L][D] plane (checked on launch)
+    const __half* xtb = static_cast<const __half*>(p.xt) + (size_t)b * L * p.D + dc;
+    __half* ysb = static_cast<__half*>(p.ys) + ((size_t)b * kDirs + k) * L * p.D + dc;
+    const __half* xl = opaque_ptr(xtb);  // the per-step accesses (see opaque_ptr)
+    __half* yl = opaque_ptr(ysb);
+    const float* xdb = p.xdbl + ((size_t)b * kDirs + k) * L * Cp;
+
+    float2 h = make_float2(0.f, 0.f);
+    __half2 ahead[kSteps];  // u of the next T steps, loaded ahead
+    {
+        Walk w;
+        w.init(k, H, W, p.D);
+        w.start(k, 0, H, W, p.D);
+#pragma unroll
+        for (int q = 0; q < kSteps; ++q) {
+            ahead[q] = q < L ? __ldg(reinterpret_cast<const __half2*>(xtb + w.off)) : __float2half2_rn(0.f);
+            w.next();
+        }
+    }
+
+    for (int t0 = 0; t0 < L; t0 += window) {
+        const int cnt = min(window, L - t0);
+        __syncthreads();  // the previous window's readers are done
+        stage_window(xdb, t0, cnt, window, Cp, k, H, W, p.D, xd_s, off_s);
+        __syncthreads();
+        for (int s0 = 0; s0 < cnt; s0 += kSteps) {
+            if (t0 + s0 + 2 * kSteps <= L)
+                pair_steps<true, RREG>(xd_s, off_s, Cp, bo, s0, cnt, L - t0, xl, yl, live, dtp, scratch, bias, A2, h,
+                                       ahead);
+            else
+                pair_steps<false, RREG>(xd_s, off_s, Cp, bo, s0, cnt, L - t0, xl, yl, live, dtp, scratch, bias, A2, h,
+                                        ahead);
+        }
     }
 }
 
@@ -839,6 +983,27 @@ int scan_blocks_per_sm(K* kernel, int threads, size_t smem)
     return known[key] = per_sm;
 }
 
+// Channel groups per block: among the divisors g of the group count whose blocks of g S warps fit
+// (max_warps; no dead warps), the one whose grid runs in the fewest waves at the occupancy that this
+// kernel's registers and shared memory smem_of(g) allow (at least one wave; ties within 2% to the
+// larger block, which stages x_dbl once for more channels). 0: none fits.
+template <typename K, typename Smem>
+int fewest_waves_groups(K* kernel, int groups, int S, int max_warps, const Smem& smem_of, int B, const DeviceInfo& dev)
+{
+    int best_g = 0;
+    double best = INFINITY;
+    for (int g = 1; g <= groups && g * S <= max_warps; ++g) {
+        const int per_sm = groups % g == 0 ? scan_blocks_per_sm(kernel, 32 * g * S, smem_of(g)) : 0;
+        if (per_sm <= 0) continue;
+        const double waves = fmax(1.0, (double)kDirs * (groups / g) * B / ((double)per_sm * dev.sms));
+        if (waves <= best * 1.02) {
+            best_g = g;
+            best = fmin(best, waves);
+        }
+    }
+    return best_g;
+}
+
 template <typename T, int NMAX, int RREG, bool CHUNKED, bool DT_MMA>
 vmk_status_t launch_scan(ScanParams p, int B, cudaStream_t stream, const DeviceInfo& dev)
 {
@@ -851,23 +1016,12 @@ vmk_status_t launch_scan(ScanParams p, int B, cudaStream_t stream, const DeviceI
             DT_MMA || !CHUNKED ? (size_t)gw * S * (kDtScratch + ScanDt<T, NMAX, RREG, CHUNKED, DT_MMA>::kSharedFloats) : 0;
         return ((size_t)window * p.Cp + window + kSteps + sums + tiles) * sizeof(float);
     };
-    // Channel groups per block: among the divisors of the group count that fit the block (no dead
-    // warps), the one whose grid runs in the fewest waves at the occupancy that this kernel's
-    // registers and shared memory allow (at least one wave; ties within 2% to the larger block,
-    // which stages x_dbl once for more channels). Blocks of one length make a partial last wave
-    // cost nearly a whole one: VMamba-T stage 1, batch 128 ran 1.94 waves of 6-warp blocks.
+    // Channel groups per block from the occupancy (fewest_waves_groups). Blocks of one length make a
+    // partial last wave cost nearly a whole one: VMamba-T stage 1, batch 128 ran 1.94 waves of 6-warp
+    // blocks.
     const int groups32 = (p.D + 31) / 32, max_warps = scan_threads_max(CHUNKED, RREG, NMAX) / 32;
     if (p.GW <= 0) {
-        double best = INFINITY;
-        for (int g = 1; g <= groups32 && g * S <= max_warps && g * S <= 16; ++g) {
-            const int per_sm = groups32 % g == 0 ? scan_blocks_per_sm(kernel, 32 * g * S, smem_of(g)) : 0;
-            if (per_sm <= 0) continue;
-            const double waves = fmax(1.0, (double)kDirs * (groups32 / g) * B / ((double)per_sm * dev.sms));
-            if (waves <= best * 1.02) {
-                p.GW = g;
-                best = fmin(best, waves);
-            }
-        }
+        p.GW = fewest_waves_groups(kernel, groups32, S, max_warps < 16 ? max_warps : 16, smem_of, B, dev);
         if (p.GW <= 0) return VMK_ERR_UNSUPPORTED;
     }
     p.ngroups = (groups32 + p.GW - 1) / p.GW;
@@ -904,6 +1058,29 @@ vmk_status_t launch_scan(ScanParams p, int B, cudaStream_t stream, const DeviceI
         p.mode = 2;
     }
     kernel<<<dim3(kDirs * p.ngroups, B, p.nseg), threads, smem, stream>>>(p);
+    return launch_status();
+}
+
+// The pair scan (ss2d_pair_scan_kernel; float16, d_state 1, unchunked, tensor-core dt, D even):
+// 64-channel warps, the block's warps chosen as in launch_scan from ceil(D / 64) warp groups
+// (VMK_SCAN_GROUPS applies where it divides that count and fits the block, else the choice).
+template <int RREG>
+vmk_status_t launch_pair_scan(ScanParams p, int B, cudaStream_t stream, const DeviceInfo& dev)
+{
+    auto kernel = ss2d_pair_scan_kernel<RREG>;
+    constexpr int window = kWindowSub * kSteps;
+    auto smem_of = [&](int gw) {
+        return ((size_t)window * p.Cp + window + kSteps + (size_t)gw * (kDtPairScratch + PairDt<RREG>::kSharedFloats)) *
+               sizeof(float);
+    };
+    const int groups = (p.D + kPairChannels - 1) / kPairChannels, max_warps = kPairThreadsMax / 32;
+    if (p.GW > 0 && (groups % p.GW != 0 || p.GW > max_warps)) p.GW = 0;
+    if (p.GW <= 0) p.GW = fewest_waves_groups(kernel, groups, 1, max_warps, smem_of, B, dev);
+    if (p.GW <= 0) return VMK_ERR_UNSUPPORTED;
+    p.ngroups = groups / p.GW;
+    const size_t smem = smem_of(p.GW);
+    if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
+    kernel<<<dim3(kDirs * p.ngroups, B), 32 * p.GW, smem, stream>>>(p);
     return launch_status();
 }
 
@@ -971,14 +1148,17 @@ vmk_status_t with_rank_tile(int R, bool mma, Launch&& launch)
 // The three-launch path's scan (chunked or not), and the fused scan + merge. The fused kernel exists
 // only with the tensor-core dt (every rank tile of 8..64 in both dtypes): with the CUDA-core dt
 // (VMK_SCAN_DT=simt, or dt_rank > 64) it is not built (ptxas spilled several of those variants)
-// and the three launches run.
+// and the three launches run. `pair`: the two-channel lanes (launch_pair_scan) where they exist
+// (float16, d_state 1, unchunked, tensor-core dt; the caller checks that D is even).
 template <typename T, int NMAX>
 vmk_status_t launch_scan_path(bool chunked, const ScanParams& p, int B, cudaStream_t stream, const DeviceInfo& dev,
-                              bool mma)
+                              bool mma, bool pair)
 {
     return with_rank_tile<std::is_same<T, __half>::value>(p.R, mma, [&](auto rreg, auto dt) {
         constexpr int RREG = decltype(rreg)::value;
         constexpr bool DT = decltype(dt)::value;
+        if constexpr (std::is_same<T, __half>::value && NMAX == 1 && DT)
+            if (pair && !chunked) return launch_pair_scan<RREG>(p, B, stream, dev);
         return chunked ? launch_scan<T, NMAX, RREG, true, DT>(p, B, stream, dev)
                        : launch_scan<T, NMAX, RREG, false, DT>(p, B, stream, dev);
     });
@@ -1071,8 +1251,13 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
         if (st != VMK_ERR_UNSUPPORTED) return st;  // launched (or failed); else the three launches
     }
 
-    const vmk_status_t st = N == 1 ? launch_scan_path<T, 1>(S > 1, p, B, stream, dev, mma)
-                                   : launch_scan_path<T, kMaxDState>(S > 1, p, B, stream, dev, mma);
+    // Lanes per channel pair (ss2d_pair_scan_kernel): VMK_SCAN_LANE_CHANNELS=2 takes the two-channel
+    // lanes where they exist (float16, d_state 1, unchunked, tensor-core dt) and D is even (the
+    // __half2 accesses); 1 or unset: one channel per lane (until the device A/B decides the default).
+    const char* lanes_env = getenv("VMK_SCAN_LANE_CHANNELS");
+    const bool pair = lanes_env && atoi(lanes_env) == 2 && D % 2 == 0;
+    const vmk_status_t st = N == 1 ? launch_scan_path<T, 1>(S > 1, p, B, stream, dev, mma, pair)
+                                   : launch_scan_path<T, kMaxDState>(S > 1, p, B, stream, dev, mma, pair);
     if (st != VMK_OK) return st;
 
     const bool vec = D % (16 / sizeof(typename Partial<T>::type)) == 0;

@@ -388,6 +388,21 @@ int main()
     }
     unsetenv("VMK_PREP_SPLITS");
     unsetenv("VMK_PREP_TILE");
+    // two channels per lane (VMK_SCAN_LANE_CHANNELS=2: float16, d_state 1, unchunked): every rank tile
+    // (8, 16, 32, 48 and 64: the W_dt fragments in registers and in shared memory), D even but not a
+    // multiple of 64 (dead lanes, one and several warps per block), L < 16 and a partial last window,
+    // two warps per block forced (VMK_SCAN_GROUPS); an odd D falls back to one channel per lane
+    setenv("VMK_SCAN_LANE_CHANNELS", "2", 1);
+    setenv("VMK_SCAN_SLOTS", "1", 1);
+    for (int rank : {6, 12, 24, 40, 64}) run_scan(2, 40, 9, 13, 1, rank, VMK_FLOAT16, -1, rng);
+    run_scan(3, 200, 3, 5, 1, 12, VMK_FLOAT16, -1, rng);
+    run_scan(1, 98, 11, 7, 1, 48, VMK_FLOAT16, -1, rng);
+    run_scan(2, 41, 7, 9, 1, 24, VMK_FLOAT16, -1, rng);
+    setenv("VMK_SCAN_GROUPS", "2", 1);
+    run_scan(2, 120, 9, 10, 1, 24, VMK_FLOAT16, -1, rng);
+    unsetenv("VMK_SCAN_GROUPS");
+    unsetenv("VMK_SCAN_SLOTS");
+    unsetenv("VMK_SCAN_LANE_CHANNELS");
     std::printf("vmk_sanitize_driver: %s (%d failures), kernel library version %d\n",
                 g_failures == 0 ? "PASS" : "FAIL", g_failures, vmk_version());
     return g_failures == 0 ? 0 : 1;

@@ -253,21 +253,6 @@ def test_ss2d_scan_flat_fp16_prep(shape, rows, monkeypatch):
                                monkeypatch)
 
 
-# The merge (VMK_MERGE): flat 64-pixel tiles over (image, pixel), 128-byte partial lines (default),
-# against v9's per-image tiles ("tile"). Shapes: tiles spanning two or more images (L = 49, 15, 6),
-# L odd (scalar x / y accesses), D not a multiple of the 16-byte vector (the scalar partial path),
-# D > 1024 (several channel tiles), batch 1.
-MERGE_SHAPES = [(3, 40, 7, 7, 1, 6), (5, 64, 14, 14, 1, 12), (4, 33, 5, 3, 1, 6), (2, 72, 9, 11, 16, 6),
-                (1, 136, 28, 28, 1, 12), (3, 1040, 3, 5, 1, 64), (65, 24, 2, 3, 1, 6), (2, 100, 7, 7, 1, 8)]
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-@pytest.mark.parametrize("merge", ["flat", "tile"])
-@pytest.mark.parametrize("shape", MERGE_SHAPES, ids=_ids(MERGE_SHAPES))
-def test_ss2d_merge_variants(shape, merge, dtype, monkeypatch):
-    check_forced_decomposition(shape, dtype, {"VMK_MERGE": merge}, 47, monkeypatch)
-
-
 # The launcher's own choice (no knob set) at the VMamba-T stage 1-3 shapes: batch 128, the first batch
 # at which it takes the flat prep on 132 SMs (11 / 22 / 42 images), and a batch below that (the
 # other float16 kernels); a d_state-16 stage-2 shape.

@@ -760,123 +760,6 @@ __global__ void __launch_bounds__(kFusedMaxGroups * kDirs * 32,
 }
 
 // ------------------------------------------------------------------------------------------------
-// 3. merge, flat: tiles of 64 pixels of the flat (image, pixel) order, so that a tile may span images
-// and none is mostly empty (per-image 64-pixel tiles left 23-25% of their slots empty at L = 196 and
-// 49), x TC channels. VEC (D a multiple of the 16-byte vector): TC is 128 bytes of partial (64
-// float16 or 32 float32 channels), so each pixel's four partial runs are whole 128-byte lines, not
-// the 64-byte halves of the tile below; every lane's loads (two pixels x four partials, 16 bytes each)
-// and its x loads for the write phase are issued before any is used. The tile is written along
-// pixels, two per lane where L is even (a pair then never straddles images).
-template <typename T, bool VEC>
-__global__ void __launch_bounds__(kMergeThreads) ss2d_merge_flat_kernel(const typename Partial<T>::type* __restrict__ ys,
-                                                                        const T* __restrict__ x,
-                                                                        const float* __restrict__ Ds, int D, int L,
-                                                                        long long pixels, T* __restrict__ y)
-{
-    using PT = typename Partial<T>::type;
-    constexpr int TP = 64, TC = VEC ? 128 / sizeof(PT) : 32, WARPS = kMergeThreads / 32, CW = TC / WARPS;
-    __shared__ float tile[TP][TC + 1];
-    __shared__ float ds_s[TC];
-    const long long f0 = (long long)blockIdx.x * TP;
-    const int d0 = blockIdx.y * TC, tid = threadIdx.x;
-    const size_t ks = (size_t)L * D;
-    const int b0 = (int)(f0 / L), p0 = (int)(f0 - (long long)b0 * L);
-    // image and pixel of the tile's pixel pp
-    auto locate = [&](int pp, int& b, int& p) {
-        const int q = (p0 + pp) / L;
-        b = b0 + q;
-        p = p0 + pp - q * L;
-    };
-    if (tid < TC) {
-        const int d = d0 + tid;
-        ds_s[tid] = d < D ? (Ds[d] + Ds[D + d]) + (Ds[2 * D + d] + Ds[3 * D + d]) : 0.f;
-    }
-    // the write phase's x: lane tx takes pixels 2 tx, 2 tx + 1 of channel rows warp + WARPS i
-    const int tx = tid & 31, ty = tid >> 5;
-    const bool pair = (L & 1) == 0;
-    int bw[2], pw[2];
-    locate(2 * tx, bw[0], pw[0]);
-    locate(2 * tx + 1, bw[1], pw[1]);
-    const bool in0 = f0 + 2 * tx < pixels, in1 = f0 + 2 * tx + 1 < pixels;
-    float xv[CW][2];
-#pragma unroll
-    for (int i = 0; i < CW; ++i) {
-        const int d = d0 + ty + WARPS * i;
-        xv[i][0] = xv[i][1] = 0.f;
-        if (d >= D) continue;
-        if (pair && in1) {
-            using T2 = typename std::conditional<sizeof(T) == 2, __half2, float2>::type;
-            const T2 in = *reinterpret_cast<const T2*>(x + ((size_t)bw[0] * D + d) * L + pw[0]);
-            xv[i][0] = to_f32(reinterpret_cast<const T*>(&in)[0]);
-            xv[i][1] = to_f32(reinterpret_cast<const T*>(&in)[1]);
-        } else {
-            if (in0) xv[i][0] = to_f32(x[((size_t)bw[0] * D + d) * L + pw[0]]);
-            if (in1) xv[i][1] = to_f32(x[((size_t)bw[1] * D + d) * L + pw[1]]);
-        }
-    }
-    if (VEC) {
-        constexpr int V = 16 / sizeof(PT), LANES = TC / V, ROWS = kMergeThreads / LANES, PASSES = TP / ROWS;
-        const int cv = (tid % LANES) * V, d = d0 + cv;
-        uint4 raw[PASSES][kDirs];
-#pragma unroll
-        for (int j = 0; j < PASSES; ++j) {
-            const int pp = tid / LANES + ROWS * j;
-            int b, pix;
-            locate(pp, b, pix);
-            if (f0 + pp < pixels && d < D) {
-                const PT* q0 = ys + (size_t)b * kDirs * ks + (size_t)pix * D + d;
-#pragma unroll
-                for (int k = 0; k < kDirs; ++k) raw[j][k] = *reinterpret_cast<const uint4*>(q0 + k * ks);
-            } else {
-#pragma unroll
-                for (int k = 0; k < kDirs; ++k) raw[j][k] = make_uint4(0, 0, 0, 0);
-            }
-        }
-#pragma unroll
-        for (int j = 0; j < PASSES; ++j) {
-            const int pp = tid / LANES + ROWS * j;
-#pragma unroll
-            for (int q = 0; q < V; ++q) {
-                const float v0 = to_f32(reinterpret_cast<const PT*>(&raw[j][0])[q]);
-                const float v1 = to_f32(reinterpret_cast<const PT*>(&raw[j][1])[q]);
-                const float v2 = to_f32(reinterpret_cast<const PT*>(&raw[j][2])[q]);
-                const float v3 = to_f32(reinterpret_cast<const PT*>(&raw[j][3])[q]);
-                tile[pp][cv + q] = (v0 + v2) + (v1 + v3);
-            }
-        }
-    } else {
-        const int cc = tid & 31, d = d0 + cc;
-        for (int pp = tid >> 5; pp < TP; pp += WARPS) {
-            int b, pix;
-            locate(pp, b, pix);
-            float sv = 0.f;
-            if (f0 + pp < pixels && d < D) {
-                const PT* q = ys + (size_t)b * kDirs * ks + (size_t)pix * D + d;
-                sv = (to_f32(q[0]) + to_f32(q[2 * ks])) + (to_f32(q[ks]) + to_f32(q[3 * ks]));
-            }
-            tile[pp][cc] = sv;
-        }
-    }
-    __syncthreads();
-#pragma unroll
-    for (int i = 0; i < CW; ++i) {  // lanes over pixels: coalesced in x and y
-        const int dd = ty + WARPS * i, d = d0 + dd;
-        if (d >= D) continue;
-        const float v0 = fmaf(ds_s[dd], xv[i][0], tile[2 * tx][dd]), v1 = fmaf(ds_s[dd], xv[i][1], tile[2 * tx + 1][dd]);
-        if (pair && in1) {
-            using T2 = typename std::conditional<sizeof(T) == 2, __half2, float2>::type;
-            T2 out;
-            reinterpret_cast<T*>(&out)[0] = from_f32<T>(v0);
-            reinterpret_cast<T*>(&out)[1] = from_f32<T>(v1);
-            *reinterpret_cast<T2*>(y + ((size_t)bw[0] * D + d) * L + pw[0]) = out;
-        } else {
-            if (in0) y[((size_t)bw[0] * D + d) * L + pw[0]] = from_f32<T>(v0);
-            if (in1) y[((size_t)bw[1] * D + d) * L + pw[1]] = from_f32<T>(v1);
-        }
-    }
-}
-
-// ------------------------------------------------------------------------------------------------
 // 3. merge: a tile of 64 pixels x 32 channels. The four partials are read 16 bytes per lane (8 or 4
 // channels; D a multiple of that) and the tile is written along pixels, two per lane (L even).
 // Other shapes take the scalar path of the same kernel.
@@ -1260,22 +1143,8 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
                                    : launch_scan_path<T, kMaxDState>(S > 1, p, B, stream, dev, mma, pair);
     if (st != VMK_OK) return st;
 
-    const bool vec = D % (16 / sizeof(typename Partial<T>::type)) == 0;
-    const char* merge_env = getenv("VMK_MERGE");  // A/B: "tile" = v9's per-image tiles
-    if (!(merge_env && !strcmp(merge_env, "tile"))) {
-        const long long pixels = (long long)B * L;
-        const int tc = vec ? 128 / (int)sizeof(typename Partial<T>::type) : 32;
-        const dim3 fgrid((unsigned)((pixels + 63) / 64), (D + tc - 1) / tc);
-        if (vec)
-            ss2d_merge_flat_kernel<T, true><<<fgrid, kMergeThreads, 0, stream>>>(
-                ys, static_cast<const T*>(a->x), a->Ds, D, L, pixels, static_cast<T*>(a->y));
-        else
-            ss2d_merge_flat_kernel<T, false><<<fgrid, kMergeThreads, 0, stream>>>(
-                ys, static_cast<const T*>(a->x), a->Ds, D, L, pixels, static_cast<T*>(a->y));
-        return launch_status();
-    }
     const dim3 mgrid((L + 63) / 64, (D + 31) / 32, B);
-    if (vec)
+    if (D % (16 / sizeof(typename Partial<T>::type)) == 0)
         ss2d_merge_kernel<T, true><<<mgrid, kMergeThreads, 0, stream>>>(ys, static_cast<const T*>(a->x), a->Ds, D, L,
                                                              static_cast<T*>(a->y));
     else

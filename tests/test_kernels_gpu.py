@@ -336,72 +336,6 @@ def test_ss2d_scan_fp32_short_sequence_stages(shape, monkeypatch):
     check_forced_decomposition(shape, torch.float32, {}, 53, monkeypatch)
 
 
-# The flat prep's channel sum split across blocks (VMK_PREP_SPLITS = 1 / 2 / 4 / 8; split z writes its
-# partial x_dbl to copy z in the workspace, and the copies are added in a fixed order): both dtypes
-# over the flat prep shapes above (where a shape has fewer 128-byte channel chunks than the splits,
-# the launcher takes as many as there are: D <= 64 takes none in float16, D <= 32 none in float32,
-# D 72 / 96 / 136 take 2 of 2 or 3 float16 chunks) and shapes with 8 or
-# more chunks in both dtypes: uneven chunks per split (D 520: 9 float16 chunks, 17 float32; D 300: 5 /
-# 10; D 456: 8 / 15, the last partial), D not a multiple of 8 (scalar W_x and xt in float16), odd L
-# (one-element x loads), d_state 16, two row tiles, and VMamba-T stage 3 (12 / 24 chunks). Each case
-# runs twice: bitwise equal (deterministic).
-FLAT_SPLIT_SHAPES = FLAT_FP32_PREP_SHAPES + [(3, 520, 7, 7, 1, 48), (5, 300, 6, 6, 1, 12), (1, 456, 5, 9, 16, 24),
-                                             (8, 768, 7, 7, 1, 48)]
-
-
-def check_flat_splits(shape, dtype, knobs, seed, monkeypatch):
-    """The SS2D op with the flat prep and the given knobs, against the float64 reference, run twice:
-    bitwise equal."""
-    B, D, H, W, N, R = shape
-    x, params = make_inputs(B, D, H, W, N, R, dtype, seed=seed)
-    want = reference64(ref.ss2d_scan, x, params)
-    for name, value in knobs.items():
-        monkeypatch.setenv(name, str(value))
-    outs = []
-    for _ in range(2):
-        out = torch.full_like(x, float("nan"))
-        kernels.ss2d_scan(x, *params.values(), out=out)
-        outs.append(out)
-    err = rel_err(outs[0], want)
-    print(f"ss2d {knobs} {shape} {dtype}: rel err {err:.2e}")
-    assert err < TOL[dtype]
-    assert torch.equal(outs[0], outs[1])
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-@pytest.mark.parametrize("splits", [1, 2, 4, 8])
-@pytest.mark.parametrize("shape", FLAT_SPLIT_SHAPES, ids=_ids(FLAT_SPLIT_SHAPES))
-def test_ss2d_scan_flat_prep_channel_splits(shape, splits, dtype, monkeypatch):
-    monkeypatch.delenv("VMK_PREP_FLAT_ROWS", raising=False)
-    check_flat_splits(shape, dtype, {"VMK_PREP_TILE": "flat", "VMK_PREP_SPLITS": splits}, 59 + splits, monkeypatch)
-
-
-# Splits with the smallest and largest rows per block (four row tiles of 64 at rank 48; skipped m-tiles
-# at 320).
-FLAT_SPLIT_ROWS_SHAPES = [(3, 520, 7, 7, 1, 48), (1, 456, 5, 9, 16, 24)]
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-@pytest.mark.parametrize("rows", [64, 320])
-@pytest.mark.parametrize("splits", [2, 8])
-@pytest.mark.parametrize("shape", FLAT_SPLIT_ROWS_SHAPES, ids=_ids(FLAT_SPLIT_ROWS_SHAPES))
-def test_ss2d_scan_flat_prep_splits_every_rows(shape, splits, rows, dtype, monkeypatch):
-    check_flat_splits(shape, dtype, {"VMK_PREP_TILE": "flat", "VMK_PREP_SPLITS": splits, "VMK_PREP_FLAT_ROWS": rows},
-                      67 + splits, monkeypatch)
-
-
-# The launcher's own choice (no knob set) where its split rule splits on 132 SMs: VMamba-T stages 2-3
-# and VMamba-B stages 2-3 at batch 128 (2 / 4 splits), both dtypes, twice (bitwise equal).
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-@pytest.mark.parametrize("shape", [(128, 384, 14, 14, 1, 24), (128, 768, 7, 7, 1, 48), (128, 512, 14, 14, 1, 32),
-                                   (128, 1024, 7, 7, 1, 64)],
-                         ids=lambda s: "B{}_D{}_{}x{}_N{}_R{}".format(*s))
-def test_ss2d_scan_flat_prep_splits_launcher_choice(shape, dtype, monkeypatch):
-    for name in ("VMK_PREP_TILE", "VMK_PREP_FLAT_ROWS", "VMK_PREP_SPLITS"):
-        monkeypatch.delenv(name, raising=False)
-    check_flat_splits(shape, dtype, {}, 71, monkeypatch)
-
-
 # The fused scan + merge for short sequences (VMK_SCAN_FUSED=1 forces it, 0 the three launches; the
 # launcher takes it by itself where the unchunked scan would run and the shared y tiles leave enough
 # resident warps). One block scans all four directions of its channels into shared tiles and writes
@@ -634,20 +568,6 @@ def test_vmeanba_scan_channel_splits_across_blocks(shape, dtype, splits, bsplits
     monkeypatch.setenv("VMK_VMEANBA_SPLITS", str(splits))
     monkeypatch.setenv("VMK_VMEANBA_BLOCK_SPLITS", str(bsplits))
     check_vmeanba_variants(shape, dtype, 61 + bsplits, f"splits={splits} block splits={bsplits}", rerun=True)
-
-
-# VMeanbaScan shares the prep: the flat prep with its channel sum split across blocks (VMK_PREP_SPLITS),
-# every variant, both dtypes, d_state 1 and 16, uneven chunks per split; bitwise equal reruns.
-VMEANBA_PREP_SPLIT_SHAPES = [(1, 768, 7, 7, 1, 48), (3, 520, 7, 9, 1, 12), (2, 200, 5, 6, 16, 24)]
-
-
-@pytest.mark.parametrize("splits", [2, 4, 8])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-@pytest.mark.parametrize("shape", VMEANBA_PREP_SPLIT_SHAPES, ids=_ids(VMEANBA_PREP_SPLIT_SHAPES))
-def test_vmeanba_scan_flat_prep_channel_splits(shape, dtype, splits, monkeypatch):
-    monkeypatch.setenv("VMK_PREP_TILE", "flat")
-    monkeypatch.setenv("VMK_PREP_SPLITS", str(splits))
-    check_vmeanba_variants(shape, dtype, 73 + splits, f"flat prep, splits={splits}", rerun=True)
 
 
 # The statistics kernel's forms (VMK_VMEANBA_STATS): "v9" (v4-v9's kernel and A2 table launch),
@@ -1037,35 +957,3 @@ def test_runs_on_the_current_stream():
     side.synchronize()
     want = reference64(ref.ss2d_scan, x, params)
     assert rel_err(y, want) < TOL[torch.float32]
-
-
-def test_flat_prep_splits_in_cuda_graph(monkeypatch):
-    """The flat prep with its channel splits (the split rule's occupancy query, the split launch and the
-    sum of the copies) captured in a graph and replayed: equal to eager results bit for bit."""
-    monkeypatch.setenv("VMK_PREP_TILE", "flat")
-    monkeypatch.delenv("VMK_PREP_SPLITS", raising=False)
-    monkeypatch.delenv("VMK_PREP_FLAT_ROWS", raising=False)
-    shape = (128, 768, 7, 7, 1, 48)  # VMamba-T stage 3: the rule splits on 132 SMs
-    x, params = make_inputs(*shape, torch.float32, seed=81)
-    static_x = x.clone()
-
-    def body():
-        return (torch.ops.vmamba.ss2d_scan(static_x, *params.values()),
-                torch.ops.vmamba.vmeanba_scan(static_x, *params.values(), 1))
-
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        body()  # warm-up outside capture
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outs = body()
-    fresh, _ = make_inputs(*shape, torch.float32, seed=82)
-    static_x.copy_(fresh)
-    graph.replay()
-    torch.cuda.synchronize()
-    eager = body()
-    for got, want in zip(outs, eager):
-        assert torch.equal(got, want)
-    assert rel_err(outs[0], reference64(ref.ss2d_scan, fresh, params)) < TOL[torch.float32]

@@ -422,16 +422,11 @@ __host__ __device__ constexpr bool dt_mma_fits(bool half_io, int rreg)
 }
 
 // x_dbl = W_x[k] @ x for all four directions at each direction's own sequence index,
-// [b][k][t][Cp] float32, and x channels-last [b][p][d] in the I/O dtype (ss2d_prep.cu). xdbl is
-// followed by prep_scratch_floats(B, H W, D, Cp, sizeof(T)) floats of scratch (the flat prep's
-// channel splits across blocks write copies of x_dbl there).
-size_t prep_scratch_floats(int B, int L, int D, int Cp, size_t esz);
+// [b][k][t][Cp] float32, and x channels-last [b][p][d] in the I/O dtype (ss2d_prep.cu).
 vmk_status_t ss2d_prep(const float* x, const float* wx, int B, int D, int H, int W, XdblCols cols, float* xt,
                        float* xdbl, cudaStream_t stream, const DeviceInfo& dev);
 vmk_status_t ss2d_prep(const __half* x, const __half* wx, int B, int D, int H, int W, XdblCols cols, __half* xt,
                        float* xdbl, cudaStream_t stream, const DeviceInfo& dev);
-// first[e] += the copies 1 .. copies - 1 that follow it (n floats each), in that order.
-vmk_status_t sum_copies(float* first, size_t n, int copies, cudaStream_t stream);
 
 }  // namespace vmk
 

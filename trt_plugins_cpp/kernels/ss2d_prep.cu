@@ -8,7 +8,6 @@
 // Also the first step of VMeanbaScan (vmeanba_scan.cu).
 #include "ss2d_parts.cuh"
 
-#include <algorithm>
 #include <stdlib.h>
 #include <string.h>
 
@@ -389,7 +388,7 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 __device__ __forceinline__ __half2 staged_word(__half lo, __half hi) { return __halves2half2(lo, hi); }
 __device__ __forceinline__ float staged_word(float v, float /*unused*/) { return v; }
 
-template <typename T, int TM, int XRUN, bool SPLIT>
+template <typename T, int TM, int XRUN>
 __global__ void __launch_bounds__(kPrepThreads, TM <= 7 ? 2 : 1) ss2d_prep_flat_kernel(
     const T* __restrict__ x, const T* __restrict__ wx, int B, int D, int H, int W, XdblCols cols,
     T* __restrict__ xt, float* __restrict__ xdbl)
@@ -420,13 +419,7 @@ __global__ void __launch_bounds__(kPrepThreads, TM <= 7 ? 2 : 1) ss2d_prep_flat_
     const int g = lane >> 2, t2 = (lane & 3) * 2;
     const int wm = warp / kFlatGN, wn = warp % kFlatGN;
     const bool dvec = D % VE == 0;  // W_x rows and xt rows in 16-byte runs
-    // SPLIT: channel split blockIdx.z of gridDim.z (launch_prep_flat_tm), its nchunks chunks (at least
-    // one) from channel d_begin, into copy blockIdx.z of x_dbl (copy 0 is x_dbl itself; sum_copies adds
-    // the others). A separate instance, so that the unsplit kernel stays as it was (registers, SASS).
-    const int all_chunks = (D + KC - 1) / KC;
-    const int c_begin = SPLIT ? (int)blockIdx.z * all_chunks / (int)gridDim.z : 0;
-    const int nchunks = SPLIT ? ((int)blockIdx.z + 1) * all_chunks / (int)gridDim.z - c_begin : all_chunks;
-    const int d_begin = c_begin * KC;
+    const int nchunks = (D + KC - 1) / KC;
 
     for (int e = tid; e < kDirs * BN; e += kPrepThreads) {
         const int k = e / BN, pp = e % BN;
@@ -528,11 +521,11 @@ __global__ void __launch_bounds__(kPrepThreads, TM <= 7 ? 2 : 1) ss2d_prep_flat_
             for (int q = 0; q < 4; ++q) acc[i][j][q] = 0.f;
 
     __syncthreads();  // the row tables
-    load_w(d_begin, stages + BN * KS);
-    load_x(d_begin);
+    load_w(0, stages + BN * KS);
+    load_x(0);
     store_x(stages);
     for (int c = 0; c < nchunks; ++c) {
-        const int d0 = d_begin + c * KC;
+        const int d0 = c * KC;
         const T* xs = stages + (c & 1) * STAGE;
         const T* ws = xs + BN * KS;
         T* next = stages + ((c + 1) & 1) * STAGE;
@@ -612,7 +605,6 @@ __global__ void __launch_bounds__(kPrepThreads, TM <= 7 ? 2 : 1) ss2d_prep_flat_
         }
         if (more) store_x(next);
     }
-    if constexpr (SPLIT) cp_async_wait_all();  // (no loop: the launcher gives every split a chunk)
     __syncthreads();  // every warp is done with the stages, which out_s reuses
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
@@ -630,139 +622,51 @@ __global__ void __launch_bounds__(kPrepThreads, TM <= 7 ? 2 : 1) ss2d_prep_flat_
     __syncthreads();
     // consecutive threads take consecutive rows m of one pixel: for a (pixel, direction) the lanes
     // write consecutive columns of its Cp contiguous floats (coalesced)
-    float* const xdbl_copy = SPLIT ? xdbl + (size_t)blockIdx.z * ((size_t)BL * kDirs * Cp) : xdbl;
     for (int e = tid; e < BM * BN; e += kPrepThreads) {
         const int mm = e % BM, pp = e / BM, m = m0 + mm;
         if (m >= M || pp >= npx) continue;
         const int k = direction_of(m, Cp);
-        xdbl_copy[rowoff_s[k * BN + pp] + (m - k * Cp)] = out_s[mm * (BN + 1) + pp];
-    }
-}
-
-// Channel splits across blocks (VMK_PREP_SPLITS). At short sequences with few images the flat grid
-// is thin and each block's channel loop long: VMamba-T/B stage 3 at batch 128 is 98 pixel tiles x 2
-// row tiles = 196 blocks at 2 per SM on 132 SMs (0.74 waves, docs/results/h200_ncu_v9_summary.md),
-// each walking all 12 (float16) or 24 (float32) chunks of 768 channels as one chain of load and MMA
-// latencies, with DRAM 5-6% busy. Split S ways, the chunks of a tile run in S blocks of 1/S the chain:
-// split z writes its partial x_dbl to copy z (copy 0 is x_dbl itself, the others follow it in the
-// workspace: prep_scratch_floats), and sum_copies adds the copies in the order of z (deterministic).
-// Cost: S - 1 copies written and S read back (~5 MB each at VMamba-T stage 3).
-// The scratch after x_dbl: S - 1 copies for up to one chunk per split and kMaxPrepSplits, but at most
-// kPrepSplitScratchBytes. A bound from the shape, not the device, and non-decreasing in every
-// dimension: TensorRT sizes the workspace at a profile's largest shapes and runs smaller ones in it.
-// 32 MiB hold the splits the rule below takes at VMamba-T/B stages 2-3 at batch 128 (4 splits at
-// stage 3: 3 extra copies of 5-7 MB; 2 at stage 2: one of 13-15 MB).
-constexpr int kMaxPrepSplits = 8;
-constexpr size_t kPrepSplitScratchBytes = 32u << 20;
-constexpr double kPrepSplitFill = 0.8;  // the rule's target share of the taken SM slots (below)
-
-inline int flat_prep_chunks(int D, size_t esz) { return (int)(((size_t)D * esz + kFlatChunkBytes - 1) / kFlatChunkBytes); }
-
-// The most splits that the chunks (one each) and the scratch (S - 1 copies of n floats) allow.
-inline int flat_prep_max_splits(int chunks, size_t n, size_t scratch_floats)
-{
-    int s = 1;
-    while (s < kMaxPrepSplits && 2 * s <= chunks && (size_t)(2 * s - 1) * n <= scratch_floats) s *= 2;
-    return s;
-}
-
-// The split count for a flat grid of `blocks` blocks, at most `most` (the copies the workspace holds).
-// A latency-bound block takes about the same time whatever runs beside it, so the prep's time goes
-// as (waves of resident block slots) x (chain length), which is 1 / (the share of the slots of those
-// waves that blocks fill). The rule: the fewest splits (powers of two, each split at least 2 chunks so
-// that the double buffer overlaps) whose blocks fill kPrepSplitFill of the slots they take, else the
-// best fill; resident blocks per SM from the occupancy calculator (registers, shared memory). At
-// VMamba-T stage 3 (196 blocks, 264 slots): fill 0.74 at 1 and 2 splits, 0.99 at 4: 4 splits; stage 2
-// (392 blocks): 0.74 unsplit, 0.99 at 2: 2 splits. VMK_PREP_SPLITS = 1 | 2 | 4 | 8 forces the count
-// (at most `most`; 1 is the unsplit kernel, bit for bit).
-template <typename K>
-int flat_prep_splits(K kernel, size_t smem, long long blocks, int chunks, int most, const DeviceInfo& dev)
-{
-    if (const char* env = getenv("VMK_PREP_SPLITS")) {
-        const int want = atoi(env);
-        if (want == 1 || want == 2 || want == 4 || want == 8) return want <= most ? want : most;
-    }
-    if (most == 1 || dev.sms <= 0 || !allow_smem(kernel, smem)) return 1;  // (the calculator reads the limit)
-    int per_sm = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kPrepThreads, smem) != cudaSuccess) {
-        (void)cudaGetLastError();
-        return 1;
-    }
-    if (per_sm <= 0) return 1;
-    const long long slots = (long long)per_sm * dev.sms;
-    int splits = 1;
-    double best = 0.;
-    for (int s = 1; s <= most && (s == 1 || 2 * s <= chunks); s *= 2) {
-        const long long b = blocks * s, waves = (b + slots - 1) / slots;
-        const double fill = (double)b / (double)(waves * slots);
-        if (fill > best) best = fill, splits = s;
-        if (fill >= kPrepSplitFill) break;
-    }
-    return splits;
-}
-
-// first[e] += copy z [e] for z = 1 .. copies - 1 in that order (copies contiguous after first, n
-// floats each); V = 4: float4 accesses (n a multiple of 4, first 16-byte aligned).
-__device__ __forceinline__ float4 add4(float4 a, float4 b) { return make_float4(a.x + b.x, a.y + b.y, a.z + b.z, a.w + b.w); }
-__device__ __forceinline__ float add4(float a, float b) { return a + b; }
-
-template <int V>
-__global__ void __launch_bounds__(256) sum_copies_kernel(float* __restrict__ first, size_t n, int copies)
-{
-    using Vec = typename std::conditional<V == 4, float4, float>::type;
-    Vec* f = reinterpret_cast<Vec*>(first);
-    const size_t nv = n / V;
-    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < nv; e += (size_t)gridDim.x * blockDim.x) {
-        Vec v = f[e];
-        for (int z = 1; z < copies; ++z) v = add4(v, f[z * nv + e]);
-        f[e] = v;
+        xdbl[rowoff_s[k * BN + pp] + (m - k * Cp)] = out_s[mm * (BN + 1) + pp];
     }
 }
 
 template <typename T, int TM, int XRUN>
 vmk_status_t launch_prep_flat_tm(const T* x, const T* wx, int B, int D, int H, int W, XdblCols cols, T* xt,
-                                 float* xdbl, cudaStream_t stream, const DeviceInfo& dev)
+                                 float* xdbl, cudaStream_t stream)
 {
     constexpr int BM = 16 * TM * kFlatGM;
-    auto unsplit = ss2d_prep_flat_kernel<T, TM, XRUN, false>, split = ss2d_prep_flat_kernel<T, TM, XRUN, true>;
+    auto kernel = ss2d_prep_flat_kernel<T, TM, XRUN>;
     const size_t smem = flat_prep_smem(BM);
-    const int L = H * W, M = kDirs * cols.Cp, row_tiles = (M + BM - 1) / BM;
-    const long long tiles = ((long long)B * L + kFlatPx - 1) / kFlatPx;
-    if (tiles > 0x7fffffffLL) return VMK_ERR_UNSUPPORTED;
-    const size_t n = (size_t)B * L * kDirs * cols.Cp;  // floats of one copy of x_dbl
-    const int chunks = flat_prep_chunks(D, sizeof(T));
-    const int most = flat_prep_max_splits(chunks, n, prep_scratch_floats(B, L, D, cols.Cp, sizeof(T)));
-    const int splits = flat_prep_splits(split, smem, tiles * row_tiles, chunks, most, dev);
-    auto kernel = splits > 1 ? split : unsplit;
     if (!allow_smem(kernel, smem)) return VMK_ERR_CUDA;
-    kernel<<<dim3((unsigned)tiles, row_tiles, splits), kPrepThreads, smem, stream>>>(x, wx, B, D, H, W, cols, xt,
+    const long long tiles = ((long long)B * H * W + kFlatPx - 1) / kFlatPx;
+    if (tiles > 0x7fffffffLL) return VMK_ERR_UNSUPPORTED;
+    const int M = kDirs * cols.Cp;
+    kernel<<<dim3((unsigned)tiles, (M + BM - 1) / BM), kPrepThreads, smem, stream>>>(x, wx, B, D, H, W, cols, xt,
                                                                                      xdbl);
-    const vmk_status_t st = launch_status();
-    if (st != VMK_OK || splits == 1) return st;
-    return sum_copies(xdbl, n, splits, stream);
+    return launch_status();
 }
 
 template <typename T, int TM>
 vmk_status_t launch_prep_flat_rows(const T* x, const T* wx, int B, int D, int H, int W, XdblCols cols, T* xt,
-                                   float* xdbl, cudaStream_t stream, const DeviceInfo& dev)
+                                   float* xdbl, cudaStream_t stream)
 {
     constexpr int V = 16 / sizeof(T);  // the widest pixel run that stays aligned and inside one image
     const int L = H * W;
-    if (L % V == 0) return launch_prep_flat_tm<T, TM, V>(x, wx, B, D, H, W, cols, xt, xdbl, stream, dev);
-    if (L % (V / 2) == 0) return launch_prep_flat_tm<T, TM, V / 2>(x, wx, B, D, H, W, cols, xt, xdbl, stream, dev);
-    return launch_prep_flat_tm<T, TM, 1>(x, wx, B, D, H, W, cols, xt, xdbl, stream, dev);
+    if (L % V == 0) return launch_prep_flat_tm<T, TM, V>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    if (L % (V / 2) == 0) return launch_prep_flat_tm<T, TM, V / 2>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    return launch_prep_flat_tm<T, TM, 1>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
 }
 
 template <typename T>
 vmk_status_t launch_prep_flat(int rows, const T* x, const T* wx, int B, int D, int H, int W, XdblCols cols, T* xt,
-                              float* xdbl, cudaStream_t stream, const DeviceInfo& dev)
+                              float* xdbl, cudaStream_t stream)
 {
     switch (rows) {
-    case 64: return launch_prep_flat_rows<T, 2>(x, wx, B, D, H, W, cols, xt, xdbl, stream, dev);
-    case 128: return launch_prep_flat_rows<T, 4>(x, wx, B, D, H, W, cols, xt, xdbl, stream, dev);
-    case 160: return launch_prep_flat_rows<T, 5>(x, wx, B, D, H, W, cols, xt, xdbl, stream, dev);
-    case 224: return launch_prep_flat_rows<T, 7>(x, wx, B, D, H, W, cols, xt, xdbl, stream, dev);
-    default: return launch_prep_flat_rows<T, 10>(x, wx, B, D, H, W, cols, xt, xdbl, stream, dev);
+    case 64: return launch_prep_flat_rows<T, 2>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    case 128: return launch_prep_flat_rows<T, 4>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    case 160: return launch_prep_flat_rows<T, 5>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    case 224: return launch_prep_flat_rows<T, 7>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
+    default: return launch_prep_flat_rows<T, 10>(x, wx, B, D, H, W, cols, xt, xdbl, stream);
     }
 }
 
@@ -930,8 +834,7 @@ inline const char* prep_override()
 }
 
 // Tuning and test knob: VMK_PREP_FLAT_ROWS = 64 | 128 | 160 | 224 | 320 forces the flat prep's rows
-// per block (other values: the plan's choice). Its channel splits across blocks: VMK_PREP_SPLITS =
-// 1 | 2 | 4 | 8 (flat_prep_splits: at most the copies the workspace holds; 1 = unsplit).
+// per block (other values: the plan's choice).
 inline int flat_rows_override(int planned)
 {
     const char* env = getenv("VMK_PREP_FLAT_ROWS");
@@ -987,27 +890,6 @@ inline PrepChoice choose_prep(int B, int L, int M, const DeviceInfo& dev)
 
 }  // namespace
 
-size_t prep_scratch_floats(int B, int L, int D, int Cp, size_t esz)
-{
-    const size_t n = (size_t)B * L * kDirs * Cp;
-    const int copies = flat_prep_max_splits(flat_prep_chunks(D, esz), n, (size_t)-1);
-    const size_t want = (size_t)(copies - 1) * n, most = kPrepSplitScratchBytes / sizeof(float);
-    return want < most ? want : most;
-}
-
-vmk_status_t sum_copies(float* first, size_t n, int copies, cudaStream_t stream)
-{
-    const bool vec = n % 4 == 0 && reinterpret_cast<uintptr_t>(first) % 16 == 0;
-    const size_t items = vec ? n / 4 : n;
-    const unsigned blocks = (unsigned)std::min<size_t>((items + 255) / 256, 4096);
-    if (blocks == 0) return VMK_OK;
-    if (vec)
-        sum_copies_kernel<4><<<blocks, 256, 0, stream>>>(first, n, copies);
-    else
-        sum_copies_kernel<1><<<blocks, 256, 0, stream>>>(first, n, copies);
-    return launch_status();
-}
-
 vmk_status_t ss2d_prep(const float* x, const float* wx, int B, int D, int H, int W, XdblCols cols, float* xt,
                        float* xdbl, cudaStream_t stream, const DeviceInfo& dev)
 {
@@ -1016,7 +898,7 @@ vmk_status_t ss2d_prep(const float* x, const float* wx, int B, int D, int H, int
     const int M = kDirs * cols.Cp;
     const PrepChoice c = choose_prep(B, H * W, M, dev);
     if (c.simt) return launch_prep_simt(x, wx, B, D, H, W, cols, xt, xdbl, stream, c.small);
-    if (c.flat) return launch_prep_flat(c.flat_rows, x, wx, B, D, H, W, cols, xt, xdbl, stream, dev);
+    if (c.flat) return launch_prep_flat(c.flat_rows, x, wx, B, D, H, W, cols, xt, xdbl, stream);
     // Channels per stage, a multiple of 32 (conflict-free A fragments): small tiles up to 256 (the
     // 8 warps then take 4 k8 steps each per round; 41 KB), large ones 64 (36 KB: 6 blocks per SM).
     const int D32 = (D + 31) / 32 * 32;
@@ -1039,7 +921,7 @@ vmk_status_t ss2d_prep(const __half* x, const __half* wx, int B, int D, int H, i
     const int M = kDirs * cols.Cp;
     const PrepChoice c = choose_prep(B, H * W, M, dev);
     if (c.simt) return launch_prep_simt(x, wx, B, D, H, W, cols, xt, xdbl, stream, c.small);
-    if (c.flat) return launch_prep_flat(c.flat_rows, x, wx, B, D, H, W, cols, xt, xdbl, stream, dev);
+    if (c.flat) return launch_prep_flat(c.flat_rows, x, wx, B, D, H, W, cols, xt, xdbl, stream);
     if (c.small) {  // the whole channel sum in one stage (up to 1024 channels): one round of loads
         const int KC = D <= 1024 ? (D + 127) / 128 * 128 : 1024;
         return launch_prep_mma<kMmaSmall.TM, kMmaSmall.TN, kMmaSmall.GM, kMmaSmall.GN, kMmaSmall.GK>(

@@ -53,7 +53,7 @@ Ss2dLayout ss2d_layout(const vmk_ss2d_args_t* a)
     Ss2dLayout w;
     w.xt = 0;
     w.xdbl = align_up(B * L * D * esz);
-    w.ys = align_up(w.xdbl + (B * kDirs * L * Cp + prep_scratch_floats((int)B, (int)L, (int)D, (int)Cp, esz)) * sizeof(float));
+    w.ys = align_up(w.xdbl + B * kDirs * L * Cp * sizeof(float));
     w.seg = align_up(w.ys + B * kDirs * L * D * esz);
     const size_t seg_floats = B <= kSegmentMaxBatch ? B * kDirs * kMaxSegments * D * segment_stride(a->d_state) : 0;
     w.total = align_up(w.seg + seg_floats * sizeof(float));

@@ -726,7 +726,7 @@ VmeanbaLayout vmeanba_layout(const vmk_ss2d_args_t* a)
     VmeanbaLayout w;
     w.xt = 0;
     w.xdbl = align_up(B * L * D * esz);
-    w.a2 = align_up(w.xdbl + (B * kDirs * L * Cp + prep_scratch_floats((int)B, (int)L, (int)D, (int)Cp, esz)) * sizeof(float));
+    w.a2 = align_up(w.xdbl + B * kDirs * L * Cp * sizeof(float));
     w.amean = align_up(w.a2 + (size_t)kDirs * D * a2_stride((int)N) * sizeof(float));
     w.q = align_up(w.amean + N * sizeof(float));
     w.ym = align_up(w.q + stats_copies(a) * B * kDirs * vmeanba_slots((int)N) * L * sizeof(float));

@@ -372,22 +372,6 @@ int main()
     }
     unsetenv("VMK_PREP_TILE");
     unsetenv("VMK_PREP_FLAT_ROWS");
-    // the flat prep's channel sum split across blocks (VMK_PREP_SPLITS: copies of x_dbl in the
-    // workspace, then summed): uneven chunks per split (D 200: 4 float16 chunks, 7 float32; D 290: 10
-    // float32, the last of 2 channels, scalar W_x), a request past the chunks (8 at 4 float16 chunks:
-    // 4), d_state 16, the SS2D op and VMeanbaScan (float16 kept at D 200: see the overflow note above)
-    setenv("VMK_PREP_TILE", "flat", 1);
-    for (const char* splits : {"2", "8"}) {
-        setenv("VMK_PREP_SPLITS", splits, 1);
-        for (vmk_dtype_t dt : {VMK_FLOAT32, VMK_FLOAT16}) {
-            run_scan(3, 200, 7, 7, 1, 24, dt, -1, rng);
-            run_scan(2, 200, 8, 9, 16, 12, dt, -1, rng);
-            run_scan(2, 200, 5, 6, 1, 48, dt, 0, rng);
-        }
-        run_scan(2, 290, 6, 5, 16, 40, VMK_FLOAT32, -1, rng);
-    }
-    unsetenv("VMK_PREP_SPLITS");
-    unsetenv("VMK_PREP_TILE");
     // two channels per lane (VMK_SCAN_LANE_CHANNELS=2: float16, d_state 1, unchunked): every rank tile
     // (8, 16, 32, 48 and 64: the W_dt fragments in registers and in shared memory), D even but not a
     // multiple of 64 (dead lanes, one and several warps per block), L < 16 and a partial last window,

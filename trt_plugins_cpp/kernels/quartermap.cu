@@ -282,13 +282,11 @@ __global__ void __launch_bounds__(kQmThreads) quartermap_kernel(QmParams p)
 // (period / out_plane planes, period_in input elements) with the run's table entries at
 // (r V) % period + v: V consecutive, V-aligned entries, read as whole 16-byte words (no per-element
 // index arithmetic, no bank conflicts: a warp's runs read consecutive words).
-// Down reads whole input planes, dropped rows included: the rule takes it only where the input
-// rows are at most one 32-byte sector wide, so the dropped rows share the kept rows' sectors and
-// DRAM moves the same bytes either way.
+// Down reads whole input planes, dropped rows included, so the rule takes the staged kernel for up
+// only (VMK_QM_IMPL=stage forces it for down too).
 constexpr uint32_t kQmStageInBytes = 24576;  // a block's staged input (with the table, under the 48 KB default)
 constexpr uint32_t kQmStagePeriodMax = 4096; // table entries (4 bytes each)
 constexpr int kQmStageBlocksPerSm = 8;       // chunks are sized to give the device this many blocks per SM
-constexpr uint32_t kQmNarrowRowBytes = 32;   // down rows this narrow are read whole by DRAM anyway
 constexpr uint32_t kQmStageWords = 4;  // 16-byte input words a thread holds across the table build
 
 extern __shared__ uint4 qm_staged[];  // the source table (period words), then the staged input
@@ -582,9 +580,11 @@ long long env_knob(const char* name)
 
 // Which kernel: VMK_QM_IMPL=v3 the flat walks (QuarterMap v3) always, =stage the staged kernel
 // wherever it fits, =up2 / =down2 the up- / down-by-two kernel wherever it applies (else v3).
-// Unset (or any other value): up2 or down2 where it applies; else the staged kernel where v3's
-// runs cross rows (the output width not a multiple of a 16-byte run) and, for down, the input
-// rows are at most kQmNarrowRowBytes wide; else v3.
+// Unset (or any other value), from device call A of the sixth session (H200, VMamba-T shapes, our
+// builds only): up takes the staged kernel where v3's runs cross rows (the output width not a
+// multiple of a 16-byte run: 2-29% faster than v3 at stages 1-3), else v3 (up2 was 9-41% slower than
+// v3 at stages 0-1); float16 down by two takes down2 where it applies (13% faster at stage 0), else
+// v3 (down2 in float32 4% slower; the staged down 0-3% slower at stages 2-3).
 enum class QmImpl { Rule, V3, Staged, Up2, Down2 };
 
 QmImpl qm_impl_knob()
@@ -608,11 +608,10 @@ vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, int in_h, cudaStre
     const QmImpl impl = qm_impl_knob();
     DeviceInfo dev;
     if (!device_info(&dev)) return VMK_ERR_CUDA;
-    if (!down && (impl == QmImpl::Rule || impl == QmImpl::Up2) && launch_up2(p, in_h, esize, dev.sms, stream))
+    if (!down && impl == QmImpl::Up2 && launch_up2(p, in_h, esize, dev.sms, stream)) return launch_status();
+    if (down && (impl == QmImpl::Down2 || (impl == QmImpl::Rule && esize == 2)) && launch_down2(p, esize, dev.sms, stream))
         return launch_status();
-    if (down && (impl == QmImpl::Rule || impl == QmImpl::Down2) && launch_down2(p, esize, dev.sms, stream))
-        return launch_status();
-    const bool rule_staged = p.out_w % (16 / esize) != 0 && (!down || p.in_w * esize <= kQmNarrowRowBytes);
+    const bool rule_staged = !down && p.out_w % (16 / esize) != 0;
     if ((impl == QmImpl::Staged || (impl == QmImpl::Rule && rule_staged)) && launch_staged(p, esize, dev.sms, stream))
         return launch_status();
     const uint32_t plane = p.in_plane > p.out_plane ? p.in_plane : p.out_plane;

@@ -1134,11 +1134,18 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
         if (st != VMK_ERR_UNSUPPORTED) return st;  // launched (or failed); else the three launches
     }
 
-    // Lanes per channel pair (ss2d_pair_scan_kernel): VMK_SCAN_LANE_CHANNELS=2 takes the two-channel
-    // lanes where they exist (float16, d_state 1, unchunked, tensor-core dt) and D is even (the
-    // __half2 accesses); 1 or unset: one channel per lane (until the device A/B decides the default).
+    // Two channels per lane (ss2d_pair_scan_kernel) where they exist (float16, d_state 1, unchunked,
+    // tensor-core dt) and D is even (the __half2 accesses), when the rank tile is 16 or more and the
+    // pair warps give every SM at least 8. In device call A of the sixth session (H200, our builds
+    // only) the pairs were 5-13% faster at VMamba-T/B stages 1-3, batch 128 (rank tiles 16-64, 12-46
+    // pair warps per SM), and 10-14% slower at stage 0 (rank tile 8, 6-8 pair warps per SM: too few
+    // warps to hide the step latency with two chains each). VMK_SCAN_LANE_CHANNELS = 1 | 2 forces one
+    // or two channels per lane (2 still only where the kernel exists and D is even).
     const char* lanes_env = getenv("VMK_SCAN_LANE_CHANNELS");
-    const bool pair = lanes_env && atoi(lanes_env) == 2 && D % 2 == 0;
+    const int lanes_knob = lanes_env ? atoi(lanes_env) : 0;
+    const long long pair_warps = (long long)B * kDirs * ((D + 63) / 64);
+    const bool pair_rule = rank_regs(R) >= 16 && pair_warps >= 8LL * dev.sms;
+    const bool pair = D % 2 == 0 && (lanes_knob == 2 || (lanes_knob != 1 && pair_rule));
     const vmk_status_t st = N == 1 ? launch_scan_path<T, 1>(S > 1, p, B, stream, dev, mma, pair)
                                    : launch_scan_path<T, kMaxDState>(S > 1, p, B, stream, dev, mma, pair);
     if (st != VMK_OK) return st;

@@ -11,9 +11,10 @@
 //      per channel;
 //   4. reduced scan: one block per (image, group), a chunked two-pass block scan;
 //   5. merge: y = sum over directions of the reduced output + (sum_k Ds) * x, flat over the output.
-// VMK_VMEANBA_STATS=new (StatsForm): step 2 folded into step 3 (each block computes its channels' A
-// rows), and where channels are split across blocks step 4 adds the statistics' copies on read
-// instead of vmeanba_sum_copies_kernel; so four launches (variant 2: five, its mean of A stays).
+// d_state 1 (StatsForm kStatsFolded; VMK_VMEANBA_STATS forces a form): step 2 folded into step 3
+// (each block computes its channels' A rows), and where channels are split across blocks step 4 adds
+// the statistics' copies on read instead of vmeanba_sum_copies_kernel; so four launches (variant 2:
+// five, its mean of A stays).
 #include "ss2d_parts.cuh"
 
 #include <algorithm>
@@ -844,13 +845,17 @@ vmk_status_t vmeanba_launch(const vmk_ss2d_args_t* a, int variant, void* ws, cud
     const int bsplit_log2 = __builtin_ctz((unsigned)bsplits);
     const StatsParams sp{xt, xdbl, a->dt_projs_weight, a->dt_projs_bias, A2, Q, D, H, W, N, R, cols.Cp, variant, splits,
                          bsplit_log2, a->A_logs};
-    // The statistics' form (StatsForm), an A/B knob: VMK_VMEANBA_STATS=new (the new accesses, A2
-    // folded into the statistics where the block's rows fit kFoldedA2Bytes, else the table launch),
-    // =table (the new accesses with the table launch), else (unset, =v9) v4-v9's kernel and table
-    // launch. VMK_VMEANBA_POLY_EXP=0, 2 or 4 (else 2): the new forms' states of 16 whose
-    // exponentials run on the FMA pipe (exp2_fma).
+    // The statistics' form (StatsForm): the folded form for d_state 1 (A2 folded into the statistics
+    // where the block's rows fit kFoldedA2Bytes, else the table launch), v9's for more states. In
+    // device call A of the sixth session (H200, our builds only) the folded form was 4-11% faster at
+    // d_state 1 at batch 128 in both dtypes except VMamba-T stage 3 float32 (13% slower) and VMamba-B
+    // stage 3 float16 (4% slower); at d_state 16 it was 30-50% slower at batch 1 and from 8% slower to
+    // 13% faster at batch 128. Knob: VMK_VMEANBA_STATS=new | table (the new accesses with the table
+    // launch) | v9 forces a form; VMK_VMEANBA_POLY_EXP=0, 2 or 4 (else 2): the new forms' states of 16
+    // whose exponentials run on the FMA pipe (exp2_fma).
     const char* form_env = getenv("VMK_VMEANBA_STATS");
-    StatsForm form = kStatsV9;
+    StatsForm form = N == 1 ? kStatsFolded : kStatsV9;
+    if (form_env && !strcmp(form_env, "v9")) form = kStatsV9;
     if (form_env && !strcmp(form_env, "new")) form = kStatsFolded;
     if (form_env && !strcmp(form_env, "table")) form = kStatsTable;
     if (form == kStatsFolded && folded_a2_floats(sp, N == 1 ? 1 : kMaxDState) * sizeof(float) > kFoldedA2Bytes)

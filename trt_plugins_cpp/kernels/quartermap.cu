@@ -580,7 +580,7 @@ long long env_knob(const char* name)
 
 // Which kernel: VMK_QM_IMPL=v3 the flat walks (QuarterMap v3) always, =stage the staged kernel
 // wherever it fits, =up2 / =down2 the up- / down-by-two kernel wherever it applies (else v3).
-// Unset (or any other value), from device call A of the sixth session (H200, VMamba-T shapes, our
+// Unset (or any other value), from the sixth session's device call 2 (H200, VMamba-T shapes, our
 // builds only): up takes the staged kernel where v3's runs cross rows (the output width not a
 // multiple of a 16-byte run: 2-29% faster than v3 at stages 1-3), else v3 (up2 was 9-41% slower than
 // v3 at stages 0-1); float16 down by two takes down2 where it applies (13% faster at stage 0), else

@@ -1136,8 +1136,8 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
 
     // Two channels per lane (ss2d_pair_scan_kernel) where they exist (float16, d_state 1, unchunked,
     // tensor-core dt) and D is even (the __half2 accesses), when the rank tile is 16 or more and the
-    // pair warps give every SM at least 8. In device call A of the sixth session (H200, our builds
-    // only) the pairs were 5-13% faster at VMamba-T/B stages 1-3, batch 128 (rank tiles 16-64, 12-46
+    // pair warps give every SM at least 8. In the sixth session's device call 2 (H200, our builds
+    // only) the pairs were 5-13% faster at VMamba-T/B stages 1-3, batch 128 (rank tiles 16-64, 12-62
     // pair warps per SM), and 10-14% slower at stage 0 (rank tile 8, 6-8 pair warps per SM: too few
     // warps to hide the step latency with two chains each). VMK_SCAN_LANE_CHANNELS = 1 | 2 forces one
     // or two channels per lane (2 still only where the kernel exists and D is even).

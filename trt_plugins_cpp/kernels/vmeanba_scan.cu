@@ -847,7 +847,7 @@ vmk_status_t vmeanba_launch(const vmk_ss2d_args_t* a, int variant, void* ws, cud
                          bsplit_log2, a->A_logs};
     // The statistics' form (StatsForm): the folded form for d_state 1 (A2 folded into the statistics
     // where the block's rows fit kFoldedA2Bytes, else the table launch), v9's for more states. In
-    // device call A of the sixth session (H200, our builds only) the folded form was 4-11% faster at
+    // the sixth session's device call 2 (H200, our builds only) the folded form was 4-11% faster at
     // d_state 1 at batch 128 in both dtypes except VMamba-T stage 3 float32 (13% slower) and VMamba-B
     // stage 3 float16 (4% slower); at d_state 16 it was 30-50% slower at batch 1 and from 8% slower to
     // 13% faster at batch 128. Knob: VMK_VMEANBA_STATS=new | table (the new accesses with the table

@@ -264,10 +264,7 @@ __device__ __forceinline__ void unchunked_steps(const float* xd_s, const int* of
 
 // A scan block's window: the cnt staged x_dbl rows from step t0 of direction k's slab xdb into xd_s,
 // and the pixel offsets (element offsets in the channels-last plane) of the window's steps and of
-// the T steps after it (the unchunked prefetch) into off_s; 0 past the sequence. Whole block. (The
-// one-channel kernel, ss2d_chunk_scan_kernel, keeps the same code inline: calling this function there
-// changed the SASS of 33 of its 112 instantiations, and VMK_SCAN_LANE_CHANNELS=1 is to stay today's
-// kernel for the device A/B.)
+// the T steps after it (the unchunked prefetch) into off_s; 0 past the sequence. Whole block.
 __device__ __forceinline__ void stage_window(const float* xdb, int t0, int cnt, int window, int Cp, int k, int H,
                                              int W, int D, float* xd_s, int* off_s)
 {
@@ -366,24 +363,7 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX),
     for (int t0 = t_begin; t0 < t_end; t0 += window) {
         const int cnt = min(window, t_end - t0);
         __syncthreads();  // the previous window's readers are done
-        {
-            const float4* src = reinterpret_cast<const float4*>(xdb + (size_t)t0 * Cp);
-            float4* dst = reinterpret_cast<float4*>(xd_s);
-            const int n4 = cnt * Cp / 4;
-            for (int e = threadIdx.x; e < n4; e += blockDim.x) dst[e] = src[e];
-            // offsets of the window's steps and of the T steps after it (the unchunked prefetch)
-            for (int e = threadIdx.x; e < window + kSteps; e += blockDim.x) {
-                const int t = t0 + e;
-                int o = 0;
-                if (t < L) {
-                    Walk at;
-                    at.init(k, H, W, p.D);
-                    at.start(k, t, H, W, p.D);
-                    o = at.off;
-                }
-                off_s[e] = o;
-            }
-        }
+        stage_window(xdb, t0, cnt, window, Cp, k, H, W, p.D, xd_s, off_s);
         __syncthreads();
 
         if (CHUNKED && NMAX == 1) {

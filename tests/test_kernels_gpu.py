@@ -438,9 +438,10 @@ def test_ss2d_scan_two_channel_lanes(shape, monkeypatch):
 
 # The pair kernel against the one-channel kernel on the same inputs: the same step arithmetic per
 # channel and the same dt product per channel row, so they agree far inside the reference bound (the
-# brief allows rounding differences of the mma shape); VMK_SCAN_LANE_CHANNELS=1 is the unset default,
-# bit for bit; an odd D falls back to one channel per lane (the __half2 accesses need D even), bit for
-# bit; forced warps per block (VMK_SCAN_GROUPS: 2 where ceil(D / 64) = 2, and 4) with dead lanes.
+# mma shape may still change rounding); at these shapes the launcher's rule takes one channel per lane
+# (fewer than 8 pair warps per SM), so the unset default is VMK_SCAN_LANE_CHANNELS=1 bit for bit; an
+# odd D falls back to one channel per lane (the __half2 accesses need D even), bit for bit; forced
+# warps per block (VMK_SCAN_GROUPS: 2 where ceil(D / 64) = 2, and 4) with dead lanes.
 @pytest.mark.parametrize("shape", [(2, 40, 9, 13, 1, 24), (3, 120, 9, 10, 1, 48), (2, 250, 7, 7, 1, 64),
                                    (2, 41, 9, 13, 1, 24), (1, 63, 7, 6, 1, 6)],
                          ids=lambda s: "B{}_D{}_{}x{}_N{}_R{}".format(*s))
@@ -464,6 +465,7 @@ def test_ss2d_scan_two_channel_lanes_against_one(shape, groups, monkeypatch):
         assert torch.equal(two, one)
     else:
         assert diff < TOL[torch.float16] / 10
+
 
 VMEANBA_SHAPES = [
     (1, 8, 7, 9, 1, 3),

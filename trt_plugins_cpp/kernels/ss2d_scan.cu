@@ -473,9 +473,10 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX),
 }
 
 // ------------------------------------------------------------------------------------------------
-// 2, two channels per lane (VMK_SCAN_LANE_CHANNELS=2): the unchunked d_state-1 float16 scan with the
-// tensor-core dt, where each lane owns the adjacent channels (d, d + 1) and a warp 64 channels. The
-// scan is issue-bound (docs/KERNELS.md, "What bounds it now"), and the per-step work that does not
+// 2, two channels per lane (taken by ss2d_launch's rule; VMK_SCAN_LANE_CHANNELS forces it): the
+// unchunked d_state-1 float16 scan with the tensor-core dt, where each lane owns the adjacent
+// channels (d, d + 1) and a warp 64 channels. The scan is issue-bound (docs/KERNELS.md, "What bounds
+// it now"), and the per-step work that does not
 // depend on the channel is paid once per two channel-steps: the two offset-table loads, the x-load
 // and partial-store address arithmetic, the (B, C) broadcast, the dt-tile address and the loop
 // control; x is loaded and the partial stored as one __half2 (D even: the lane's element offset

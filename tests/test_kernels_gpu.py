@@ -755,12 +755,10 @@ def test_quartermap_plane_groups(group_planes, dtype, monkeypatch):
 # QuarterMap's kernels forced (VMK_QM_IMPL; unset, the launcher picks): v3, flat over the output
 # with per-element walks or a table; the staged kernel (a block's planes copied into shared memory
 # with 16-byte loads, its output written with 16-byte stores through a one-period source table);
-# up2 (up by two: 8-byte input runs duplicated into 16-byte stores on two output rows); down2
-# (down by two: 16-byte loads of kept rows, even inputs packed into 8- or 16-byte stores). Shapes a
-# forced kernel does not take (staged: an input plane over 24 KB, a table period over 4096
-# positions; up2 / down2: other sizes, the other direction, misaligned pointers) run v3; the tests
-# include such shapes.
-QM_IMPLS = ["v3", "stage", "up2", "down2"]
+# down2 (down by two: 16-byte loads of kept rows, even inputs packed into 8- or 16-byte stores).
+# Shapes a forced kernel does not take (staged: an input plane over 24 KB, a table period over 4096
+# positions; down2: other sizes, up, misaligned pointers) run v3; the tests include such shapes.
+QM_IMPLS = ["v3", "stage", "down2"]
 
 
 @pytest.mark.parametrize("impl", QM_IMPLS)
@@ -781,8 +779,8 @@ def test_quartermap_up_any_sizes_forced_impl(case, dtype, impl, monkeypatch):
     test_quartermap_up_any_sizes(case, dtype)
 
 
-@pytest.mark.parametrize("impl_runs", [("v3", 1), ("v3", 4), ("stage", 0), ("up2", 0), ("down2", 0)],
-                         ids=["v3_runs1", "v3_runs4", "stage", "up2", "down2"])
+@pytest.mark.parametrize("impl_runs", [("v3", 1), ("v3", 4), ("stage", 0), ("down2", 0)],
+                         ids=["v3_runs1", "v3_runs4", "stage", "down2"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_quartermap_vmamba_t_stages_forced_impl(stage, dtype, impl_runs, monkeypatch):
@@ -843,31 +841,6 @@ def test_quartermap_staged_edges(case, dtype, monkeypatch):
     monkeypatch.setenv("VMK_QM_IMPL", "stage")
     B, C, H, W, stride, keep = case
     check_quartermap(torch.randn(B, C, H, W, device=DEV).to(dtype), stride, keep, shifts=(0, 1, 2, 4))
-
-
-# up2's edges: odd output heights (2 in_h - 1: 7 -> 4 -> 7 rows, the last row once), one input
-# row, widths whose runs are 8 bytes (float16 in_w a multiple of 4, float32 of 2) and ones that
-# are not (then v3), a partial last block of runs; outputs and inputs off 16 / 8-byte boundaries
-# (the shifts; then v3). Several strides of the one-wave grid per thread: the VMamba-T stage-0
-# shapes above (test_quartermap_vmamba_t_stages, rule and forced).
-QM_UP2_CASES = [  # (B, C, Hs, Ws, H, W)
-    (2, 3, 4, 4, 8, 8),
-    (2, 3, 4, 4, 7, 8),
-    (1, 1, 1, 4, 1, 8),
-    (1, 1, 1, 4, 2, 8),
-    (3, 2, 5, 8, 10, 16),
-    (2, 3, 5, 8, 9, 16),
-    (2, 3, 3, 6, 6, 12),
-    (4, 96, 28, 28, 56, 56),
-    (3, 7, 14, 14, 27, 28),
-]
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-@pytest.mark.parametrize("case", QM_UP2_CASES, ids=["B{}_C{}_{}x{}_to_{}x{}".format(*c) for c in QM_UP2_CASES])
-def test_quartermap_up2_edges(case, dtype, monkeypatch):
-    monkeypatch.setenv("VMK_QM_IMPL", "up2")
-    test_quartermap_up_any_sizes(case, dtype)
 
 
 # down2's edges: odd heights (the last kept row), one input row, output widths a multiple of 4

@@ -72,7 +72,9 @@ vmk_status_t vmk_quartermap_down(const vmk_quartermap_down_args_t* a, vmk_stream
     if (a->batch <= 0 || a->channels <= 0 || a->height <= 0 || a->width <= 0) return VMK_ERR_INVALID_ARGUMENT;
     if (a->stride < 1 || a->keep < 1 || a->keep > a->stride) return VMK_ERR_INVALID_ARGUMENT;
     if (a->height > kMaxSide || a->width > kMaxSide) return VMK_ERR_UNSUPPORTED;
-    return quartermap_down_run(a, reinterpret_cast<cudaStream_t>(stream));
+    DeviceInfo dev;
+    if (!device_info(&dev)) return VMK_ERR_CUDA;
+    return quartermap_down_run(a, reinterpret_cast<cudaStream_t>(stream), dev);
 }
 
 vmk_status_t vmk_quartermap_up(const vmk_quartermap_up_args_t* a, vmk_stream_t stream)
@@ -83,7 +85,9 @@ vmk_status_t vmk_quartermap_up(const vmk_quartermap_up_args_t* a, vmk_stream_t s
         return VMK_ERR_INVALID_ARGUMENT;
     if (a->in_height > kMaxSide || a->in_width > kMaxSide || a->out_height > kMaxSide || a->out_width > kMaxSide)
         return VMK_ERR_UNSUPPORTED;
-    return quartermap_up_run(a, reinterpret_cast<cudaStream_t>(stream));
+    DeviceInfo dev;
+    if (!device_info(&dev)) return VMK_ERR_CUDA;
+    return quartermap_up_run(a, reinterpret_cast<cudaStream_t>(stream), dev);
 }
 
 const char* vmk_status_string(vmk_status_t status)

@@ -68,7 +68,7 @@ __device__ __forceinline__ float fast_log2(float x)
 //   z^4 / 5 < 1.2e-8 relative. lg2.approx's error near 1 is absolute (the PTX ISA bounds it by 2^-22.6
 //   on [0.5, 2]), so log1p through lg2(1 + z) is off by about that much whatever z is: at dt ~ -18
 //   (z ~ 1e-7) that was the whole result, and the ops came out 30-40% off the float64 reference
-//   (v8 and v9, tests/test_kernels_gpu.py::test_softplus_ends_of_its_range).
+//   (v8 and v9, tests/test_kernels_gpu.py::test_softplus_across_its_range).
 // - z >= 2^-6: ln2 lg2(1 + z). There log1p(z) >= 0.0155, so lg2's absolute error and the rounding of
 //   1 + z (half an ulp, 2^-24) are each under 4e-6 of the result.
 // Above 20, z < 2.1e-9, so log1p(z) = z and v + z rounds to v (half an ulp of v >= 20 is 9.5e-7):
@@ -142,8 +142,8 @@ vmk_status_t ss2d_run(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream, c
 size_t vmeanba_workspace_bytes(const vmk_ss2d_args_t* a);
 vmk_status_t vmeanba_run(const vmk_ss2d_args_t* a, int variant, void* ws, cudaStream_t stream,
                          const DeviceInfo& dev);
-vmk_status_t quartermap_down_run(const vmk_quartermap_down_args_t* a, cudaStream_t stream);
-vmk_status_t quartermap_up_run(const vmk_quartermap_up_args_t* a, cudaStream_t stream);
+vmk_status_t quartermap_down_run(const vmk_quartermap_down_args_t* a, cudaStream_t stream, const DeviceInfo& dev);
+vmk_status_t quartermap_up_run(const vmk_quartermap_up_args_t* a, cudaStream_t stream, const DeviceInfo& dev);
 
 }  // namespace vmk
 

@@ -12,9 +12,8 @@
 // before any is stored, keep many loads in flight.
 // A second kernel, staged (below, quartermap_staged_kernel), takes small planes: a block copies
 // its planes' contiguous input into shared memory with 16-byte loads and writes their contiguous
-// output with 16-byte stores; a third, up2, takes up by two (each input into its 2x2 block) with
-// 8-byte loads and 16-byte stores on two rows, and down2 down by two (stride 2, keep 1) with
-// 16-byte loads of kept rows. VMK_QM_IMPL (launch_quartermap) picks.
+// output with 16-byte stores; a third, down2, takes down by two (stride 2, keep 1) with 16-byte loads
+// of kept rows. VMK_QM_IMPL (launch_quartermap) picks.
 #include "common.cuh"
 
 #include <stdlib.h>
@@ -392,60 +391,20 @@ bool launch_staged(QmParams p, int esize, int sms, cudaStream_t stream)
     return true;
 }
 
-// Up by two (VMK_QM_IMPL=up2): out_w = 2 in_w and out_h = 2 in_h or 2 in_h - 1, where nearest
-// upsampling copies each input into its own 2x2 block (the last row once at odd heights). A run
-// is 8 contiguous input bytes (4 float16 or 2 float32, inside one row: in_w is a multiple of
-// them), read as one 8-byte load; each input is duplicated in registers (PRMT for float16) into
-// 16 bytes, stored whole on both output rows. No per-element index arithmetic: one division pair
-// per run. One wave of blocks (kQmUp2BlocksPerSm per SM) strides over the runs, kQmUp2Runs at a
-// time per thread, loaded before any is stored: no partial last wave whose few blocks cannot keep
-// enough bytes in flight.
-constexpr int kQmUp2Runs = 4;
-constexpr int kQmUp2BlocksPerSm = 8;  // 32 registers: 8 blocks of 256 threads fit
-
-template <typename T>
-__global__ void __launch_bounds__(kQmThreads, kQmUp2BlocksPerSm)
-    quartermap_up2_kernel(QmParams p, uint32_t runs, FastDiv by_row_runs, FastDiv by_in_h)
-{
-    constexpr uint32_t K = 8 / sizeof(T);  // inputs per run
-    const uint2* __restrict__ x = static_cast<const uint2*>(p.x);
-    uint4* __restrict__ y = static_cast<uint4*>(p.y);  // in 16-byte units: 2 K outputs each
-    const uint32_t stride = gridDim.x * kQmThreads;
-    for (uint32_t first = blockIdx.x * kQmThreads + threadIdx.x; first < runs; first += kQmUp2Runs * stride) {
-        uint2 in[kQmUp2Runs];
-#pragma unroll
-        for (int q = 0; q < kQmUp2Runs; ++q) in[q] = __ldg(x + min(first + q * stride, runs - 1));
-        asm volatile("" ::: "memory");  // keeps every load above the first store
-#pragma unroll
-        for (int q = 0; q < kQmUp2Runs; ++q) {
-            const uint32_t run = first + q * stride;
-            if (run >= runs) break;
-            const uint32_t row = by_row_runs.div(run);  // input row over all planes
-            const uint32_t col = run - row * by_row_runs.d;
-            const uint32_t plane = by_in_h.div(row), i = row - plane * by_in_h.d;  // its row in the plane
-            uint4 out;
-            if constexpr (sizeof(T) == 2) {
-                out = make_uint4(__byte_perm(in[q].x, 0, 0x1010), __byte_perm(in[q].x, 0, 0x3232),
-                                 __byte_perm(in[q].y, 0, 0x1010), __byte_perm(in[q].y, 0, 0x3232));
-            } else {
-                out = make_uint4(in[q].x, in[q].x, in[q].y, in[q].y);
-            }
-            // output row 2 i of the plane, columns 2 K col ..: in 16-byte units
-            const unsigned long long top = ((unsigned long long)plane * p.out_plane + 2ull * i * p.out_w) / (2 * K) + col;
-            y[top] = out;
-            if (2 * i + 1 < p.out_h) y[top + p.out_w / (2 * K)] = out;
-        }
-    }
-}
+// down2's grid: one wave of blocks (kQmByTwoBlocksPerSm per SM) strides over the runs, kQmByTwoRuns
+// at a time per thread, loaded before any is stored: no partial last wave whose few blocks cannot
+// keep enough bytes in flight.
+constexpr int kQmByTwoRuns = 4;
+constexpr int kQmByTwoBlocksPerSm = 8;  // 32 registers: 8 blocks of 256 threads fit
 
 // Down by two (VMK_QM_IMPL=down2): stride 2, keep 1, the input width twice a multiple of 4 (so
 // the output width is a multiple of 4). A run is 4 outputs of one output row, from 8 contiguous
 // inputs of its kept row: one 16-byte load for float16 (two for float32, which the compiler
 // narrows to four 4-byte loads of the used words, as in v3's pairs: the same sectors), the even
 // inputs packed (2 PRMT for float16) into one 8-byte (16-byte) store. A warp's loads cover whole
-// stretches of kept rows only. The same one-wave striding grid as up2.
+// stretches of kept rows only.
 template <typename T>
-__global__ void __launch_bounds__(kQmThreads, kQmUp2BlocksPerSm)
+__global__ void __launch_bounds__(kQmThreads, kQmByTwoBlocksPerSm)
     quartermap_down2_kernel(QmParams p, uint32_t runs, FastDiv by_row_runs, FastDiv by_out_h)
 {
     constexpr int kLoads = 8 * sizeof(T) / 16;  // 16-byte loads per run
@@ -453,10 +412,10 @@ __global__ void __launch_bounds__(kQmThreads, kQmUp2BlocksPerSm)
     const uint4* __restrict__ x = static_cast<const uint4*>(p.x);
     Out* __restrict__ y = static_cast<Out*>(p.y);
     const uint32_t stride = gridDim.x * kQmThreads;
-    for (uint32_t first = blockIdx.x * kQmThreads + threadIdx.x; first < runs; first += kQmUp2Runs * stride) {
-        uint4 in[kQmUp2Runs][kLoads];
+    for (uint32_t first = blockIdx.x * kQmThreads + threadIdx.x; first < runs; first += kQmByTwoRuns * stride) {
+        uint4 in[kQmByTwoRuns][kLoads];
 #pragma unroll
-        for (int q = 0; q < kQmUp2Runs; ++q) {
+        for (int q = 0; q < kQmByTwoRuns; ++q) {
             const uint32_t run = min(first + q * stride, runs - 1);
             const uint32_t row = by_row_runs.div(run);  // output row over all planes
             const uint32_t col = run - row * by_row_runs.d;
@@ -469,7 +428,7 @@ __global__ void __launch_bounds__(kQmThreads, kQmUp2BlocksPerSm)
         }
         asm volatile("" ::: "memory");  // keeps every load above the first store
 #pragma unroll
-        for (int q = 0; q < kQmUp2Runs; ++q) {
+        for (int q = 0; q < kQmByTwoRuns; ++q) {
             const uint32_t run = first + q * stride;
             if (run >= runs) break;
             Out out;
@@ -491,32 +450,13 @@ bool launch_down2(const QmParams& p, int esize, int sms, cudaStream_t stream)
         reinterpret_cast<uintptr_t>(p.y) % (4 * esize) != 0)
         return false;
     const long long runs = p.planes * p.out_plane / 4;
-    const long long wave = (long long)kQmUp2BlocksPerSm * sms, need = (runs + kQmThreads * kQmUp2Runs - 1) / (kQmThreads * kQmUp2Runs);
+    const long long wave = (long long)kQmByTwoBlocksPerSm * sms, need = (runs + kQmThreads * kQmByTwoRuns - 1) / (kQmThreads * kQmByTwoRuns);
     const unsigned blocks = (unsigned)(need < wave ? need : wave);
-    if (runs + (long long)kQmUp2Runs * blocks * kQmThreads > kQmMaxIndex) return false;
+    if (runs + (long long)kQmByTwoRuns * blocks * kQmThreads > kQmMaxIndex) return false;
     const FastDiv by_row_runs = make_fastdiv(p.out_w / 4), by_out_h = make_fastdiv(p.out_h);
     if (esize == 2)
         quartermap_down2_kernel<__half><<<blocks, kQmThreads, 0, stream>>>(p, (uint32_t)runs, by_row_runs, by_out_h);
     else quartermap_down2_kernel<float><<<blocks, kQmThreads, 0, stream>>>(p, (uint32_t)runs, by_row_runs, by_out_h);
-    return true;
-}
-
-// The up-by-two launch where it applies (else false): the sizes above, x 8-byte and y 16-byte
-// aligned, every run index below 2^31.
-bool launch_up2(const QmParams& p, int in_h, int esize, int sms, cudaStream_t stream)
-{
-    const uint32_t K = 8 / esize;
-    if (p.out_w != 2 * p.in_w || !(p.out_h == 2u * in_h || p.out_h + 1 == 2u * in_h) || p.in_w % K != 0 ||
-        reinterpret_cast<uintptr_t>(p.x) % 8 != 0 || reinterpret_cast<uintptr_t>(p.y) % 16 != 0)
-        return false;
-    const long long runs = p.planes * p.in_plane / K;
-    const long long wave = (long long)kQmUp2BlocksPerSm * sms, need = (runs + kQmThreads * kQmUp2Runs - 1) / (kQmThreads * kQmUp2Runs);
-    const unsigned blocks = (unsigned)(need < wave ? need : wave);
-    if (runs + (long long)kQmUp2Runs * blocks * kQmThreads > kQmMaxIndex) return false;
-    const FastDiv by_row_runs = make_fastdiv(p.in_w / K), by_in_h = make_fastdiv(in_h);
-    if (esize == 2)
-        quartermap_up2_kernel<__half><<<blocks, kQmThreads, 0, stream>>>(p, (uint32_t)runs, by_row_runs, by_in_h);
-    else quartermap_up2_kernel<float><<<blocks, kQmThreads, 0, stream>>>(p, (uint32_t)runs, by_row_runs, by_in_h);
     return true;
 }
 
@@ -579,36 +519,29 @@ long long env_knob(const char* name)
 }
 
 // Which kernel: VMK_QM_IMPL=v3 the flat walks (QuarterMap v3) always, =stage the staged kernel
-// wherever it fits, =up2 / =down2 the up- / down-by-two kernel wherever it applies (else v3).
+// wherever it fits, =down2 the down-by-two kernel wherever it applies (else v3).
 // Unset (or any other value), from the sixth session's device call 2 (H200, VMamba-T shapes, our
 // builds only): up takes the staged kernel where v3's runs cross rows (the output width not a
-// multiple of a 16-byte run: 2-29% faster than v3 at stages 1-3), else v3 (up2 was 9-41% slower than
-// v3 at stages 0-1); float16 down by two takes down2 where it applies (13% faster at stage 0), else
-// v3 (down2 in float32 4% slower; the staged down 0-3% slower at stages 2-3).
-enum class QmImpl { Rule, V3, Staged, Up2, Down2 };
+// multiple of a 16-byte run: faster than v3 at stages 1-3), else v3; float16 down by two takes down2
+// where it applies (faster at stage 0), else v3 (down2 in float32 and the staged down were slower).
+enum class QmImpl { Rule, V3, Staged, Down2 };
 
 QmImpl qm_impl_knob()
 {
     const char* env = getenv("VMK_QM_IMPL");
     if (env && !strcmp(env, "v3")) return QmImpl::V3;
     if (env && !strcmp(env, "stage")) return QmImpl::Staged;
-    if (env && !strcmp(env, "up2")) return QmImpl::Up2;
     if (env && !strcmp(env, "down2")) return QmImpl::Down2;
     return QmImpl::Rule;
 }
 
-// in_h: up's input height (up by two only; 0 for down)
-vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, int in_h, cudaStream_t stream)
+vmk_status_t launch_quartermap(QmParams p, vmk_dtype_t dtype, bool down, cudaStream_t stream, const DeviceInfo& dev)
 {
     // 32-bit arithmetic inside a group: o * in along each axis, every element index of the group
     if ((long long)p.out_h * p.rows.mul > kQmMaxIndex || (long long)p.out_w * p.cols.mul > kQmMaxIndex)
         return VMK_ERR_UNSUPPORTED;
-    const bool down = in_h == 0;
     const int esize = dtype == VMK_FLOAT16 ? 2 : 4;
     const QmImpl impl = qm_impl_knob();
-    DeviceInfo dev;
-    if (!device_info(&dev)) return VMK_ERR_CUDA;
-    if (!down && impl == QmImpl::Up2 && launch_up2(p, in_h, esize, dev.sms, stream)) return launch_status();
     if (down && (impl == QmImpl::Down2 || (impl == QmImpl::Rule && esize == 2)) && launch_down2(p, esize, dev.sms, stream))
         return launch_status();
     const bool rule_staged = !down && p.out_w % (16 / esize) != 0;
@@ -659,22 +592,22 @@ QmParams resample_params(const void* x, void* y, int batch, int channels, int in
 
 }  // namespace
 
-vmk_status_t quartermap_down_run(const vmk_quartermap_down_args_t* a, cudaStream_t stream)
+vmk_status_t quartermap_down_run(const vmk_quartermap_down_args_t* a, cudaStream_t stream, const DeviceInfo& dev)
 {
     QmParams p = resample_params(a->x, a->y, a->batch, a->channels, a->height, a->width,
                                  kept(a->height, a->stride, a->keep), kept(a->width, a->stride, a->keep));
     p.rows = p.cols = down_axis(a->stride, a->keep);
     p.pairs = a->stride == 2 && a->keep == 1;
-    return launch_quartermap(p, a->dtype, 0, stream);
+    return launch_quartermap(p, a->dtype, true, stream, dev);
 }
 
-vmk_status_t quartermap_up_run(const vmk_quartermap_up_args_t* a, cudaStream_t stream)
+vmk_status_t quartermap_up_run(const vmk_quartermap_up_args_t* a, cudaStream_t stream, const DeviceInfo& dev)
 {
     QmParams p = resample_params(a->x, a->y, a->batch, a->channels, a->in_height, a->in_width,
                                  a->out_height, a->out_width);
     p.rows = up_axis(a->in_height, a->out_height);
     p.cols = up_axis(a->in_width, a->out_width);
-    return launch_quartermap(p, a->dtype, a->in_height, stream);
+    return launch_quartermap(p, a->dtype, false, stream, dev);
 }
 
 }  // namespace vmk

@@ -476,10 +476,9 @@ __global__ void __launch_bounds__(scan_threads_max(CHUNKED, RREG, NMAX),
 // 2, two channels per lane (taken by ss2d_launch's rule; VMK_SCAN_LANE_CHANNELS forces it): the
 // unchunked d_state-1 float16 scan with the tensor-core dt, where each lane owns the adjacent
 // channels (d, d + 1) and a warp 64 channels. The scan is issue-bound (docs/KERNELS.md, "What bounds
-// it now"), and the per-step work that does not
-// depend on the channel is paid once per two channel-steps: the two offset-table loads, the x-load
-// and partial-store address arithmetic, the (B, C) broadcast, the dt-tile address and the loop
-// control; x is loaded and the partial stored as one __half2 (D even: the lane's element offset
+// it now"), and the per-step work that does not depend on the channel is paid once per two
+// channel-steps: the two offset-table loads, the x-load and partial-store address arithmetic, the
+// (B, C) broadcast, the dt-tile address and the loop control; x is loaded and the partial stored as one __half2 (D even: the lane's element offset
 // 2 lane + p D is even, so 4-byte aligned; an odd D takes the one-channel kernel). The rolling form
 // for every tile: u ahead as __half2 (one register per two channels), dt from the warp's 64-channel
 // tile (one 8-byte shared load per step), so the two recurrences are independent chains (ILP)
@@ -1117,14 +1116,14 @@ vmk_status_t ss2d_launch(const vmk_ss2d_args_t* a, void* ws, cudaStream_t stream
 
     // Two channels per lane (ss2d_pair_scan_kernel) where they exist (float16, d_state 1, unchunked,
     // tensor-core dt) and D is even (the __half2 accesses), when the rank tile is 16 or more and the
-    // pair warps give every SM at least 8. In the sixth session's device call 2 (H200, our builds
-    // only) the pairs were 5-13% faster at VMamba-T/B stages 1-3, batch 128 (rank tiles 16-64, 12-62
-    // pair warps per SM), and 10-14% slower at stage 0 (rank tile 8, 6-8 pair warps per SM: too few
-    // warps to hide the step latency with two chains each). VMK_SCAN_LANE_CHANNELS = 1 | 2 forces one
-    // or two channels per lane (2 still only where the kernel exists and D is even).
+    // pair warps give every SM at least 8. In the sixth session's device A/B (H200, our builds only)
+    // the pairs were faster at VMamba-T/B stages 1-3, batch 128 (rank tiles 16-64, 12-62 pair warps
+    // per SM), and slower at stage 0 (rank tile 8, 6-8 pair warps per SM: too few warps to hide the
+    // step latency with two chains each). VMK_SCAN_LANE_CHANNELS = 1 | 2 forces one or two channels
+    // per lane (2 still only where the kernel exists and D is even).
     const char* lanes_env = getenv("VMK_SCAN_LANE_CHANNELS");
     const int lanes_knob = lanes_env ? atoi(lanes_env) : 0;
-    const long long pair_warps = (long long)B * kDirs * ((D + 63) / 64);
+    const long long pair_warps = (long long)B * kDirs * ((D + kPairChannels - 1) / kPairChannels);
     const bool pair_rule = rank_regs(R) >= 16 && pair_warps >= 8LL * dev.sms;
     const bool pair = D % 2 == 0 && (lanes_knob == 2 || (lanes_knob != 1 && pair_rule));
     const vmk_status_t st = N == 1 ? launch_scan_path<T, 1>(S > 1, p, B, stream, dev, mma, pair)

@@ -846,13 +846,12 @@ vmk_status_t vmeanba_launch(const vmk_ss2d_args_t* a, int variant, void* ws, cud
     const StatsParams sp{xt, xdbl, a->dt_projs_weight, a->dt_projs_bias, A2, Q, D, H, W, N, R, cols.Cp, variant, splits,
                          bsplit_log2, a->A_logs};
     // The statistics' form (StatsForm): the folded form for d_state 1 (A2 folded into the statistics
-    // where the block's rows fit kFoldedA2Bytes, else the table launch), v9's for more states. In
-    // the sixth session's device call 2 (H200, our builds only) the folded form was 4-11% faster at
-    // d_state 1 at batch 128 in both dtypes except VMamba-T stage 3 float32 (13% slower) and VMamba-B
-    // stage 3 float16 (4% slower); at d_state 16 it was 30-50% slower at batch 1 and from 8% slower to
-    // 13% faster at batch 128. Knob: VMK_VMEANBA_STATS=new | table (the new accesses with the table
-    // launch) | v9 forces a form; VMK_VMEANBA_POLY_EXP=0, 2 or 4 (else 2): the new forms' states of 16
-    // whose exponentials run on the FMA pipe (exp2_fma).
+    // where the block's rows fit kFoldedA2Bytes, else the table launch), v9's for more states. In the
+    // sixth session's device A/B (H200, our builds only) the folded form was faster at d_state 1 at
+    // batch 128 in both dtypes except at VMamba-T stage 3 float32 and VMamba-B stage 3 float16; at
+    // d_state 16 it was much slower at batch 1 and mixed at batch 128. Knob: VMK_VMEANBA_STATS=new |
+    // table (the new accesses with the table launch) | v9 forces a form; VMK_VMEANBA_POLY_EXP=0, 2 or
+    // 4 (else 2): the new forms' states of 16 whose exponentials run on the FMA pipe (exp2_fma).
     const char* form_env = getenv("VMK_VMEANBA_STATS");
     StatsForm form = N == 1 ? kStatsFolded : kStatsV9;
     if (form_env && !strcmp(form_env, "v9")) form = kStatsV9;

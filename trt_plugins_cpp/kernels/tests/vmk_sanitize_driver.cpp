@@ -289,13 +289,6 @@ int main()
         run_quartermap_up(2, 3, 32, 32, 64, 64, dt, rng, 1);
         run_quartermap_up(3, 70, 2, 3, 1, 1, dt, rng, 3);
         run_quartermap_up(2, 5, 4, 4, 7, 7, dt, rng, 1);
-        // up by two forced (VMK_QM_IMPL=up2): odd output heights, one input row, a partial last
-        // block of runs, and a misaligned output (falls back to v3)
-        setenv("VMK_QM_IMPL", "up2", 1);
-        run_quartermap_up(2, 3, 4, 4, 7, 8, dt, rng);
-        run_quartermap_up(1, 1, 1, 4, 1, 8, dt, rng);
-        run_quartermap_up(3, 7, 14, 14, 27, 28, dt, rng);
-        run_quartermap_up(2, 3, 5, 8, 10, 16, dt, rng, 1);
         // down by two forced (VMK_QM_IMPL=down2): odd heights, one row, an aligned shift (4
         // elements) and a misaligned one (falls back to v3)
         setenv("VMK_QM_IMPL", "down2", 1);
